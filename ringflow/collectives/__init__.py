@@ -1,0 +1,164 @@
+"""The collective verbs, shaped like torch.distributed's.
+
+    from ringflow import collectives as rc
+    rc.all_reduce(t, op=rc.ReduceOp.SUM)                 # in place, every rank gets the sum
+    work = rc.all_reduce(t, async_op=True); work.wait()
+    rc.reduce_scatter_tensor(out, inp); rc.all_gather_into_tensor(out, inp)
+
+``group`` is a :class:`Communicator` (None: the world from ``ringflow.init()``).
+Inputs are checked here, at the boundary, so a bad call fails on the calling
+rank with a message instead of hanging its peers.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import exchange, select
+from .chunking import chunk_bounds
+from .communicator import Communicator
+from .engine import CollectiveWork
+from .errors import CollectiveError, CollectiveMismatch, CollectiveTimeout
+from .ops import ReduceOp, as_reduce_op, check_dtype
+
+__all__ = ["all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor", "broadcast", "reduce",
+           "all_to_all_single", "barrier", "ReduceOp", "Communicator", "CollectiveWork",
+           "CollectiveError", "CollectiveTimeout", "CollectiveMismatch"]
+
+
+def _group(group: Communicator | None) -> Communicator:
+    if group is None:
+        from ..runtime import world
+        return world()
+    if not isinstance(group, Communicator):
+        raise TypeError(f"group must be a ringflow Communicator or None, got {type(group).__name__}"
+                        " (torch.distributed process groups are not accepted; use ringflow.init())")
+    return group
+
+
+def _check(comm: Communicator, tensor: torch.Tensor, what: str, op: ReduceOp | None = None) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.is_contiguous():
+        raise ValueError(f"{what} must be contiguous (shape {tuple(tensor.shape)}, strides "
+                         f"{tuple(tensor.stride())}); pass tensor.contiguous() and copy back")
+    check_dtype(tensor, op)
+    comm.transport.check_tensor(tensor)
+
+
+def _check_pair(out: torch.Tensor, inp: torch.Tensor, out_numel: int, verb: str) -> None:
+    if out.dtype != inp.dtype or out.device != inp.device:
+        raise ValueError(f"{verb}: output ({out.dtype}, {out.device}) and input ({inp.dtype}, "
+                         f"{inp.device}) must share dtype and device")
+    if out.numel() != out_numel:
+        raise ValueError(f"{verb}: output has {out.numel()} elements, expected {out_numel} "
+                         f"(input numel {inp.numel()} and world size decide it)")
+
+
+def _check_root(comm: Communicator, root: int, what: str) -> None:
+    if not isinstance(root, int) or not 0 <= root < comm.size:
+        raise ValueError(f"{what}={root!r} is out of range for a group of {comm.size} ranks "
+                         f"(expected 0..{comm.size - 1})")
+
+
+def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False, algorithm="auto"):
+    """Reduce ``tensor`` across ranks in place; every rank gets the same bytes."""
+    comm, op = _group(group), as_reduce_op(op)
+    _check(comm, tensor, "tensor", op)
+    _, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm)
+    flat = tensor.view(-1)
+    return comm.run("all_reduce", lambda: fn(comm, flat, op), tensor=tensor, op=op,
+                    async_op=async_op)
+
+
+def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=False,
+                          algorithm="auto"):
+    """``output`` (m elements) = reduction over ranks of block ``rank`` of ``input`` (m*size)."""
+    comm, op = _group(group), as_reduce_op(op)
+    _check(comm, input, "input", op)
+    _check(comm, output, "output", op)
+    _check_pair(output, input, input.numel() // comm.size, "reduce_scatter_tensor")
+    if input.numel() % comm.size:
+        raise ValueError(f"reduce_scatter_tensor: input numel {input.numel()} is not divisible by "
+                         f"the group size {comm.size}")
+    _, fn = select.choose(comm, "reduce_scatter", input.numel() * input.element_size(), algorithm)
+    out, inp = output.view(-1), input.view(-1)
+    return comm.run("reduce_scatter_tensor", lambda: fn(comm, out, inp, op), tensor=input, op=op,
+                    async_op=async_op)
+
+
+def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=False,
+                           algorithm="auto"):
+    """``output_tensor`` = every rank's ``input_tensor`` concatenated in rank order."""
+    comm = _group(group)
+    _check(comm, input_tensor, "input_tensor")
+    _check(comm, output_tensor, "output_tensor")
+    _check_pair(output_tensor, input_tensor, input_tensor.numel() * comm.size,
+                "all_gather_into_tensor")
+    _, fn = select.choose(comm, "all_gather", output_tensor.numel() * output_tensor.element_size(),
+                          algorithm)
+    out, inp = output_tensor.view(-1), input_tensor.view(-1)
+    return comm.run("all_gather_into_tensor", lambda: fn(comm, out, inp), tensor=input_tensor,
+                    async_op=async_op)
+
+
+def broadcast(tensor, src=0, group=None, async_op=False, algorithm="auto"):
+    """Copy ``tensor`` of rank ``src`` into ``tensor`` on every rank."""
+    comm = _group(group)
+    _check(comm, tensor, "tensor")
+    _check_root(comm, src, "src")
+    _, fn = select.choose(comm, "broadcast", tensor.numel() * tensor.element_size(), algorithm)
+    flat = tensor.view(-1)
+    return comm.run("broadcast", lambda: fn(comm, flat, src), tensor=tensor, root=src,
+                    async_op=async_op)
+
+
+def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, algorithm="auto"):
+    """Reduce ``tensor`` into rank ``dst``; other ranks' tensors are left unchanged."""
+    comm, op = _group(group), as_reduce_op(op)
+    _check(comm, tensor, "tensor", op)
+    _check_root(comm, dst, "dst")
+    _, fn = select.choose(comm, "reduce", tensor.numel() * tensor.element_size(), algorithm)
+    flat = tensor.view(-1)
+    return comm.run("reduce", lambda: fn(comm, flat, op, dst), tensor=tensor, op=op, root=dst,
+                    async_op=async_op)
+
+
+def _split_bounds(tensor: torch.Tensor, splits, size: int, what: str) -> list[tuple[int, int]]:
+    """Flat bounds of blocks along dim 0 (equal blocks when ``splits`` is None)."""
+    rows = tensor.shape[0] if tensor.dim() else tensor.numel()
+    if splits is None:
+        if rows % size:
+            raise ValueError(f"all_to_all_single: {what} has {rows} rows along dim 0, not divisible "
+                             f"by the group size {size}; pass {what}_split_sizes")
+        splits = [rows // size] * size
+    splits = list(splits)
+    if len(splits) != size or sum(splits) != rows or min(splits, default=0) < 0:
+        raise ValueError(f"all_to_all_single: {what}_split_sizes {splits} must be {size} "
+                         f"non-negative sizes summing to {rows}")
+    row = tensor.numel() // rows if rows else 0
+    bounds, start = [], 0
+    for s in splits:
+        bounds.append((start * row, (start + s) * row))
+        start += s
+    return bounds
+
+
+def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None, group=None,
+                      async_op=False):
+    """Block j (along dim 0) of ``input`` goes to rank j; block i of ``output`` comes from rank i."""
+    comm = _group(group)
+    _check(comm, input, "input")
+    _check(comm, output, "output")
+    if output.dtype != input.dtype:
+        raise ValueError(f"all_to_all_single: output dtype {output.dtype} != input dtype {input.dtype}")
+    in_b = _split_bounds(input, input_split_sizes, comm.size, "input")
+    out_b = _split_bounds(output, output_split_sizes, comm.size, "output")
+    out, inp = output.view(-1), input.view(-1)
+    return comm.run("all_to_all_single", lambda: exchange.all_to_all(comm, out, inp, out_b, in_b),
+                    tensor=input, async_op=async_op)
+
+
+def barrier(group=None, async_op=False):
+    """Return once every rank of the group has entered the barrier."""
+    comm = _group(group)
+    return comm.run("barrier", lambda: exchange.barrier(comm), async_op=async_op)

@@ -1,0 +1,109 @@
+"""The ring: reduce-scatter and all-gather by hand; all-reduce is the two in sequence.
+
+Every function works in place on a flat, contiguous 1-D buffer whose chunks are
+given by ``chunking.chunk_bounds``. Rank r sends to r+1 and receives from r-1;
+each step posts its send and receive together. A chunk is cut into the same
+number of slices on every rank so that receiving slice k+1 overlaps reducing
+slice k (double-buffered scratch, no allocation per step once warm).
+
+Reduction order is fixed by the ring (chunk c is summed starting at rank c+1),
+so results never depend on timing, and the all-gather copies bytes, so every
+rank ends bitwise identical.
+"""
+from __future__ import annotations
+
+import torch
+
+from .chunking import all_gather_chunks, chunk_bounds, reduce_scatter_chunks
+from .communicator import Communicator
+from .ops import ReduceOp, finish_avg, reduce_into
+
+
+def _slices(bounds: tuple[int, int], nslices: int) -> list[tuple[int, int]]:
+    start, stop = bounds
+    return [(start + a, start + b) for a, b in chunk_bounds(stop - start, nslices)]
+
+
+def slice_count(comm: Communicator, chunk_elems: int, itemsize: int) -> int:
+    """How many pipeline slices a chunk of ``chunk_elems`` gets (same on every rank)."""
+    if not comm.slice_bytes or chunk_elems == 0:
+        return 1
+    per = max(1, comm.slice_bytes // itemsize)
+    return max(1, -(-chunk_elems // per))
+
+
+def reduce_scatter_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[int, int]],
+                    op: ReduceOp) -> None:
+    """After n-1 steps, chunk ``comm.rank`` of ``buf`` holds the reduction over ranks (SUM for AVG)."""
+    n, r = comm.size, comm.rank
+    if n == 1:
+        return
+    right, left = (r + 1) % n, (r - 1) % n
+    biggest = max(b - a for a, b in bounds)
+    nslices = slice_count(comm, biggest, buf.element_size())
+    piece = -(-biggest // nslices)
+    scratch = comm.scratch(buf.dtype, 2 * piece, buf.device).view(2, piece)
+    for step in range(n - 1):
+        send_c, recv_c = reduce_scatter_chunks(r, n, step)
+        sends, recvs = _slices(bounds[send_c], nslices), _slices(bounds[recv_c], nslices)
+
+        def post(k: int):
+            (sa, sb), (ra, rb) = sends[k], recvs[k]
+            return comm.sendrecv(buf[sa:sb], right, scratch[k % 2, : rb - ra], left)
+
+        pending, send_works = post(0), []
+        for k in range(nslices):
+            send_work, recv_work = pending
+            send_works.append(send_work)
+            if k + 1 < nslices:
+                pending = post(k + 1)      # slot (k+1)%2 was consumed at k-1
+            comm.wait(recv_work, peer=left, step=step)
+            ra, rb = recvs[k]
+            reduce_into(buf[ra:rb], scratch[k % 2, : rb - ra], op)
+        for w in send_works:
+            comm.wait(w, peer=right, step=step)
+
+
+def all_gather_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[int, int]]) -> None:
+    """Each rank starts owning chunk ``comm.rank`` of ``buf``; afterwards all chunks are everywhere."""
+    n, r = comm.size, comm.rank
+    if n == 1:
+        return
+    right, left = (r + 1) % n, (r - 1) % n
+    biggest = max(b - a for a, b in bounds)
+    nslices = slice_count(comm, biggest, buf.element_size())
+    for step in range(n - 1):
+        send_c, recv_c = all_gather_chunks(r, n, step)
+        sends, recvs = _slices(bounds[send_c], nslices), _slices(bounds[recv_c], nslices)
+        works = [comm.sendrecv(buf[sa:sb], right, buf[ra:rb], left)
+                 for (sa, sb), (ra, rb) in zip(sends, recvs)]
+        for send_work, recv_work in works:
+            comm.wait(recv_work, peer=left, step=n - 1 + step)
+            comm.wait(send_work, peer=right, step=n - 1 + step)
+
+
+def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
+    """Ring all-reduce of flat ``buf`` in place: reduce-scatter, then all-gather."""
+    bounds = chunk_bounds(buf.numel(), comm.size)
+    reduce_scatter_(comm, buf, bounds, op)
+    a, b = bounds[comm.rank]
+    finish_avg(buf[a:b], op, comm.size)      # divide once, before the bytes are copied around
+    all_gather_(comm, buf, bounds)
+
+
+def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op: ReduceOp) -> None:
+    """out (numel m) = reduction of chunk ``rank`` of every rank's ``inp`` (numel m*n)."""
+    work = inp.clone()                       # the ring reduces in place; the input stays intact
+    bounds = chunk_bounds(inp.numel(), comm.size)
+    reduce_scatter_(comm, work, bounds, op)
+    a, b = bounds[comm.rank]
+    out.copy_(work[a:b])
+    finish_avg(out, op, comm.size)
+
+
+def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None:
+    """out (numel m*n) = concatenation of every rank's ``inp`` (numel m) in rank order."""
+    bounds = chunk_bounds(out.numel(), comm.size)
+    a, b = bounds[comm.rank]
+    out[a:b].copy_(inp)
+    all_gather_(comm, out, bounds)

@@ -1,0 +1,156 @@
+"""Read the launcher's environment, pick device and transport, start and stop the world.
+
+Launchers recognised: torchrun (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE),
+Open MPI (OMPI_COMM_WORLD_*), MPICH/PMI (PMI_RANK, PMI_SIZE), Slurm (SLURM_PROCID,
+SLURM_NTASKS, SLURM_LOCALID); with none of them the world is one rank.
+
+    comm = ringflow.init(timeout=60)    # idempotent: later calls return the same world
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Mapping
+
+import torch
+
+_WORLD = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchEnv:
+    """Who this process is, as the launcher told it."""
+    launcher: str          # torchrun | mpirun | pmi | slurm | none
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+
+
+def _ints(env: Mapping[str, str], *names: str) -> list[int] | None:
+    if not all(n in env for n in names):
+        return None
+    try:
+        return [int(env[n]) for n in names]
+    except ValueError:
+        raise ValueError("launcher variables must be integers: " +
+                         ", ".join(f"{n}={env[n]!r}" for n in names)) from None
+
+
+def read_launch_env(env: Mapping[str, str] | None = None) -> LaunchEnv:
+    """Detect the launcher from environment variables (torchrun first, then MPI, PMI, Slurm)."""
+    env = os.environ if env is None else env
+    if (v := _ints(env, "RANK", "WORLD_SIZE")) is not None:
+        rank, size = v
+        local_rank = int(env.get("LOCAL_RANK", rank))
+        local_size = int(env.get("LOCAL_WORLD_SIZE", size))
+        launcher = "torchrun"
+    elif (v := _ints(env, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE")) is not None:
+        rank, size = v
+        local_rank = int(env.get("OMPI_COMM_WORLD_LOCAL_RANK", rank))
+        local_size = int(env.get("OMPI_COMM_WORLD_LOCAL_SIZE", size))
+        launcher = "mpirun"
+    elif (v := _ints(env, "PMI_RANK", "PMI_SIZE")) is not None:
+        rank, size = v
+        local_rank = int(env.get("MPI_LOCALRANKID", env.get("PMI_LOCAL_RANK", rank)))
+        local_size = int(env.get("MPI_LOCALNRANKS", env.get("PMI_LOCAL_SIZE", size)))
+        launcher = "pmi"
+    elif (v := _ints(env, "SLURM_PROCID", "SLURM_NTASKS")) is not None:
+        rank, size = v
+        local_rank = int(env.get("SLURM_LOCALID", 0))
+        local_size = int(env.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0]) \
+            if "SLURM_NTASKS_PER_NODE" in env else size
+        launcher = "slurm"
+    else:
+        return LaunchEnv("none", 0, 1, 0, 1)
+    if not 0 <= rank < size:
+        raise ValueError(f"{launcher}: rank {rank} is outside a world of {size} ranks")
+    if not 0 <= local_rank < local_size:
+        raise ValueError(f"{launcher}: local rank {local_rank} is outside a node of {local_size}")
+    return LaunchEnv(launcher, rank, size, local_rank, local_size)
+
+
+def pick_device(local_rank: int) -> torch.device:
+    """cuda:LOCAL_RANK when CUDA is available, else cpu."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _pick_transport(launch: LaunchEnv, requested: str) -> str:
+    if requested not in ("auto", "torch", "mpi", "local", "shm"):
+        raise ValueError(f"transport {requested!r} is unknown; use torch, mpi, shm or auto "
+                         "(RINGFLOW_TRANSPORT)")
+    if requested != "auto":
+        return requested
+    if launch.size == 1:
+        return "local"
+    if launch.launcher in ("mpirun", "pmi"):
+        try:
+            import mpi4py  # noqa: F401
+            return "mpi"
+        except ImportError:
+            return "torch"
+    return "torch"
+
+
+def _make_transport(kind: str, launch: LaunchEnv, device: torch.device, timeout: float):
+    if kind == "local":
+        if launch.size != 1:
+            raise ValueError("the local transport runs threads in one process; under a launcher "
+                             "use RINGFLOW_TRANSPORT=torch or mpi")
+        from .transport.local import LocalTransport
+        return LocalTransport.group(1)[0]
+    if kind == "torch":
+        from .transport.torch_dist import TorchTransport
+        return TorchTransport.from_launch(launch, device, timeout)
+    if kind == "mpi":
+        from .transport.mpi import MpiTransport
+        return MpiTransport.from_launch(launch, device, timeout)
+    from .transport.shm import ShmTransport
+    return ShmTransport.from_launch(launch, device, timeout)
+
+
+def init(transport: str | None = None, timeout: float | None = None,
+         device: torch.device | str | None = None):
+    """Start (once) and return the world Communicator.
+
+    transport: "torch" | "mpi" | "shm" | "auto" (default: $RINGFLOW_TRANSPORT or auto: torch
+    under torchrun, mpi under mpirun when mpi4py imports). timeout bounds every wait (seconds).
+    """
+    global _WORLD
+    if _WORLD is not None:
+        return _WORLD
+    from .collectives.communicator import DEFAULT_TIMEOUT, Communicator
+    launch = read_launch_env()
+    timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive seconds, got {timeout}")
+    dev = torch.device(device) if device is not None else pick_device(launch.local_rank)
+    kind = _pick_transport(launch, transport or os.environ.get("RINGFLOW_TRANSPORT", "auto"))
+    tr = _make_transport(kind, launch, dev, timeout)
+    _WORLD = Communicator(tr, timeout=timeout, local_size=launch.local_size)
+    _WORLD.launch = launch
+    return _WORLD
+
+
+def is_initialized() -> bool:
+    return _WORLD is not None
+
+
+def world():
+    """The world Communicator; raises if ``init()`` was not called."""
+    if _WORLD is None:
+        raise RuntimeError("ringflow is not initialised: call ringflow.init() first "
+                           "(or pass group=<Communicator>)")
+    return _WORLD
+
+
+def shutdown() -> None:
+    """Stop the background thread and close the transport; init() may be called again."""
+    global _WORLD
+    if _WORLD is None:
+        return
+    comm, _WORLD = _WORLD, None
+    comm.close()
+    comm.transport.close()

@@ -1,0 +1,98 @@
+"""The point-to-point protocol every collective is written against.
+
+A Transport moves whole tensors between ranks: ``isend``/``irecv`` return a
+:class:`Work` whose ``wait(timeout)`` either completes or raises
+:class:`PeerTimeout`. ``sendrecv`` posts one send and one receive together,
+which is what every ring step needs (posting the send alone and blocking on it
+deadlocks rendezvous transports such as NCCL).
+
+    t = LocalTransport.group(2)[0]          # or TorchTransport / MpiTransport
+    w = t.isend(x, dst=1); w.wait(timeout=30)
+"""
+from __future__ import annotations
+
+import abc
+import torch
+
+
+class TransportError(RuntimeError):
+    """A transport could not move data (peer gone, bad tensor, closed)."""
+
+
+class PeerTimeout(TransportError):
+    """A wait on ``peer`` did not complete within the timeout."""
+
+    def __init__(self, message: str, peer: int):
+        super().__init__(message)
+        self.peer = peer
+
+
+class Work(abc.ABC):
+    """Handle of an outstanding send or receive."""
+
+    peer: int = -1
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until done; raise PeerTimeout after ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    def is_completed(self) -> bool:
+        """True once the operation finished (never blocks)."""
+
+
+class DoneWork(Work):
+    """A Work that is already complete (rank talking to itself, empty tensors)."""
+
+    def wait(self, timeout: float | None = None) -> None:
+        return None
+
+    def is_completed(self) -> bool:
+        return True
+
+
+class Transport(abc.ABC):
+    """Point-to-point messaging between ``size`` ranks.
+
+    Messages between a pair of ranks with the same ``tag`` arrive in the order
+    they were posted (MPI's non-overtaking rule); tags separate communicators
+    that share one transport.
+    """
+
+    name: str = "abstract"
+    rank: int
+    size: int
+
+    @abc.abstractmethod
+    def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0) -> Work:
+        """Start sending a contiguous ``tensor`` to ``dst``."""
+
+    @abc.abstractmethod
+    def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0) -> Work:
+        """Start receiving into the contiguous ``tensor`` from ``src``."""
+
+    def sendrecv(self, send: torch.Tensor, dst: int, recv: torch.Tensor, src: int,
+                 tag: int = 0) -> tuple[Work, Work]:
+        """Post a send and a receive together; returns (send_work, recv_work)."""
+        rw = self.irecv(recv, src, tag)
+        sw = self.isend(send, dst, tag)
+        return sw, rw
+
+    @abc.abstractmethod
+    def check_tensor(self, tensor: torch.Tensor) -> None:
+        """Raise ValueError if this transport cannot move ``tensor`` (device, layout)."""
+
+    def close(self) -> None:
+        """Release resources; further calls are errors."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
+
+
+def require_contiguous(tensor: torch.Tensor, what: str = "tensor") -> None:
+    """Transports move raw bytes, so views with gaps are refused up front."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.is_contiguous():
+        raise ValueError(f"{what} must be contiguous (got strides {tuple(tensor.stride())} "
+                         f"for shape {tuple(tensor.shape)}); call .contiguous() first")
