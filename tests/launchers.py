@@ -63,5 +63,5 @@ def mpirun_path() -> str:
 def run_mpirun(nproc: int, script: str, *args: str, timeout: float = 120, env: dict | None = None,
                check: bool = True):
     cmd = [mpirun_path(), "--allow-run-as-root", "--oversubscribe", "-np", str(nproc),
-           "--mca", "btl", "self,vader,tcp", sys.executable, script, *args]
+           sys.executable, script, *args]
     return run_cmd(cmd, timeout, env, check)

@@ -110,3 +110,11 @@ def guided(net, x, t, y=None, cfg_scale=1.0):
     out = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
     cond, uncond = out.chunk(2)
     return uncond + cfg_scale * (cond - uncond)
+
+
+def net_device(net, device=None):
+    """``device`` if given, else the device of the network's first parameter, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    param = next(iter(net.parameters()), None) if hasattr(net, "parameters") else None
+    return param.device if param is not None else torch.device("cpu")

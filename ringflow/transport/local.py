@@ -3,14 +3,12 @@
 Sends are buffered (the tensor is copied when posted), receives match sends by
 their posting order per (src, dst, tag), exactly MPI's non-overtaking rule.
 
-    results = run_ranks(3, lambda comm: rc.all_reduce(torch.ones(4), group=comm))
+    hub = LocalTransport.group(3)     # one transport per thread; see collectives.threads.run_ranks
 """
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
-
 import torch
 
 from .base import DoneWork, PeerTimeout, Transport, TransportError, Work, require_contiguous
@@ -107,35 +105,8 @@ class LocalTransport(Transport):
             self.hub.cond.notify_all()
 
 
-def run_ranks(size: int, fn: Callable[[Any], Any], timeout: float = 60.0, **comm_kwargs) -> list:
-    """Run ``fn(comm)`` on ``size`` threads, one Communicator each; return the results.
-
-    The first exception raised by any rank is re-raised here (after all threads end).
-    """
-    from ..collectives.communicator import Communicator
-
-    transports = LocalTransport.group(size)
-    results: list = [None] * size
-    errors: list = [None] * size
-
-    def body(r: int) -> None:
-        comm = Communicator(transports[r], timeout=timeout, **comm_kwargs)
-        try:
-            results[r] = fn(comm)
-        except BaseException as e:  # noqa: BLE001 - reported to the caller below
-            errors[r] = e
-            transports[r].mark_failed(f"{type(e).__name__}: {e}")
-        finally:
-            comm.close()
-
-    threads = [threading.Thread(target=body, args=(r,), name=f"local-rank{r}") for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout + 30)
-        if t.is_alive():
-            raise TimeoutError(f"{t.name} still running {timeout + 30:.0f}s after start")
-    for e in errors:
-        if e is not None:
-            raise e
-    return results
+def __getattr__(name):  # TEMP-MOVED: remove before release
+    if name == "run_ranks":
+        raise ImportError("run_ranks moved to ringflow.collectives.threads (transport must not "
+                          "import collectives): from ringflow.collectives.threads import run_ranks")
+    raise AttributeError(name)
