@@ -8,6 +8,7 @@ SLURM_NTASKS, SLURM_LOCALID); with none of them the world is one rank.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 from typing import Mapping
@@ -28,8 +29,13 @@ class LaunchEnv:
 
 
 def _ints(env: Mapping[str, str], *names: str) -> list[int] | None:
-    if not all(n in env for n in names):
+    present = [n for n in names if n in env]
+    if not present:
         return None
+    if len(present) < len(names):       # half a launcher: guessing a world of one would hide it
+        missing = [n for n in names if n not in env]
+        raise ValueError(f"{', '.join(present)} is set but {', '.join(missing)} is not; set both "
+                         "(torchrun and mpirun do), or unset them to run as a single process")
     try:
         return [int(env[n]) for n in names]
     except ValueError:
@@ -115,8 +121,11 @@ def init(transport: str | None = None, timeout: float | None = None,
          device: torch.device | str | None = None):
     """Start (once) and return the world Communicator.
 
-    transport: "torch" | "mpi" | "shm" | "auto" (default: $RINGFLOW_TRANSPORT or auto: torch
-    under torchrun, mpi under mpirun when mpi4py imports). timeout bounds every wait (seconds).
+    transport: "torch" | "mpi" | "shm" | "local" | "auto" (default: $RINGFLOW_TRANSPORT or auto:
+    torch under torchrun and Slurm, mpi under mpirun when mpi4py imports, local for a world of
+    one). timeout (seconds, default $RINGFLOW_TIMEOUT or 300) bounds every wait: each step of a
+    collective, and the process-group rendezvous of the torch transport. device: where internal
+    buffers live and which backend the torch transport uses (cuda: NCCL, cpu: gloo).
     """
     global _WORLD
     if _WORLD is not None:
@@ -131,6 +140,10 @@ def init(transport: str | None = None, timeout: float | None = None,
     tr = _make_transport(kind, launch, dev, timeout)
     _WORLD = Communicator(tr, timeout=timeout, local_size=launch.local_size)
     _WORLD.launch = launch
+    if launch.size > 1:   # a launcher tearing the job down gets this rank's flight recorder first
+        from .collectives.flight import install_signal_dump
+        install_signal_dump(lambda: [_WORLD.recorder] if _WORLD is not None else [])
+    atexit.register(shutdown)    # a script that forgets shutdown() still leaves cleanly
     return _WORLD
 
 
@@ -152,5 +165,8 @@ def shutdown() -> None:
     if _WORLD is None:
         return
     comm, _WORLD = _WORLD, None
-    comm.close()
-    comm.transport.close()
+    atexit.unregister(shutdown)
+    try:
+        comm.close()
+    finally:
+        comm.transport.close()

@@ -41,6 +41,9 @@ def _check(comm: Communicator, tensor: torch.Tensor, what: str, op: ReduceOp | N
     if not tensor.is_contiguous():
         raise ValueError(f"{what} must be contiguous (shape {tuple(tensor.shape)}, strides "
                          f"{tuple(tensor.stride())}); pass tensor.contiguous() and copy back")
+    if tensor.device.type == "meta":
+        raise ValueError(f"{what} is on the meta device and holds no data; materialise it first "
+                         "(e.g. module.to_empty(device='cpu') and load or initialise the weights)")
     check_dtype(tensor, op)
     comm.transport.check_tensor(tensor)
 

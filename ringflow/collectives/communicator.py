@@ -10,42 +10,25 @@ messages.
 """
 from __future__ import annotations
 
-import collections
-import dataclasses
 import os
 import sys
 import time
+import weakref
 import zlib
 from typing import Callable, Sequence
 
 import torch
 
 from ..transport.base import DoneWork, PeerTimeout, Transport, TransportError, Work
+from .debug import PendingCheck
 from .engine import CollectiveWork, Engine
-from .errors import CollectiveError, CollectiveTimeout
+from .errors import CollectiveError, CollectiveMismatch, CollectiveTimeout
+from .flight import CallRecord, FlightRecorder
 
 DEFAULT_TIMEOUT = float(os.environ.get("RINGFLOW_TIMEOUT", "300"))
-_ENGINES: dict[int, Engine] = {}
-
-
-@dataclasses.dataclass
-class CallRecord:
-    """One entry of the flight recorder: what this rank was doing, and how it ended."""
-    seq: int
-    name: str
-    numel: int
-    dtype: str
-    op: str
-    root: int
-    state: str = "queued"
-    step: int = -1
-    peer: int = -1
-    started: float = 0.0
-
-    def line(self) -> str:
-        where = f" step={self.step} peer={self.peer}" if self.step >= 0 else ""
-        return (f"#{self.seq} {self.name}(numel={self.numel}, {self.dtype}, op={self.op}, "
-                f"root={self.root}) {self.state}{where}")
+# One engine per transport, dropped with it (keyed weakly: a new transport never inherits the
+# engine, or the failure mark, of a dead one that happened to share its id).
+_ENGINES: "weakref.WeakKeyDictionary[Transport, Engine]" = weakref.WeakKeyDictionary()
 
 
 class Communicator:
@@ -67,14 +50,22 @@ class Communicator:
         self.local_rank = self.rank % self.local_size
         self.tag = 0 if ranks is None else 1 + zlib.crc32(repr(self.ranks).encode()) % 30000
         self.debug = os.environ.get("RINGFLOW_DEBUG", "0") not in ("", "0") if debug is None else debug
-        self.engine = _ENGINES.setdefault(id(transport), Engine())
+        self.engine = _ENGINES.setdefault(transport, Engine())
         self._owns_engine = ranks is None
         self.slice_bytes = getattr(transport, "slice_bytes", None)   # ring pipelining granularity
         self.device = torch.device(getattr(transport, "device", "cpu"))  # for internal buffers
         self._scratch: dict[tuple, torch.Tensor] = {}
         self.seq = 0
-        self.history: collections.deque[CallRecord] = collections.deque(maxlen=history)
+        self.recorder = FlightRecorder(self.rank, self.size, transport.rank, history)
         self.current: CallRecord | None = None
+        self._check: PendingCheck | None = None     # fingerprint exchange of the running call
+        self._check_sends: PendingCheck | None = None  # ... compared, its sends still to finish
+        self.parent: Communicator | None = None      # the group this one was cut from
+
+    @property
+    def history(self):
+        """The flight recorder's records, oldest first."""
+        return self.recorder.records
 
     # ---- topology ---------------------------------------------------------------------------
     @property
@@ -90,8 +81,10 @@ class Communicator:
         members = list(members)
         if len(set(members)) != len(members) or any(not 0 <= m < self.size for m in members):
             raise ValueError(f"subgroup members {members} must be distinct ranks in [0, {self.size})")
-        return Communicator(self.transport, timeout=self.timeout, debug=self.debug,
-                            ranks=[self.ranks[m] for m in members])
+        child = Communicator(self.transport, timeout=self.timeout, debug=self.debug,
+                             ranks=[self.ranks[m] for m in members])
+        child.parent = self
+        return child
 
     def split_by_node(self) -> tuple["Communicator", "Communicator"]:
         """(ranks on my node, ranks with my local_rank on every node): the two-level layout."""
@@ -120,35 +113,60 @@ class Communicator:
 
     def wait(self, work: Work, peer: int, step: int = 0) -> None:
         """Wait for ``work``; turn transport failures into errors that name the call and peer."""
-        rec = self.current
+        owner = self._owner()
+        if owner._check is not None:         # RINGFLOW_DEBUG: compare fingerprints before any data
+            owner._verify_check(owner.timeout)
+        self._wait(work, peer, step)
+
+    def _owner(self) -> "Communicator":
+        """The communicator whose collective is running: this one, or the parent group of a
+        sub-group that an algorithm drives directly (two-level: node and cross-node rings)."""
+        comm = self
+        while comm.current is None and comm.parent is not None:
+            comm = comm.parent
+        return comm
+
+    def _verify_check(self, timeout: float) -> None:
+        check, self._check = self._check, None
+        check.verify(lambda w, p: self._wait(w, p, -1, timeout))
+        self._check_sends = check
+
+    def _wait(self, work: Work, peer: int, step: int, timeout: float | None = None) -> None:
+        rec = self._owner().current
         if rec is not None:
-            rec.step, rec.peer = step, peer
+            rec.step, rec.peer = step, self.ranks[peer]    # world rank: one numbering per log
+        timeout = self.timeout if timeout is None else timeout
         try:
-            work.wait(self.timeout)
+            work.wait(timeout)
         except PeerTimeout as e:
-            raise self._failure(CollectiveTimeout, f"timed out after {self.timeout:.1f}s", peer, step, e)
+            raise self._failure(CollectiveTimeout, f"timed out after {timeout:.1f}s", peer, step, e)
         except TransportError as e:
-            raise self._failure(CollectiveError, f"failed: {e}", peer, step, e)
+            raise self._failure(CollectiveError, f"failed ({e})", peer, step, e)
 
     def _failure(self, cls, what: str, peer: int, step: int, cause: Exception) -> CollectiveError:
-        rec = self.current
+        owner = self._owner()
+        rec = owner.current
         name = f"{rec.name} #{rec.seq}" if rec else "point-to-point"
-        msg = (f"rank {self.rank}: {name} {what} at step {step} waiting for rank {peer}"
-               f" (transport {self.transport.name}, world rank {self.ranks[peer]})")
+        if owner is not self:
+            name += f" (in its sub-group of ranks {self.ranks}, as rank {self.rank})"
+        where = "in the debug fingerprint exchange" if step < 0 else f"at step {step}"
+        msg = (f"rank {owner.rank}: {name} {what} {where} waiting for rank {peer} (world rank "
+               f"{self.ranks[peer]}, transport {self.transport.name}). That rank died, stalled or "
+               "called a different collective: read its log and the flight recorder below; if it "
+               "is only slow, raise the timeout (RINGFLOW_TIMEOUT or ringflow.init(timeout=...))")
         if rec is not None:
             rec.state = "timed out" if cls is CollectiveTimeout else "failed"
-        self.dump_history(file=sys.stderr)
+        # Half-delivered messages may be left in flight: nothing later on this transport is safe.
+        for comm in {self, owner}:
+            comm.engine.broken = comm.engine.broken or f"{name} on rank {owner.rank}: {what} {where}"
+        owner.recorder.dump(sys.stderr, why=msg)
         err = cls(msg, peer=peer, step=step) if cls is CollectiveTimeout else cls(msg)
         err.__cause__ = cause
         return err
 
     def dump_history(self, file=None) -> str:
         """The flight recorder: this rank's recent collectives, oldest first."""
-        text = f"ringflow rank {self.rank}/{self.size} recent collectives:\n" + "\n".join(
-            "  " + r.line() for r in self.history)
-        if file is not None:
-            print(text, file=file, flush=True)
-        return text
+        return self.recorder.dump(file, why="requested")
 
     # ---- running a collective ---------------------------------------------------------------
     def run(self, name: str, job: Callable[[], None], *, tensor: torch.Tensor | None = None,
@@ -158,27 +176,54 @@ class Communicator:
                          str(tensor.dtype).replace("torch.", "") if tensor is not None else "-",
                          getattr(op, "name", "-").lower(), root)
         self.seq += 1
-        self.history.append(rec)
+        self.recorder.add(rec)
 
         def execute() -> None:
             self.current, rec.state, rec.started = rec, "running", time.monotonic()
             try:
-                if self.debug and self.size > 1:
-                    from .debug import check_fingerprints
-                    check_fingerprints(self, rec)
-                job()
+                self._refuse_if_broken(rec)
+                self._execute_checked(job)
                 rec.state = "done"
             except BaseException:
                 if rec.state == "running":
                     rec.state = "failed"
                 raise
             finally:
-                self.current = None
+                self.current, self._check, self._check_sends = None, None, None
 
         if async_op:
             return self.engine.submit(name, execute)
         self.engine.run(name, execute)
         return None
+
+    def _refuse_if_broken(self, rec: CallRecord) -> None:
+        broken = self.engine.broken
+        if broken:
+            rec.state = "refused"
+            raise CollectiveError(
+                f"rank {self.rank}: {rec.name} #{rec.seq} not started: an earlier collective failed "
+                f"({broken}) and may have left messages half-delivered, so this transport cannot "
+                "be used again. Restart the job (torchrun --max-restarts resumes from the last "
+                "checkpoint)")
+
+    def _execute_checked(self, job: Callable[[], None]) -> None:
+        """Run ``job``; with RINGFLOW_DEBUG, around a fingerprint exchange (see debug.py)."""
+        if not (self.debug and self.size > 1):
+            job()
+            return
+        self._check = PendingCheck(self, self.current)
+        try:
+            job()
+            if self._check is not None:          # the job never waited (nothing to receive)
+                self._verify_check(self.timeout)
+        except CollectiveMismatch as e:
+            self.engine.broken = self.engine.broken or str(e)   # data may be in flight: unusable
+            raise
+        except CollectiveError:
+            if self._check is not None:          # failed before comparing: a mismatch explains it
+                self._verify_check(min(self.timeout, 2.0))      # better, if fingerprints came
+            raise
+        self._check_sends.finish(lambda w, p: self._wait(w, p, -1))
 
     def scratch(self, dtype: torch.dtype, numel: int, device: torch.device) -> torch.Tensor:
         """A reusable 1-D work buffer of at least ``numel`` elements (grown, never shrunk)."""
@@ -193,7 +238,7 @@ class Communicator:
         """Stop the background thread (world communicator only; subgroups share it)."""
         if not self._owns_engine:
             return
-        engine = _ENGINES.pop(id(self.transport), None)
+        engine = _ENGINES.pop(self.transport, None)
         if engine is not None:
             engine.close()
 

@@ -1,9 +1,15 @@
 """Cheap fingerprints of each call, compared across ranks when RINGFLOW_DEBUG=1.
 
-Before a collective runs, every rank sends every other rank a 6-integer
-fingerprint (collective, numel, dtype, op, root, sequence number). If any
-differ, every rank raises the same CollectiveMismatch naming the first differing
-field and which ranks hold which value, instead of hanging or mixing bytes.
+Every rank sends every other rank a 6-integer fingerprint (collective, numel,
+dtype, op, root, sequence number) of the call it is making. If any differ, every
+rank raises the same CollectiveMismatch naming the first differing field and
+which ranks hold which value, instead of hanging or mixing bytes.
+
+The exchange is posted when the collective starts and verified at its first wait,
+before any received byte is used: the fingerprints travel ahead of the data on
+the same ordered channel, so the check adds messages but no round trip.
+
+    RINGFLOW_DEBUG=1 torchrun --nproc_per_node=4 train.py
 """
 from __future__ import annotations
 
@@ -39,25 +45,47 @@ def describe(values: dict[int, str]) -> str:
     return "; ".join(f"ranks {ranks} have {v}" for v, ranks in by_value.items())
 
 
-def check_fingerprints(comm, rec) -> None:
-    """Exchange fingerprints with every rank (pairwise) and raise on the first difference."""
-    n, r = comm.size, comm.rank
-    mine = fingerprint(rec).to(comm.device)
-    table = torch.empty(n, len(FIELDS), dtype=torch.int64, device=comm.device)
-    table[r] = mine
-    for shift in range(1, n):
-        dst, src = (r + shift) % n, (r - shift) % n
-        sw, rw = comm.sendrecv(mine, dst, table[src], src)
-        comm.wait(rw, peer=src, step=-shift)
-        comm.wait(sw, peer=dst, step=-shift)
-    table = table.cpu()
+def compare(table: torch.Tensor, rank: int, rec) -> None:
+    """Raise CollectiveMismatch on the first field (column) of ``table`` where ranks differ."""
     for i, field in enumerate(FIELDS):
         column = table[:, i]
         if bool((column != column[0]).any()):
             named = field in ("collective", "dtype", "op")
             values = {k: _NAMES.get(int(column[k]), "?") if named else str(int(column[k]))
-                      for k in range(n)}
+                      for k in range(table.shape[0])}
             raise CollectiveMismatch(
-                f"rank {r}: collective #{rec.seq} mismatch in {field}: {describe(values)} "
-                f"(this rank called {rec.name}(numel={rec.numel}, {rec.dtype}, op={rec.op}, "
-                f"root={rec.root}))")
+                f"rank {rank}: collective #{rec.seq} mismatch in {field}: {describe(values)} "
+                f"(this rank called {rec.call()}). Every rank must issue the same collectives in "
+                "the same order with the same size, dtype, op and root; look for a branch on rank "
+                "or on data that skips or adds a call")
+
+
+class PendingCheck:
+    """A fingerprint exchange in flight: posted as a collective starts, verified before data is used.
+
+        check = PendingCheck(comm, rec)       # posts n-1 sends and n-1 receives
+        check.verify(wait)                    # wait(work, peer) each; raises on a mismatch
+    """
+
+    def __init__(self, comm, rec):
+        n, r = comm.size, comm.rank
+        self.rank, self.rec = r, rec
+        self.mine = fingerprint(rec).to(comm.device)
+        self.table = torch.empty(n, len(FIELDS), dtype=torch.int64, device=comm.device)
+        self.table[r] = self.mine
+        self.recvs, self.sends = [], []
+        for shift in range(1, n):
+            dst, src = (r + shift) % n, (r - shift) % n
+            sw, rw = comm.sendrecv(self.mine, dst, self.table[src], src)
+            self.recvs.append((rw, src))
+            self.sends.append((sw, dst))
+
+    def verify(self, wait) -> None:
+        """Wait for every peer's fingerprint and compare; the sends are finished by ``finish``."""
+        for work, peer in self.recvs:
+            wait(work, peer)
+        compare(self.table.cpu(), self.rank, self.rec)
+
+    def finish(self, wait) -> None:
+        for work, peer in self.sends:
+            wait(work, peer)

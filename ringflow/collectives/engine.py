@@ -64,6 +64,7 @@ class Engine:
         self._cond = threading.Condition()
         self._exec = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.broken: str | None = None     # set by a failed collective: later ones are refused
 
     def run(self, name: str, job: Callable[[], None]) -> None:
         """Run ``job`` now, after any queued async work."""

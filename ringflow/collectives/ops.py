@@ -65,6 +65,24 @@ def reduce_into(dst: torch.Tensor, src: torch.Tensor, op: ReduceOp) -> None:
         raise ValueError(f"unknown op {op}")
 
 
+def reduce_out(dst: torch.Tensor, first: torch.Tensor, second: torch.Tensor, op: ReduceOp) -> None:
+    """dst = first (op) second, elementwise; ``dst`` may alias either operand.
+
+    Algorithms that combine two ranks' blocks pass the lower rank's block first,
+    so both partners of an exchange compute the same bytes.
+    """
+    if op is ReduceOp.SUM or op is ReduceOp.AVG:
+        torch.add(first, second, out=dst)
+    elif op is ReduceOp.MAX:
+        torch.maximum(first, second, out=dst)
+    elif op is ReduceOp.MIN:
+        torch.minimum(first, second, out=dst)
+    elif op is ReduceOp.PRODUCT:
+        torch.mul(first, second, out=dst)
+    else:
+        raise ValueError(f"unknown op {op}")
+
+
 def finish_avg(t: torch.Tensor, op: ReduceOp, size: int) -> None:
     """Turn a SUM into the AVG the caller asked for (no-op for other ops)."""
     if op is ReduceOp.AVG and size > 1 and t.numel():

@@ -16,7 +16,7 @@ import torch
 
 from .chunking import all_gather_chunks, chunk_bounds, reduce_scatter_chunks
 from .communicator import Communicator
-from .ops import ReduceOp, finish_avg, reduce_into
+from .ops import ReduceOp, finish_avg, reduce_out
 
 
 def _slices(bounds: tuple[int, int], nslices: int) -> list[tuple[int, int]]:
@@ -38,30 +38,14 @@ def reduce_scatter_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[in
     n, r = comm.size, comm.rank
     if n == 1:
         return
-    right, left = (r + 1) % n, (r - 1) % n
     biggest = max(b - a for a, b in bounds)
     nslices = slice_count(comm, biggest, buf.element_size())
     piece = -(-biggest // nslices)
-    scratch = comm.scratch(buf.dtype, 2 * piece, buf.device).view(2, piece)
+    landing = comm.scratch(buf.dtype, 2 * piece, buf.device).view(2, piece)
     for step in range(n - 1):
         send_c, recv_c = reduce_scatter_chunks(r, n, step)
-        sends, recvs = _slices(bounds[send_c], nslices), _slices(bounds[recv_c], nslices)
-
-        def post(k: int):
-            (sa, sb), (ra, rb) = sends[k], recvs[k]
-            return comm.sendrecv(buf[sa:sb], right, scratch[k % 2, : rb - ra], left)
-
-        pending, send_works = post(0), []
-        for k in range(nslices):
-            send_work, recv_work = pending
-            send_works.append(send_work)
-            if k + 1 < nslices:
-                pending = post(k + 1)      # slot (k+1)%2 was consumed at k-1
-            comm.wait(recv_work, peer=left, step=step)
-            ra, rb = recvs[k]
-            reduce_into(buf[ra:rb], scratch[k % 2, : rb - ra], op)
-        for w in send_works:
-            comm.wait(w, peer=right, step=step)
+        (sa, sb), (ra, rb) = bounds[send_c], bounds[recv_c]
+        _reduce_step(comm, buf[sa:sb], buf[ra:rb], buf[ra:rb], landing, nslices, op, step)
 
 
 def all_gather_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[int, int]]) -> None:
@@ -92,13 +76,53 @@ def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
 
 
 def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op: ReduceOp) -> None:
-    """out (numel m) = reduction of chunk ``rank`` of every rank's ``inp`` (numel m*n)."""
-    work = inp.clone()                       # the ring reduces in place; the input stays intact
-    bounds = chunk_bounds(inp.numel(), comm.size)
-    reduce_scatter_(comm, work, bounds, op)
-    a, b = bounds[comm.rank]
-    out.copy_(work[a:b])
-    finish_avg(out, op, comm.size)
+    """out (numel m) = reduction of chunk ``rank`` of every rank's ``inp`` (numel m*n).
+
+    Out of place: ``inp`` is only read. Partial sums live in two chunk-sized
+    accumulators that alternate by step (one is on the wire while the other is
+    written), the last step writes straight into ``out``, so nothing of size m*n
+    is copied or allocated. ``out`` may alias chunk ``rank`` of ``inp``.
+    """
+    n, r = comm.size, comm.rank
+    bounds = chunk_bounds(inp.numel(), n)
+    if n == 1:
+        out.copy_(inp)
+        return
+    biggest = max(b - a for a, b in bounds)
+    nslices = slice_count(comm, biggest, inp.element_size())
+    piece = -(-biggest // nslices)
+    scratch = comm.scratch(inp.dtype, 2 * biggest + 2 * piece, inp.device)
+    acc, landing = scratch[: 2 * biggest].view(2, biggest), scratch[2 * biggest:].view(2, piece)
+    for step in range(n - 1):
+        send_c, recv_c = reduce_scatter_chunks(r, n, step)
+        (sa, sb), (ra, rb) = bounds[send_c], bounds[recv_c]
+        src = inp[sa:sb] if step == 0 else acc[(step - 1) % 2, : sb - sa]
+        dst = out if step == n - 2 else acc[step % 2, : rb - ra]
+        _reduce_step(comm, src, inp[ra:rb], dst, landing, nslices, op, step)
+    finish_avg(out, op, n)
+
+
+def _reduce_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst: torch.Tensor,
+                 landing: torch.Tensor, nslices: int, op: ReduceOp, step: int) -> None:
+    """Send ``src`` right while dst = mine (op) what arrives from the left, slice by slice."""
+    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+    sends, recvs = _slices((0, src.numel()), nslices), _slices((0, mine.numel()), nslices)
+
+    def post(k: int):
+        (sa, sb), (ra, rb) = sends[k], recvs[k]
+        return comm.sendrecv(src[sa:sb], right, landing[k % 2, : rb - ra], left)
+
+    pending, send_works = post(0), []
+    for k in range(nslices):
+        send_work, recv_work = pending
+        send_works.append(send_work)
+        if k + 1 < nslices:
+            pending = post(k + 1)          # slot (k+1)%2 was consumed at k-1
+        comm.wait(recv_work, peer=left, step=step)
+        ra, rb = recvs[k]
+        reduce_out(dst[ra:rb], mine[ra:rb], landing[k % 2, : rb - ra], op)   # same order as in place
+    for w in send_works:
+        comm.wait(w, peer=right, step=step)
 
 
 def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None:

@@ -1,32 +1,89 @@
 """Which algorithm runs a collective: the registry, and the per-size choice for "auto".
 
-``RINGFLOW_ALGORITHM=name`` forces one algorithm wherever it applies.
+"auto" takes the algorithm with the smallest predicted time under the fitted
+alpha-beta model (``costmodel``), the backend's own collective ("native")
+included. ``RINGFLOW_ALGORITHM`` overrides it: ``ring`` forces that name wherever
+it exists, ``all_reduce=rd,broadcast=tree`` forces per collective. The name that
+ran last is kept in ``last`` so a benchmark can say which one it measured.
+
+    name, fn = choose(comm, "all_reduce", nbytes=4 << 20)     # e.g. ("ring", ring.all_reduce)
+    ranked(comm, "all_reduce", 4096)                          # [(name, predicted seconds), ...]
 """
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Iterable
 
-from . import naive, ring, tree
+from . import accumulate, costmodel, hierarchical, naive, native, ring, tree
 
 ALGORITHMS: dict[str, dict[str, Callable]] = {
-    "all_reduce": {"ring": ring.all_reduce, "naive": naive.all_reduce},
-    "reduce_scatter": {"ring": ring.reduce_scatter, "naive": naive.reduce_scatter},
-    "all_gather": {"ring": ring.all_gather, "naive": naive.all_gather},
-    "broadcast": {"tree": tree.broadcast, "naive": naive.broadcast},
-    "reduce": {"tree": tree.reduce, "naive": naive.reduce},
+    "all_reduce": {"ring": ring.all_reduce, "rd": tree.all_reduce_rd, "rhd": tree.all_reduce_rhd,
+                   "two_level": hierarchical.all_reduce, "fp32acc": accumulate.all_reduce,
+                   "naive": naive.all_reduce, "native": native.all_reduce},
+    "reduce_scatter": {"ring": ring.reduce_scatter, "fp32acc": accumulate.reduce_scatter,
+                       "naive": naive.reduce_scatter, "native": native.reduce_scatter},
+    "all_gather": {"ring": ring.all_gather, "naive": naive.all_gather,
+                   "native": native.all_gather},
+    "broadcast": {"tree": tree.broadcast, "naive": naive.broadcast, "native": native.broadcast},
+    "reduce": {"tree": tree.reduce, "naive": naive.reduce, "native": native.reduce},
 }
 DEFAULT = {"all_reduce": "ring", "reduce_scatter": "ring", "all_gather": "ring",
            "broadcast": "tree", "reduce": "tree"}
+NEVER_AUTO = ("naive", "fp32acc")   # the oracle never wins; fp32acc changes numerics: opt-in only
+last: dict[str, str] = {}           # collective -> algorithm name chosen most recently
 
 
-def choose(comm, collective: str, nbytes: int, algorithm: str = "auto") -> tuple[str, Callable]:
-    """(name, function) of the algorithm to run ``collective`` on ``nbytes`` per rank."""
+def available(comm, collective: str) -> list[str]:
+    """Algorithms that can run ``collective`` on ``comm`` (native needs the transport's support)."""
+    return [name for name in ALGORITHMS[collective]
+            if name != "native" or native.supports(comm, collective)]
+
+
+def forced(collective: str, env: str | None = None) -> str | None:
+    """The algorithm RINGFLOW_ALGORITHM forces for ``collective`` (None: not forced)."""
+    env = os.environ.get("RINGFLOW_ALGORITHM", "") if env is None else env
+    for item in filter(None, (s.strip() for s in env.split(","))):
+        if "=" not in item:
+            if item in ALGORITHMS[collective]:
+                return item
+            continue
+        coll, name = (s.strip() for s in item.split("=", 1))
+        if coll == collective:
+            if name not in ALGORITHMS[collective]:
+                raise ValueError(f"RINGFLOW_ALGORITHM={env!r}: {name!r} is not an algorithm of "
+                                 f"{collective}; choose one of {sorted(ALGORITHMS[collective])}")
+            return name
+    return None
+
+
+def ranked(comm, collective: str, nbytes: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+    """(name, predicted seconds) of the auto candidates for ``collective``, fastest first."""
+    model = costmodel.load(comm)
+    out = []
+    for name in available(comm, collective):
+        if name in NEVER_AUTO or name in exclude:
+            continue
+        t = costmodel.predict(model, collective, name, comm.size, nbytes)
+        if t is not None:
+            out.append((name, t))
+    return sorted(out, key=lambda x: x[1])
+
+
+def choose(comm, collective: str, nbytes: int, algorithm: str = "auto",
+           exclude: Iterable[str] = ()) -> tuple[str, Callable]:
+    """(name, function) of the algorithm to run ``collective`` on ``nbytes`` (nccl-tests size).
+
+    Every rank must get the same answer: it depends only on the arguments, the
+    group size and the tune file (write it on every node with ``ringflow-bench --tune``).
+    """
     table = ALGORITHMS[collective]
     if algorithm == "auto":
-        forced = os.environ.get("RINGFLOW_ALGORITHM", "")
-        algorithm = forced if forced in table else DEFAULT[collective]
+        algorithm = forced(collective)
+        if algorithm is None or algorithm in exclude or algorithm not in available(comm, collective):
+            best = ranked(comm, collective, nbytes, exclude)
+            algorithm = best[0][0] if best else DEFAULT[collective]
     if algorithm not in table:
         raise ValueError(f"algorithm {algorithm!r} is not available for {collective}; "
                          f"choose one of {sorted(table) + ['auto']}")
+    last[collective] = algorithm
     return algorithm, table[algorithm]

@@ -118,8 +118,9 @@ class Flow(nn.Module):
 
     def sample(self, n, generator=None, device=None):
         """n draws by inverting z ~ N(0, I) -> (n, *event_shape)."""
-        device = device or next(self.parameters()).device
-        z = torch.randn(n, self.dim, generator=generator, device=device)
+        param = next(self.parameters())
+        z = torch.randn(n, self.dim, generator=generator, device=device or param.device,
+                        dtype=param.dtype)
         return self.inverse(z)
 
 

@@ -17,8 +17,13 @@ from ringflow.models.embeddings import LabelEmbedder, TimestepEmbedder
 
 
 def group_norm(channels):
-    """GroupNorm with up to 32 groups that divide ``channels``."""
-    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+    """GroupNorm with up to 32 groups of at least 4 channels (DDPM: 32 groups for 128).
+
+    One channel per group would subtract each channel's own mean and erase the per-channel
+    timestep embedding that ResBlock adds just before its second norm.
+    """
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and channels // g >= 4
+                  or g == 1)
     return nn.GroupNorm(groups, channels)
 
 

@@ -1,0 +1,4 @@
+"""``python -m ringflow.bench``: see ringflow.bench."""
+from . import main
+
+main()

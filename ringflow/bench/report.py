@@ -1,0 +1,82 @@
+"""Rows like nccl-tests', the footer (peak busbw, ratios to the built-in) and the JSON record.
+
+A row per (size, implementation); the last column is busbw(impl) / busbw(builtin)
+for the in-place run (out-of-place where there is no in-place form), both
+measured in the same run.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+HEADER = (
+    "#                                                          out-of-place                       "
+    "in-place\n"
+    "#       size        count      type  redop   root  algorithm        time   algbw   busbw  "
+    "#wrong      time   algbw   busbw  #wrong   pred(us)  vs-builtin\n"
+    "#        (B)   (elements)                                           (us)  (GB/s)  (GB/s)"
+    "              (us)  (GB/s)  (GB/s)")
+
+
+def _cells(res: dict | None) -> str:
+    if res is None:
+        return f"{'n/a':>9} {'':>7} {'':>7} {'':>7}"
+    bad = "-" if res.get("wrong") is None else str(res["wrong"])
+    return f"{res['time_us']:9.1f} {res['algbw']:7.2f} {res['busbw']:7.2f} {bad:>7}"
+
+
+def ratio_mode(row: dict) -> str:
+    """The mode ratios are quoted in: in-place when the collective has it."""
+    return "ip" if row.get("ip") is not None else "oop"
+
+
+def line(row: dict) -> str:
+    """One printed row."""
+    root = row["root"] if row["collective"] in ("broadcast", "reduce") else -1
+    pred = "-" if row["pred_us"] is None else f"{row['pred_us']:.1f}"
+    ratio = "-" if row.get("ratio") is None else f"{row['ratio']:.2f}x"
+    return (f"{row['size']:12d} {row['count']:12d} {row['type']:>9} {row['redop']:>6} {root:>6}  "
+            f"{row['label']:<12} {_cells(row.get('oop'))} {_cells(row.get('ip'))} "
+            f"{pred:>10} {ratio:>11}")
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Set row['ratio'] = busbw / busbw of the builtin row of the same size (same run)."""
+    base = {r["size"]: r for r in rows if r["label"] == "builtin"}
+    for r in rows:
+        b = base.get(r["size"])
+        mode = ratio_mode(r)
+        if b is not None and b.get(mode) and r.get(mode):
+            r["ratio"] = b[mode]["time_us"] / r[mode]["time_us"]
+
+
+def footer(rows: list[dict]) -> list[str]:
+    """Peak busbw per implementation, and min/median ratio to the builtin."""
+    out = []
+    for label in dict.fromkeys(r["label"] for r in rows):
+        mine = [r for r in rows if r["label"] == label and r.get(ratio_mode(r))]
+        if not mine:
+            continue
+        best = max(mine, key=lambda r: r[ratio_mode(r)]["busbw"])
+        text = (f"# {label:<12} peak busbw {best[ratio_mode(best)]['busbw']:.2f} GB/s at "
+                f"{human(best['size'])}")
+        ratios = [r["ratio"] for r in mine if r.get("ratio") is not None]
+        if ratios and label != "builtin":
+            worst = min(mine, key=lambda r: r.get("ratio") or np.inf)
+            text += (f"; vs builtin: median {np.median(ratios):.2f}x, min {min(ratios):.2f}x "
+                     f"at {human(worst['size'])}")
+        out.append(text)
+    return out
+
+
+def human(nbytes: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale and nbytes % scale == 0:
+            return f"{nbytes // scale} {unit}"
+    return f"{nbytes} B"
+
+
+def write_json(path: str, meta: dict, rows: list[dict]) -> None:
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)

@@ -1,0 +1,162 @@
+"""The alpha-beta(-gamma) model: predicted seconds of each algorithm, fitted on this machine.
+
+A message of m bytes between two ranks costs alpha + beta*m; reducing m bytes
+costs gamma*m (Hockney's model, with the reduction term of Thakur, Rabenseifner &
+Gropp 2005). Each algorithm's cost is a formula in (n, m, alpha, beta, gamma); the
+backend's own collective ("native") is a fitted line a + b*m per collective.
+``ringflow-bench --tune`` measures alpha, beta, gamma and the native lines and
+caches them in ``$RINGFLOW_CACHE`` (default ``~/.cache/ringflow``)/tune-<kind>-n<N>-l<L>.json;
+without that file the defaults below are used and "native" is a candidate only
+on CUDA (where NCCL's kernels are known to win).
+
+    model = load(comm); seconds = predict(model, "all_reduce", "ring", n=4, nbytes=1 << 20)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Model:
+    """Fitted link and reduction costs of one transport at one world size."""
+    alpha: float                     # seconds per message (latency, incl. Python overhead)
+    beta: float                      # seconds per byte on the wire
+    gamma: float                     # seconds per byte reduced
+    native: dict = dataclasses.field(default_factory=dict)  # collective -> [a, b]
+    local_size: int = 0              # ranks per node (0: unknown, one node)
+    slice_bytes: int = 0             # ring pipeline slice (0: whole chunks)
+    source: str = "default"          # "default" or the tune file it came from
+
+
+DEFAULTS = {  # rough figures of these 2-core machines (MACHINE-FACTS.md); tune replaces them
+    "torch": Model(alpha=80e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
+    "mpi": Model(alpha=15e-6, beta=1 / 4.0e9, gamma=1 / 6e9),
+    "shm": Model(alpha=8e-6, beta=1 / 6.0e9, gamma=1 / 6e9),
+    "local": Model(alpha=40e-6, beta=1 / 3.0e9, gamma=1 / 6e9),
+}
+CUDA_NATIVE = [10e-6, 1 / 100e9]    # NCCL on one node: far below anything done from Python
+
+
+def kind(transport) -> str:
+    """Cache key of a transport: its name (with backend), and device type when not cpu."""
+    name = transport.name.replace("/", "-")
+    device = str(getattr(transport, "device", "cpu")).split(":")[0]
+    return name if device == "cpu" else f"{name}-{device}"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RINGFLOW_CACHE") or Path.home() / ".cache" / "ringflow")
+
+
+def cache_path(kind_: str, size: int, local_size: int) -> Path:
+    return cache_dir() / f"tune-{kind_}-n{size}-l{local_size}.json"
+
+
+def save(model: Model, path: Path) -> None:
+    """Write the model atomically (temp file + rename), so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(dataclasses.asdict(model), indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+_LOADED: dict[tuple, Model] = {}
+
+
+def load(comm) -> Model:
+    """The model for ``comm``: its tune file if present (read once per process), else defaults."""
+    tr = comm.transport
+    key = (kind(tr), comm.size, comm.local_size, str(cache_dir()))
+    if key not in _LOADED:
+        path = cache_path(key[0], comm.size, comm.local_size)
+        if path.exists():
+            fields = json.loads(path.read_text())
+            model = Model(**{k: v for k, v in fields.items() if k in Model.__dataclass_fields__})
+            model.source = str(path)
+        else:
+            base = DEFAULTS.get(tr.name.split("/")[0], DEFAULTS["torch"])
+            model = dataclasses.replace(base, native={})
+            if str(getattr(tr, "device", "cpu")).startswith("cuda"):
+                model.native = {c: CUDA_NATIVE for c in ("all_reduce", "reduce_scatter",
+                                                         "all_gather", "broadcast", "reduce")}
+        model.local_size, model.slice_bytes = comm.local_size, comm.slice_bytes or 0
+        _LOADED[key] = model
+    return _LOADED[key]
+
+
+def forget() -> None:
+    """Drop loaded models (after a new tune file was written)."""
+    _LOADED.clear()
+
+
+def fit_line(sizes, seconds) -> tuple[float, float]:
+    """Least-squares (a, b) of seconds = a + b*size, weighting relative error (all sizes count)."""
+    m, t = np.asarray(sizes, float), np.asarray(seconds, float)
+    if len(m) < 2 or np.ptp(m) == 0:
+        raise ValueError(f"fitting a line needs >= 2 distinct sizes, got {list(m)}")
+    rows = np.stack([1 / t, m / t], axis=1)
+    (a, b), *_ = np.linalg.lstsq(rows, np.ones_like(t), rcond=None)
+    return max(float(a), 1e-7), max(float(b), 1e-13)
+
+
+# ---- the formulas --------------------------------------------------------------------------------
+def _ring_steps(n: int, chunk_bytes: float, md: Model) -> float:
+    slices = max(1, math.ceil(chunk_bytes / md.slice_bytes)) if md.slice_bytes else 1
+    return (n - 1) * slices
+
+
+def _log2(n: int) -> tuple[int, int]:
+    p = 1 << (n.bit_length() - 1)
+    return p.bit_length() - 1, n - p
+
+
+def _all_reduce(alg: str, n: int, m: float, md: Model) -> float | None:
+    a, b, g = md.alpha, md.beta, md.gamma
+    k, rem = _log2(n)
+    fold = (2 * (a + m * b) + m * g) if rem else 0.0
+    p = n - rem
+    if alg in ("ring", "fp32acc"):
+        return 2 * _ring_steps(n, m / n, md) * a + 2 * (n - 1) / n * m * b + (n - 1) / n * m * g
+    if alg == "rd":
+        return k * (a + m * b + m * g) + fold
+    if alg == "rhd":
+        return 2 * k * a + 2 * (p - 1) / p * m * b + (p - 1) / p * m * g + fold
+    if alg == "naive":
+        return 2 * (n - 1) * (a + m * b) + (n - 1) * m * g
+    if alg == "two_level":
+        local = md.local_size or n
+        nodes = n // local
+        inside = 2 * (local - 1) * a + 2 * (local - 1) / local * m * b + (local - 1) / local * m * g
+        across = min(_all_reduce(x, nodes, m / local, md) for x in ("ring", "rd")) if nodes > 1 else 0
+        return inside + across
+    return None
+
+
+def predict(md: Model, collective: str, alg: str, n: int, nbytes: float) -> float | None:
+    """Predicted seconds of ``alg`` for ``collective`` on ``nbytes`` (nccl-tests size), or None."""
+    if n == 1:
+        return 0.0
+    if alg == "native":
+        line = md.native.get(collective)
+        return None if line is None else line[0] + line[1] * nbytes
+    a, b, g, m = md.alpha, md.beta, md.gamma, float(nbytes)
+    k = math.ceil(math.log2(n))
+    if collective == "all_reduce":
+        return _all_reduce(alg, n, m, md)
+    if collective == "reduce_scatter" and alg in ("ring", "fp32acc"):
+        return _ring_steps(n, m / n, md) * a + (n - 1) / n * m * (b + g)
+    if collective == "all_gather" and alg == "ring":
+        return _ring_steps(n, m / n, md) * a + (n - 1) / n * m * b
+    if collective in ("reduce_scatter", "all_gather") and alg == "naive":
+        return 2 * (n - 1) * a + 2 * (n - 1) * m * b
+    if collective == "broadcast":
+        return {"tree": k * (a + m * b), "naive": (n - 1) * (a + m * b)}.get(alg)
+    if collective == "reduce":
+        return {"tree": k * (a + m * (b + g)), "naive": (n - 1) * (a + m * (b + g))}.get(alg)
+    return None

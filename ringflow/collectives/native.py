@@ -1,0 +1,50 @@
+"""The backend's own collectives (torch.distributed's gloo/NCCL, the MPI library's) as algorithms.
+
+Registered as ``algorithm="native"`` so the selector can pick them when they are
+fastest (NCCL's kernels on GPUs) and the benchmark can run them side by side with
+ringflow's. They exist only where the transport offers ``native_<collective>``
+and only for the whole world (the backends' subgroups are not wired through).
+
+    rc.all_reduce(t, algorithm="native")
+"""
+from __future__ import annotations
+
+import torch
+
+from .communicator import Communicator
+from .ops import ReduceOp
+
+
+def supports(comm: Communicator, collective: str) -> bool:
+    """True when ``comm``'s transport runs ``collective`` itself for this whole group."""
+    tr = comm.transport
+    return (hasattr(tr, f"native_{collective}") and comm.ranks == list(range(tr.size))
+            and comm.size == tr.size)
+
+
+def _require(comm: Communicator, collective: str):
+    if not supports(comm, collective):
+        raise ValueError(f"algorithm 'native' needs a transport with native_{collective} over the "
+                         f"whole world; {comm.transport.name} transport, group {comm.ranks[:8]} "
+                         "has none: use algorithm='auto' or a ringflow algorithm")
+    return getattr(comm.transport, f"native_{collective}")
+
+
+def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
+    _require(comm, "all_reduce")(buf, op)
+
+
+def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op: ReduceOp) -> None:
+    _require(comm, "reduce_scatter")(out, inp, op)
+
+
+def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None:
+    _require(comm, "all_gather")(out, inp)
+
+
+def broadcast(comm: Communicator, buf: torch.Tensor, root: int = 0) -> None:
+    _require(comm, "broadcast")(buf, root)
+
+
+def reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp, root: int = 0) -> None:
+    _require(comm, "reduce")(buf, root, op)

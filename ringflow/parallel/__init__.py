@@ -1,0 +1,39 @@
+"""ringflow.parallel: when to communicate. Built on the verbs of ``ringflow.collectives``.
+
+The user keeps their loop and changes a line or two:
+
+    comm = ringflow.init()
+    model = DataParallel(model, group=comm, bucket_cap_mb=25, compress=None,
+                         find_unused_parameters=False, broadcast_buffers=True)
+    #   backward returns with gradients averaged over ranks (bucketed, overlapped);
+    #   model.no_sync() / model.sync_grads = False accumulate locally;
+    #   model.state_dict() has no "module." prefix (loads into the unwrapped model).
+
+    opt = ZeroOptimizer(model.parameters(), torch.optim.AdamW, group=comm, stage=2, lr=1e-4)
+    #   (an unwrapped model: it averages gradients itself) opt.clip_grad_norm_(max_norm),
+    #   opt.step(), opt.zero_grad(); opt.state_dict() (collective, consolidated: loads into a
+    #   plain AdamW), opt.sharded_state_dict(), opt.load_state_dict(either).
+
+    ddp.register_comm_hook(comm, ring_allreduce_hook)        # torch DDP, reducing with our ring
+
+    opt = DistributedOptimizer(opt, named_parameters=model.named_parameters())   # Horovod-style
+    broadcast_parameters(model.state_dict(), root_rank=0)
+    broadcast_optimizer_state(opt, root_rank=0)
+
+    idx = shard_indices(len(ds), comm.rank, comm.size, epoch=e, seed=0)   # or DistributedSampler
+
+``NaiveDataParallel`` (one blocking all-reduce per gradient) is the oracle the tests compare with.
+"""
+from .data_parallel import DataParallel
+from .hooks import (DistributedOptimizer, broadcast_optimizer_state, broadcast_parameters,
+                    ring_allreduce_hook)
+from .naive import NaiveDataParallel
+from .reducer import UnusedParametersError
+from .sampler import DistributedSampler, shard_indices
+from .sync import broadcast_coalesced, broadcast_object
+from .zero import ZeroOptimizer
+
+__all__ = ["DataParallel", "ZeroOptimizer", "ring_allreduce_hook", "DistributedOptimizer",
+           "broadcast_parameters", "broadcast_optimizer_state", "shard_indices",
+           "DistributedSampler", "NaiveDataParallel", "UnusedParametersError",
+           "broadcast_coalesced", "broadcast_object"]

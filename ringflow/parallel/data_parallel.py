@@ -1,0 +1,140 @@
+"""DataParallel: the user's model, averaged over ranks, with one line changed in their loop.
+
+    model = ringflow.parallel.DataParallel(model)          # broadcasts rank 0's weights
+    loss = model(x).mean(); loss.backward()                # grads are averaged when this returns
+    opt.step()
+
+At construction, rank 0's parameters and buffers are broadcast so replicas start identical.
+Gradients live in flat ~25 MiB buckets (their views are the parameters' ``.grad``); each bucket
+is all-reduced on the communication thread as soon as its last gradient arrives, so
+communication overlaps the rest of backward. See :class:`~ringflow.parallel.reducer.Reducer`.
+
+Gradient accumulation: ``with model.no_sync(): model(x).backward()`` (or set
+``model.sync_grads = False``) accumulates locally; the next synchronised backward averages the
+accumulated sum. The flag is read when ``forward`` runs, as in torch's DDP.
+
+``model.state_dict()`` is the wrapped module's (no ``module.`` prefix), so it loads into an
+unwrapped model; ``load_state_dict`` accepts both forms.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from .. import collectives as rc
+from .flat import FlatBuffer, group_by_dtype
+from .reducer import Reducer
+from .sync import broadcast_coalesced, resolve_group
+
+PREFIX = "module."
+
+
+class _BackwardStart(torch.autograd.Function):
+    """Identity on the forward's outputs whose backward runs first and arms the reducer."""
+
+    @staticmethod
+    def forward(ctx, reducer, *tensors):
+        ctx.reducer = reducer
+        return tuple(t.clone() for t in tensors)     # a clone, so outputs are ordinary tensors
+
+    @staticmethod
+    def backward(ctx, *grads):
+        ctx.reducer.arm()
+        return (None, *grads)
+
+
+def _tensors_in(obj, found: list) -> None:
+    if isinstance(obj, torch.Tensor):
+        if obj.requires_grad:
+            found.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            _tensors_in(x, found)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            _tensors_in(x, found)
+
+
+def _replace(obj, swap: dict):
+    if isinstance(obj, torch.Tensor):
+        return swap.get(id(obj), obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):        # namedtuple
+        return type(obj)(*(_replace(x, swap) for x in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_replace(x, swap) for x in obj)
+    if isinstance(obj, dict):
+        return type(obj)((k, _replace(v, swap)) for k, v in obj.items())
+    return obj
+
+
+class DataParallel(nn.Module):
+    """Data-parallel wrapper: ``DataParallel(model, group=None, bucket_cap_mb=25, compress=None)``.
+
+    group: ringflow Communicator (None: the world). compress: None | "bf16" | "fp16" (gradients
+    travel in half precision, summed in fp32). find_unused_parameters: tolerate parameters that
+    get no gradient in a step (otherwise a clear error names them). broadcast_buffers: copy rank
+    0's buffers (BatchNorm statistics) to every rank at each forward.
+    """
+
+    def __init__(self, module: nn.Module, group=None, bucket_cap_mb: float = 25,
+                 compress: str | None = None, find_unused_parameters: bool = False,
+                 broadcast_buffers: bool = True, first_bucket_mb: float = 1):
+        super().__init__()
+        self.module = module
+        self.comm = resolve_group(group)
+        broadcast_coalesced(list(module.parameters()) + list(module.buffers()), 0, self.comm)
+        self.reducer = Reducer(list(module.named_parameters()), self.comm, bucket_cap_mb,
+                               first_bucket_mb, compress, find_unused_parameters)
+        self.sync_grads = True        # False: backward accumulates locally (see no_sync)
+        self.broadcast_buffers = broadcast_buffers
+        self._buffer_flats: tuple | None = None     # (buffer ids, [(flat, buffers)])
+
+    def forward(self, *args, **kwargs):
+        if self.broadcast_buffers and self.comm.size > 1:
+            self._sync_buffers()
+        sync = self.sync_grads and torch.is_grad_enabled()
+        self.reducer.prepare(sync)
+        out = self.module(*args, **kwargs)
+        if not sync:
+            return out
+        found: list[torch.Tensor] = []
+        _tensors_in(out, found)
+        if not found:
+            return out
+        wrapped = _BackwardStart.apply(self.reducer, *found)
+        return _replace(out, {id(t): w for t, w in zip(found, wrapped)})
+
+    def _sync_buffers(self) -> None:
+        """Rank 0's buffers everywhere: one broadcast per dtype, buffers reused across steps."""
+        bufs = list(self.module.buffers())
+        key = tuple(id(b) for b in bufs)                 # a module may swap a buffer object
+        if self._buffer_flats is None or self._buffer_flats[0] != key:
+            self._buffer_flats = (key, [(FlatBuffer.like([bufs[i] for i in idx]),
+                                         [bufs[i] for i in idx])
+                                        for idx in group_by_dtype(bufs).values()])
+        for flat, bufs in self._buffer_flats[1]:
+            flat.copy_from(bufs)
+            rc.broadcast(flat.data, src=0, group=self.comm)
+            flat.copy_to(bufs)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Backward passes of forwards run inside accumulate gradients locally, unaveraged."""
+        before, self.sync_grads = self.sync_grads, False
+        try:
+            yield
+        finally:
+            self.sync_grads = before
+
+    # ---- checkpoints: the wrapped module's keys --------------------------------------------
+    def state_dict(self, *args, **kwargs):
+        """The wrapped module's state dict (no ``module.`` prefix): loads into an unwrapped model."""
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load a state dict saved with or without the ``module.`` prefix."""
+        if state_dict and all(k.startswith(PREFIX) for k in state_dict):
+            state_dict = {k[len(PREFIX):]: v for k, v in state_dict.items()}
+        return self.module.load_state_dict(state_dict, strict=strict, assign=assign)

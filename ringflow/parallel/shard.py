@@ -1,0 +1,70 @@
+"""One parameter group laid out flat and cut into equal per-rank shards (for ZeroOptimizer).
+
+The group's parameters become views of one flat buffer (padded to a multiple of the world size),
+so an all-gather into that buffer updates the model in place. Rank r owns elements
+[r*m, (r+1)*m) and keeps an fp32-or-native ``shard`` tensor of them that its optimizer steps.
+
+    g = ShardedGroup(params, comm)      # broadcasts rank 0's values, re-points params
+    g.shard, g.shard.grad               # (m,) each
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .. import collectives as rc
+from .flat import FlatBuffer
+
+
+class ShardedGroup:
+    """Flat parameters and gradients of one param group, and this rank's shard of them."""
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], comm: rc.Communicator):
+        dtypes = {(p.dtype, p.device) for p in params}
+        if len(dtypes) != 1:
+            raise ValueError(f"a ZeroOptimizer param group must hold one dtype and device, got "
+                             f"{sorted(str(d) for d in dtypes)}; put each in its own param group")
+        self.params, self.comm = list(params), comm
+        self.flat = FlatBuffer.like(self.params, pad_to=comm.size)
+        self.grads = FlatBuffer.like(self.params, pad_to=comm.size)
+        self.flat.copy_from([p.detach() for p in self.params])
+        if comm.size > 1:
+            rc.broadcast(self.flat.data, src=0, group=comm)    # replicas start identical
+        for p, view in zip(self.params, self.flat.views):
+            p.data = view                                      # the model now lives in the buffer
+        self.m = self.flat.data.numel() // comm.size
+        self.lo, self.hi = comm.rank * self.m, (comm.rank + 1) * self.m
+        self.shard = self.flat.data[self.lo:self.hi].clone()
+        self.shard.grad = torch.zeros_like(self.shard)
+
+    def collect_grads(self) -> None:
+        """Every ``.grad`` into the flat gradient buffer (no grad: zeros; views need no copy)."""
+        for p, view in zip(self.params, self.grads.views):
+            if p.grad is None:
+                view.zero_()
+            elif p.grad.data_ptr() != view.data_ptr():
+                view.copy_(p.grad)
+                p.grad = view
+
+    def reduce_grads(self, stage: int):
+        """Launch the average of gradients over ranks; afterwards ``shard.grad`` holds my part."""
+        if stage == 1:          # all-reduce everything, then read my slice
+            work = rc.all_reduce(self.grads.data, op=rc.ReduceOp.AVG, group=self.comm,
+                                 async_op=True)
+            return work, lambda: self.shard.grad.copy_(self.grads.data[self.lo:self.hi])
+        work = rc.reduce_scatter_tensor(self.shard.grad, self.grads.data, op=rc.ReduceOp.AVG,
+                                        group=self.comm, async_op=True)
+        return work, None
+
+    def gather_params(self):
+        """Launch the all-gather of every rank's stepped shard into the flat parameters."""
+        return rc.all_gather_into_tensor(self.flat.data, self.shard, group=self.comm, async_op=True)
+
+    def zero_grad(self, set_to_none: bool) -> None:
+        for p, view in zip(self.params, self.grads.views):
+            if set_to_none:
+                p.grad = None
+            else:
+                view.zero_()
+                p.grad = view

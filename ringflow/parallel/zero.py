@@ -1,0 +1,123 @@
+"""ZeroOptimizer: any torch optimizer, its state sharded over ranks (ZeRO stages 1 and 2).
+
+All-reduce is reduce-scatter followed by all-gather; ZeRO puts the optimizer step in between.
+Each rank steps only its 1/n slice of the (flattened) parameters, so optimizer state per rank is
+1/n of the unsharded one. Stage 2 reduce-scatters the gradients, so each rank receives only the
+averaged gradients of its slice; stage 1 all-reduces them and reads its slice. After the step,
+an all-gather copies every rank's updated slice into the model's parameters.
+
+    opt = ZeroOptimizer(model.parameters(), torch.optim.AdamW, stage=2, lr=1e-4)
+    loss.backward(); opt.clip_grad_norm_(1.0); opt.step(); opt.zero_grad()
+
+Use it on an unwrapped model (it averages the gradients itself, in ``step``); at construction it
+broadcasts rank 0's parameters. The user's optimizer class is composed, never subclassed; it must
+be elementwise (SGD, Adam, AdamW, RMSprop, Adagrad...): per-tensor rules such as LAMB's trust
+ratio would see shards, not tensors. Parameters without a gradient are stepped with zeros.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import collectives as rc
+from . import zero_state
+from .composed import ComposedOptimizer
+from .shard import ShardedGroup
+from .sync import resolve_group
+
+
+def _param_groups(params) -> list[dict]:
+    groups = list(params)
+    if not groups:
+        raise ValueError("ZeroOptimizer got an empty parameter list")
+    if not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    return [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+
+
+class ZeroOptimizer(ComposedOptimizer):
+    """``ZeroOptimizer(params, optimizer_class, group=None, stage=2, **optimizer_kwargs)``."""
+
+    def __init__(self, params, optimizer_class, group=None, stage: int = 2, **defaults):
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 (shard optimizer state) or 2 (also shard "
+                             f"gradients), got {stage!r}")
+        self.comm, self.stage = resolve_group(group), stage
+        user_groups = _param_groups(params)
+        self.groups = [ShardedGroup(g["params"], self.comm) for g in user_groups]
+        inner = [{**{k: v for k, v in g.items() if k != "params"}, "params": [s.shard]}
+                 for g, s in zip(user_groups, self.groups)]
+        super().__init__(optimizer_class(inner, **defaults))
+        self._reduced = False
+
+    # ---- the step: reduce-scatter | step my shard | all-gather ------------------------------
+    def reduce_gradients(self) -> None:
+        """Average gradients over ranks into each shard's ``.grad`` (once per step)."""
+        if self._reduced:
+            return
+        launched = []
+        for g in self.groups:
+            g.collect_grads()
+            launched.append(g.reduce_grads(self.stage))
+        for work, then in launched:
+            work.wait()
+            if then is not None:
+                then()
+        self._reduced = True
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("ZeroOptimizer.step does not take a closure (every rank would have "
+                             "to re-run forward in lockstep); call backward before step()")
+        self.reduce_gradients()
+        self.optimizer.step()
+        works = [g.gather_params() for g in self.groups]
+        for w in works:
+            w.wait()
+        self._reduced = False
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for g in self.groups:
+            g.zero_grad(set_to_none)
+
+    @torch.no_grad()
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+        """Clip by the norm of the whole (averaged) gradient, computed across shards.
+
+        Same rule as ``torch.nn.utils.clip_grad_norm_``; returns the total norm.
+        """
+        self.reduce_gradients()
+        grads = [g.shard.grad for g in self.groups]
+        p = float(norm_type)
+        if math.isinf(p):
+            local = torch.stack([gr.abs().max() if gr.numel() else gr.new_zeros(()) for gr in grads]).max()
+            op = rc.ReduceOp.MAX
+        else:
+            local = torch.stack([gr.abs().pow(p).sum() for gr in grads]).sum()
+            op = rc.ReduceOp.SUM
+        total = local.reshape(1).to(torch.float32)
+        rc.all_reduce(total, op=op, group=self.comm)
+        total = total[0] if math.isinf(p) else total[0].pow(1.0 / p)
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for gr in grads:
+            gr.mul_(coef)
+        return total
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Consolidated: the state dict of the same optimizer over the unsharded parameters.
+
+        A collective (every rank calls it; every rank gets the dict, rank 0 saves it). It loads
+        into ``optimizer_class(model.parameters())`` or into a ZeroOptimizer of any world size.
+        """
+        return zero_state.consolidate(self)
+
+    def sharded_state_dict(self) -> dict:
+        """This rank's shard only (no communication); load it back with the same world size."""
+        return zero_state.sharded(self)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load a consolidated or a sharded state dict (see the two methods above)."""
+        zero_state.load(self, state_dict)

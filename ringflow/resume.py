@@ -1,0 +1,130 @@
+"""What a training checkpoint holds, and putting it back so training continues bit for bit.
+
+Files per checkpoint (see ``checkpoint`` for the atomic write and verified read):
+model/EMA weights and state.json from rank 0; the optimizer once (``optim.pt``, replicated
+strategies) or one shard per rank (``optim.rank{r}.pt``, ZeRO); each rank's RNG states.
+The weights are restored before the network is wrapped, the rest after the optimizer exists.
+
+    found = find_checkpoint(cfg, comm)          # Path | None, the same on every rank
+    restore_model(found, net); ...wrap...; restore_rest(found, run)
+    ckpt.save(root, run.step, comm, checkpoint_files(run))
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from . import config
+from . import collectives as rc
+
+SHARDED = ("zero1", "zero2")
+
+
+def optim_name(cfg, rank: int) -> str:
+    return f"optim.rank{rank}.pt" if cfg.parallel in SHARDED else "optim.pt"
+
+
+def checkpoint_files(run) -> dict:
+    """{file name: value} this rank writes for the current step."""
+    cfg, rank = run.cfg, run.comm.rank
+    files = {f"rng.rank{rank}.pt": rng_state(run)}
+    if cfg.parallel in SHARDED or rank == 0:
+        files[optim_name(cfg, rank)] = run.opt.state_dict()
+    if rank == 0:
+        files["model.safetensors"] = run.net.state_dict()
+        files["ema.safetensors"] = run.ema.state_dict()
+        files["state.json"] = {"step": run.step, "sampler": run.batches.state_dict(),
+                               "ema_updates": run.ema.updates, "world_size": run.comm.size,
+                               "parallel": cfg.parallel, "config": config.to_dict(cfg)}
+    return files
+
+
+def rng_state(run) -> dict:
+    state = {"noise": run.gen.get_state(), "torch": torch.get_rng_state()}
+    if run.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(run.device)
+    return state
+
+
+def find_checkpoint(cfg, comm) -> Path | None:
+    """Collective: the checkpoint to resume from per --resume (None: start fresh)."""
+    if cfg.resume == "never":
+        return None
+    if cfg.resume in ("auto", "must"):
+        found = ckpt.find_latest(Path(cfg.out) / "checkpoints", comm)
+    else:
+        found = _explicit(Path(cfg.resume), comm)
+    if found is None and cfg.resume != "auto":
+        raise ckpt.CheckpointError(f"--resume {cfg.resume}: no valid checkpoint found "
+                                   f"(looked in {Path(cfg.out) / 'checkpoints'})")
+    return found
+
+
+def _explicit(path: Path, comm) -> Path | None:
+    """A step folder (verified on rank 0), or a run / checkpoints folder (its newest)."""
+    if not path.name.startswith(ckpt.PREFIX):
+        root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        return ckpt.find_latest(root, comm)
+    ok = torch.tensor([1], dtype=torch.int64)
+    if comm.rank == 0:
+        try:
+            ckpt.verify(path)
+        except ckpt.CheckpointError as e:
+            warnings.warn(str(e), stacklevel=2)
+            ok[0] = 0
+    rc.broadcast(ok, src=0, group=comm)
+    return path if ok.item() else None
+
+
+def restore_model(folder: Path, net: torch.nn.Module) -> None:
+    net.load_state_dict(ckpt.read(folder, "model.safetensors"))
+
+
+def restore_rest(folder: Path, run) -> None:
+    """EMA, optimizer, sampler position, RNG states and the step counter."""
+    cfg, comm = run.cfg, run.comm
+    state = ckpt.read(folder, "state.json")
+    if cfg.parallel in SHARDED and state["world_size"] != comm.size:
+        raise ckpt.CheckpointError(f"{folder} holds ZeRO shards of {state['world_size']} ranks; "
+                                   f"this run has {comm.size}. Resume with the same number of "
+                                   "ranks, or start a new --out")
+    if state.get("parallel") in SHARDED and cfg.parallel not in SHARDED or \
+            cfg.parallel in SHARDED and state.get("parallel") not in SHARDED:
+        raise ckpt.CheckpointError(f"{folder} was written with --parallel {state.get('parallel')}; "
+                                   f"resume with the same kind of optimizer (not {cfg.parallel})")
+    run.ema.load_state_dict(ckpt.read(folder, "ema.safetensors"), state["ema_updates"])
+    run.opt.load_state_dict(ckpt.read(folder, optim_name(cfg, comm.rank)))
+    run.batches.load_state_dict(state["sampler"])
+    run.step = int(state["step"])
+    _restore_rng(folder, run, state["world_size"])
+    if comm.rank == 0:
+        truncate_metrics(Path(cfg.out) / "metrics.jsonl", run.step)
+
+
+def _restore_rng(folder: Path, run, saved_world: int) -> None:
+    name = f"rng.rank{run.comm.rank}.pt"
+    if saved_world != run.comm.size or not (folder / name).is_file():
+        # a new world size has new ranks: fresh streams, mixed with the step so none repeats
+        warnings.warn(f"{folder} was written by {saved_world} ranks, this run has "
+                      f"{run.comm.size}: noise streams restart (training continues, not bitwise)",
+                      stacklevel=2)
+        run.gen.manual_seed(run.cfg.seed * 1_000_003 + 1 + run.comm.rank + 7919 * run.step)
+        return
+    state = ckpt.read(folder, name)
+    run.gen.set_state(state["noise"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and run.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], run.device)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past ``step``: steps redone after a crash are not logged twice."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))

@@ -1,0 +1,238 @@
+"""``python -m ringflow.train``: a list of build_* calls and a loop of a page.
+
+    torchrun --nproc_per_node=2 -m ringflow.train --preset digits-dit --out runs/digits-dit
+    mpirun -np 2 python -m ringflow.train --out runs/digits-dit      # same run, MPI transport
+    python -m ringflow.train --steps 200 --out runs/one-rank          # a world of one
+
+Everything is checked before the process group starts (config, data, network). Each step
+every rank draws its own slice of the global batch (``sampler``) and its own noise (a
+generator seeded per rank); gradients meet through ``--parallel``. Rank 0 alone writes
+(``logging_rank0``); sampling and checkpoints involve every rank. See ``config`` for flags.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from . import config, plots, runtime
+from .data import load_dataset
+from .ema import EMA
+from .logging_rank0 import RunLog, reduce_metrics
+from .resume import checkpoint_files, find_checkpoint, restore_model, restore_rest
+from .sampler import ShardedBatches
+from .sampling import sample_sharded
+from .strategy import LossModule, build_parallel
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything the loop touches; built once by ``build_run``."""
+    cfg: config.TrainConfig
+    comm: object
+    device: torch.device
+    x: torch.Tensor                 # the whole dataset (N, ...) on the device
+    y: torch.Tensor | None          # labels (N,) or None (unconditional)
+    num_classes: int
+    net: torch.nn.Module            # the bare network (saved, sampled through EMA)
+    objective: object
+    model: torch.nn.Module          # LossModule wrapped by the parallel strategy
+    opt: object
+    clip: object                    # clip(max_norm) -> global grad norm (tensor)
+    ema: EMA
+    batches: ShardedBatches
+    gen: torch.Generator            # this rank's noise
+    log: RunLog
+    step: int = 0
+
+
+def build_data(cfg):
+    try:
+        x, y = load_dataset(cfg.data)
+    except (FileNotFoundError, ValueError) as e:
+        raise config.ConfigError(f"--data {cfg.data}: {e}") from None
+    y = y if cfg.class_cond else None
+    return x, y, (int(y.max()) + 1 if y is not None else 0)
+
+
+def build_network(cfg, x, num_classes):
+    from .models import build_network as build
+    torch.manual_seed(cfg.seed)                      # the same initial weights on every rank
+    image = x.dim() == 4
+    try:
+        return build(cfg.model, in_channels=x.shape[1], image_size=x.shape[-1] if image else None,
+                     num_classes=num_classes, **cfg.model_kwargs)
+    except (TypeError, ValueError) as e:
+        raise config.ConfigError(f"--model {cfg.model} with --model-kwargs "
+                                 f"{cfg.model_kwargs}: {e}") from None
+
+
+def build_objective(cfg):
+    from .models import build_objective as build
+    kw = dict(cfg.objective_kwargs)
+    if cfg.objective not in config.FLOW_OBJECTIVES:   # flows are unconditional: no labels
+        kw.setdefault("label_dropout", cfg.label_dropout)
+    try:
+        return build(cfg.objective, **kw)
+    except (TypeError, ValueError) as e:
+        raise config.ConfigError(f"--objective {cfg.objective} with --objective-kwargs "
+                                 f"{cfg.objective_kwargs}: {e}") from None
+
+
+def build_autocast(cfg, device):
+    """bf16 autocast on request, or by default on GPUs that support it; else a no-op."""
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
+                                       and torch.cuda.is_bf16_supported())
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def build_run(cfg, comm, device, data, net, objective) -> Run:
+    x, y, num_classes = data
+    found = find_checkpoint(cfg, comm)
+    if found is not None:
+        restore_model(found, net)                     # before wrapping: every rank loads it
+    net.to(device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + 1 + comm.rank)
+    model, opt, clip = build_parallel(cfg, LossModule(net, objective, gen), comm, device)
+    run = Run(cfg, comm, device, x.to(device), None if y is None else y.to(device), num_classes,
+              net, objective, model, opt, clip, EMA(net, cfg.ema_decay, cfg.ema_warmup),
+              ShardedBatches(len(x), cfg.batch_size, comm.rank, comm.size, cfg.seed), gen,
+              log=None)
+    if found is not None:
+        restore_rest(found, run)
+    run.log = RunLog(Path(cfg.out), comm, cfg.steps, run.step, cfg.progress)
+    if found is not None:
+        run.log.info(f"resumed from {found} at step {run.step}")
+    return run
+
+
+def learning_rate(cfg, step: int) -> float:
+    """Linear warm-up to --lr over --warmup-steps, then constant (DiT's recipe)."""
+    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+
+
+def train_step(run: Run, autocast) -> torch.Tensor:
+    """One optimizer step over grad_accum micro-batches -> (summed loss, grad norm)."""
+    cfg, idx = run.cfg, run.batches.next()
+    for group in run.opt.param_groups:
+        group["lr"] = learning_rate(cfg, run.step)
+    run.opt.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=run.device)
+    chunks = idx.chunk(cfg.grad_accum)
+    for i, micro in enumerate(chunks):
+        last = i == len(chunks) - 1
+        with (contextlib.nullcontext() if last else run.model.no_sync()), autocast():
+            loss = run.model(run.x[micro], None if run.y is None else run.y[micro])
+        (loss / cfg.grad_accum).backward()
+        total += loss.detach().float() / cfg.grad_accum
+    norm = run.clip(cfg.grad_clip)
+    run.opt.step()
+    run.ema.update(run.net)
+    run.step += 1
+    return torch.stack([total, norm.detach().float().reshape(())])
+
+
+def sample_grid(run: Run, autocast, name: str) -> None:
+    """Every rank samples its share of a grid with the EMA weights; rank 0 saves the PNG."""
+    cfg = run.cfg
+    x = sample_sharded(run.objective, run.ema.model, cfg.num_samples, tuple(run.x.shape[1:]),
+                       run.comm, steps=cfg.sample_steps, cfg_scale=cfg.cfg_scale,
+                       num_classes=run.num_classes, seed=cfg.seed, device=run.device,
+                       autocast=autocast())
+    if run.comm.rank == 0:
+        plots.save_samples(x, Path(cfg.out) / "samples" / f"{name}.png")
+
+
+def save_checkpoint(run: Run) -> None:
+    ckpt.save(Path(run.cfg.out) / "checkpoints", run.step, run.comm, checkpoint_files(run),
+              keep_last=run.cfg.keep_last)
+
+
+def loop(run: Run, autocast) -> None:
+    cfg, sums, t0 = run.cfg, torch.zeros(2, device=run.device), time.perf_counter()
+    window = 0
+    while run.step < cfg.steps:
+        sums += train_step(run, autocast)
+        window += 1
+        run.log.advance()
+        if run.step % cfg.log_every == 0 or run.step == cfg.steps:
+            elapsed, (loss, norm) = time.perf_counter() - t0, (sums / window).tolist()
+            m = reduce_metrics(run.comm, {"loss": loss, "grad_norm": norm,
+                                          "img_per_s": cfg.batch_size * window / elapsed})
+            if not all(map(torch.isfinite, torch.tensor(list(m.values())))):
+                raise FloatingPointError(f"loss or gradient is not finite at step {run.step} "
+                                         f"({m}); lower --lr or raise --warmup-steps")
+            run.log.metrics(run.step, {**m, "lr": learning_rate(cfg, run.step - 1)})
+            sums.zero_()
+            window, t0 = 0, time.perf_counter()
+        if cfg.sample_every and run.step % cfg.sample_every == 0 and run.step < cfg.steps:
+            sample_grid(run, autocast, f"step-{run.step:06d}")
+        if run.step % cfg.ckpt_every == 0 and run.step < cfg.steps:
+            save_checkpoint(run)
+
+
+def finish(run: Run, autocast) -> None:
+    """Final checkpoint, final grid and (rank 0) the loss curve and where to find them."""
+    out = Path(run.cfg.out)
+    if not (out / "checkpoints" / f"{ckpt.PREFIX}{run.step:08d}").exists():
+        save_checkpoint(run)
+    sample_grid(run, autocast, "final")
+    if run.comm.rank == 0:
+        plots.save_loss_curve(out / "metrics.jsonl", out / "loss.png")
+    run.log.close()
+    run.log.info(f"done: {run.step} steps; samples {out / 'samples' / 'final.png'}, "
+                 f"loss curve {out / 'loss.png'}")
+
+
+def prepare(argv) -> tuple:
+    """Everything that can fail for a user's reason, before any process group exists."""
+    cfg = config.parse(argv)
+    launch = runtime.read_launch_env()
+    config.check_out_folder(cfg)
+    data = build_data(cfg)
+    config.validate(cfg, launch.size, launch.launcher, tuple(data[0].shape))
+    return cfg, launch, data, build_network(cfg, data[0], data[2]), build_objective(cfg)
+
+
+def start(cfg, launch):
+    """Threads, algorithm choice and the world communicator."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(cfg.threads or max(1, (cores or 1) // launch.local_size))
+    if cfg.algorithm != "auto":
+        os.environ["RINGFLOW_ALGORITHM"] = cfg.algorithm
+    device = runtime.pick_device(launch.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    comm = runtime.init(transport=cfg.transport, timeout=cfg.timeout, device=device)
+    return comm, device
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg, launch, data, net, objective = prepare(argv)
+    except config.ConfigError as e:
+        if runtime.read_launch_env().rank == 0:      # every rank finds the same error
+            print(f"ringflow.train: error: {e}", file=sys.stderr)
+        return 2
+    comm, device = start(cfg, launch)
+    try:
+        autocast = build_autocast(cfg, device)
+        run = build_run(cfg, comm, device, data, net, objective)
+        if comm.rank == 0:
+            config.save(cfg, Path(cfg.out) / "config.json")
+        loop(run, autocast)
+        finish(run, autocast)
+    finally:
+        runtime.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Point-to-point over mpi4py: zero-copy views of tensors handed to MPI_Isend/MPI_Irecv.
+
+The transport moves bytes and never reduces, so every tensor is passed as a
+flat uint8 view of its storage (bfloat16 has no numpy dtype, and no MPI type is
+needed to copy bytes). CUDA tensors go through ``__cuda_array_interface__``
+when the MPI build is CUDA-aware, and are refused with a clear error otherwise.
+Waits poll ``MPI_Test`` with a backoff that sleeps, so oversubscribed ranks do
+not steal their peers' cores.
+
+    tr = MpiTransport.from_launch(read_launch_env(), torch.device("cpu"), timeout=60)
+    tr.isend(x, dst=1).wait(30)
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import torch
+
+from .backoff import wait_until
+from .base import Transport, TransportError, Work, require_contiguous
+
+# 512 KiB-4 MiB slices were fastest over Open MPI's shared memory (MACHINE-FACTS).
+SLICE_BYTES = 1 << 20
+
+
+def load_mpi():
+    """``mpi4py.MPI``, or an ImportError that says how to install it."""
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise ImportError("the mpi transport needs mpi4py and an MPI library: "
+                          "pip install 'ringflow[mpi]' (or use RINGFLOW_TRANSPORT=torch)") from e
+    return MPI
+
+
+def cuda_aware() -> bool:
+    """Whether the MPI library can read device memory: $RINGFLOW_MPI_CUDA_AWARE, else ompi_info."""
+    forced = os.environ.get("RINGFLOW_MPI_CUDA_AWARE")
+    if forced is not None:
+        return forced not in ("", "0")
+    try:
+        out = subprocess.run(["ompi_info", "--parsable", "--all"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "mpi_built_with_cuda_support:value:true" in out
+
+
+class _MpiWork(Work):
+    """An MPI request and the buffers it must keep alive until it completes."""
+
+    def __init__(self, request, keep, peer: int, what: str):
+        self.request, self.keep, self.peer, self.what = request, keep, peer, what
+        self.done = False
+
+    def is_completed(self) -> bool:
+        if not self.done:
+            self.done = bool(self.request.Test())
+            if self.done:
+                self.keep = None
+        return self.done
+
+    def wait(self, timeout: float | None = None) -> None:
+        try:
+            wait_until(self.is_completed, timeout, self.peer, self.what)
+        except Exception as e:
+            if type(e).__module__.startswith("mpi4py"):
+                raise TransportError(f"{self.what} failed: {e}") from e
+            raise
+
+
+class MpiTransport(Transport):
+    """One rank of MPI_COMM_WORLD (a private duplicate, so user MPI traffic never mixes in)."""
+
+    name = "mpi"
+    slice_bytes = SLICE_BYTES
+
+    def __init__(self, comm, device: torch.device):
+        self.MPI = load_mpi()
+        self.comm = comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.device = torch.device(device)
+        self.gpu = self.device.type == "cuda"
+
+    @classmethod
+    def from_launch(cls, launch, device: torch.device, timeout: float) -> "MpiTransport":
+        """Duplicate MPI_COMM_WORLD; CUDA buffers only when the MPI build is CUDA-aware."""
+        MPI = load_mpi()
+        world = MPI.COMM_WORLD
+        if launch.launcher != "none" and world.Get_size() != launch.size:
+            raise RuntimeError(f"MPI sees a world of {world.Get_size()} ranks but {launch.launcher} "
+                               f"announced {launch.size}; launch with mpirun/srun --mpi=pmix, or "
+                               "use RINGFLOW_TRANSPORT=torch under torchrun")
+        device = torch.device(device)
+        if device.type == "cuda" and not cuda_aware():
+            device = torch.device("cpu")   # internal buffers stay on the host; see check_tensor
+        return cls(world.Dup(), device)
+
+    # ---- buffers ----------------------------------------------------------------------------
+    def check_tensor(self, tensor: torch.Tensor) -> None:
+        require_contiguous(tensor)
+        if tensor.device.type == "cuda" and not self.gpu:
+            raise ValueError(f"the mpi transport got a tensor on {tensor.device}, but this MPI "
+                             "build is not CUDA-aware; move it to cpu, use a CUDA-aware MPI "
+                             "(RINGFLOW_MPI_CUDA_AWARE=1 to assert it), or RINGFLOW_TRANSPORT=torch")
+        if tensor.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"the mpi transport moves cpu (or CUDA) tensors, got {tensor.device}")
+
+    def _bytes(self, tensor: torch.Tensor):
+        """A zero-copy uint8 view MPI can read or write (numpy on cpu, CUDA array interface on gpu)."""
+        self.check_tensor(tensor)
+        flat = tensor.detach().reshape(-1).view(torch.uint8)
+        if flat.is_cuda:
+            torch.cuda.current_stream(flat.device).synchronize()   # MPI does not see CUDA streams
+            return flat
+        return flat.numpy()
+
+    def _peer(self, peer: int) -> int:
+        if not 0 <= peer < self.size:
+            raise ValueError(f"peer rank {peer} out of range for a world of {self.size}")
+        return peer
+
+    # ---- point to point ---------------------------------------------------------------------
+    def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0) -> Work:
+        buf = self._bytes(tensor)
+        req = self.comm.Isend(buf, dest=self._peer(dst), tag=tag)
+        return _MpiWork(req, (buf, tensor), dst, f"send to rank {dst}")
+
+    def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0) -> Work:
+        buf = self._bytes(tensor)
+        req = self.comm.Irecv(buf, source=self._peer(src), tag=tag)
+        return _MpiWork(req, (buf, tensor), src, f"receive from rank {src}")
+
+    def close(self) -> None:
+        if self.comm is not None and not self.MPI.Is_finalized():
+            self.comm.Free()
+        self.comm = None
+
+    # ---- the MPI library's own collectives (the baseline for algorithm="native") -------------
+    # Blocking calls: the fastest MPI offers, and not bounded by the timeout (benchmarks only).
+    def _typed(self, tensor: torch.Tensor):
+        self.check_tensor(tensor)
+        if tensor.dtype == torch.bfloat16:
+            raise TypeError("MPI has no bfloat16 reduction; use algorithm='ring' (or float32) "
+                            "for bfloat16 with the mpi transport")
+        flat = tensor.detach().reshape(-1)
+        if flat.is_cuda:
+            torch.cuda.current_stream(flat.device).synchronize()
+            return flat
+        return flat.numpy()
+
+    def _op(self, op):
+        from ..collectives.ops import ReduceOp
+        M = self.MPI
+        return {ReduceOp.SUM: M.SUM, ReduceOp.AVG: M.SUM, ReduceOp.MAX: M.MAX,
+                ReduceOp.MIN: M.MIN, ReduceOp.PRODUCT: M.PROD}[op]
+
+    def _avg(self, t: torch.Tensor, op) -> None:
+        from ..collectives.ops import ReduceOp
+        if op is ReduceOp.AVG and t.numel():
+            t.div_(self.size)
+
+    def native_all_reduce(self, t: torch.Tensor, op) -> None:
+        """MPI_Allreduce of ``t`` in place."""
+        self.comm.Allreduce(self.MPI.IN_PLACE, self._typed(t), op=self._op(op))
+        self._avg(t, op)
+
+    def native_reduce_scatter(self, out: torch.Tensor, inp: torch.Tensor, op) -> None:
+        self.comm.Reduce_scatter_block(self._typed(inp), self._typed(out), op=self._op(op))
+        self._avg(out, op)
+
+    def native_all_gather(self, out: torch.Tensor, inp: torch.Tensor) -> None:
+        self.comm.Allgather(self._bytes(inp), self._bytes(out))
+
+    def native_broadcast(self, t: torch.Tensor, root: int) -> None:
+        self.comm.Bcast(self._bytes(t), root=root)
+
+    def native_reduce(self, t: torch.Tensor, root: int, op) -> None:
+        buf = self._typed(t)
+        if self.rank == root:
+            self.comm.Reduce(self.MPI.IN_PLACE, buf, op=self._op(op), root=root)
+            self._avg(t, op)
+        else:
+            self.comm.Reduce(buf, None, op=self._op(op), root=root)
+
+    def native_all_to_all(self, out: torch.Tensor, inp: torch.Tensor) -> None:
+        self.comm.Alltoall(self._bytes(inp), self._bytes(out))
+
+    def native_barrier(self) -> None:
+        self.comm.Barrier()

@@ -1,0 +1,145 @@
+"""Setting up the shared-memory rings: swap segment names through the launcher, map, unlink.
+
+The handshake needs only an all-gather and a barrier, so it runs over either a
+torch.distributed Store (torchrun: the agent's or rank 0's TCPStore, or the
+default process group's store) or MPI (mpirun: ``MPI.COMM_WORLD``).
+
+1. each rank creates its segment (its inbound rings) under a fresh random name;
+2. all-gather (node id, path, ring size); every rank maps every other segment;
+3. barrier; then each rank unlinks its own name. From here on nothing is left in
+   /dev/shm even if a rank is killed: the kernel frees the pages with the last map.
+
+    own, peers, inbound, outbound = map_segments(StoreExchange(store, "ringflow/shm/1", r, n), r, n, 8 << 20)
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import secrets
+import socket
+import tempfile
+
+from .shm_ring import Ring, Segment
+
+
+class StoreExchange:
+    """All-gather and barrier over a torch.distributed Store (keys under ``prefix``)."""
+
+    def __init__(self, store, prefix: str, rank: int, size: int, timeout: float):
+        self.store, self.prefix, self.rank, self.size = store, prefix, rank, size
+        self.timeout = datetime.timedelta(seconds=timeout)
+
+    def allgather(self, value: str) -> list[str]:
+        self.store.set(f"{self.prefix}/info/{self.rank}", value)
+        keys = [f"{self.prefix}/info/{i}" for i in range(self.size)]
+        self.store.wait(keys, self.timeout)
+        return [self.store.get(k).decode() for k in keys]
+
+    def barrier(self) -> None:
+        self.store.set(f"{self.prefix}/mapped/{self.rank}", "1")
+        self.store.wait([f"{self.prefix}/mapped/{i}" for i in range(self.size)], self.timeout)
+
+
+class MpiExchange:
+    """All-gather and barrier over an mpi4py communicator (bootstrap under mpirun)."""
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    def allgather(self, value: str) -> list[str]:
+        return self.comm.allgather(value)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+
+def launch_exchange(launch, timeout: float):
+    """The handshake channel the launcher offers: MPI under mpirun, else a torch Store."""
+    if launch.launcher in ("mpirun", "pmi"):
+        try:
+            from mpi4py import MPI
+            return MpiExchange(MPI.COMM_WORLD)
+        except ImportError:
+            pass
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return StoreExchange(launch_store(launch, timeout), f"ringflow/shm/a{restart}", launch.rank,
+                         launch.size, timeout)
+
+
+def launch_store(launch, timeout: float):
+    """The default process group's store if one exists, else a TCPStore at MASTER_ADDR:PORT."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.distributed_c10d._get_default_store()
+    if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+        raise RuntimeError(f"the shm transport under {launch.launcher} needs MASTER_ADDR and "
+                           "MASTER_PORT (torchrun sets them) or mpi4py under mpirun to exchange "
+                           "segment names")
+    # torchrun's agent already serves a store at MASTER_PORT when it says so; else rank 0 does.
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), launch.size,
+                         is_master=launch.rank == 0 and not agent,
+                         timeout=datetime.timedelta(seconds=timeout), multi_tenant=True)
+
+
+def _node_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = "?"
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _shm_dir() -> str:
+    default = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    return os.environ.get("RINGFLOW_SHM_DIR", default)
+
+
+def map_segments(exchange, rank: int, size: int, ring_bytes: int):
+    """(own segment, {peer: segment}, {src: inbound Ring}, {dst: outbound Ring}) for this rank."""
+    nbytes = Segment.bytes_for(max(size - 1, 1), ring_bytes)
+    path = os.path.join(_shm_dir(), f"ringflow-{os.getpid()}-{secrets.token_hex(4)}-r{rank}")
+    own = Segment.create(path, nbytes)
+    if size == 1:
+        own.unlink()
+        return own, {}, {}, {}
+    try:
+        infos = [i.split("|") for i in exchange.allgather(f"{_node_id()}|{path}|{ring_bytes}")]
+        _check_same_node(infos, rank)
+        peers = {p: Segment.open(infos[p][1], nbytes) for p in range(size) if p != rank}
+        exchange.barrier()                       # everybody mapped everything: the names can go
+    finally:
+        own.unlink()
+    for p, seg in peers.items():
+        if not _visible(seg.pid.value):
+            seg.pid = _Unknown()                # another PID namespace: death shows as timeout
+    inbound = {s: Ring(own, s if s < rank else s - 1, ring_bytes) for s in peers}
+    outbound = {d: Ring(peers[d], rank if rank < d else rank - 1, ring_bytes) for d in peers}
+    return own, peers, inbound, outbound
+
+
+def _check_same_node(infos: list[list[str]], rank: int) -> None:
+    mine = infos[rank]
+    for p, info in enumerate(infos):
+        if info[0] != mine[0]:
+            raise RuntimeError(f"the shm transport needs every rank on one node, but rank {p} runs "
+                               f"on {info[0]} and rank {rank} on {mine[0]}; use the torch or mpi "
+                               "transport across nodes (shm serves inside a node)")
+        if info[2] != mine[2]:
+            raise ValueError(f"ranks disagree on the ring size (rank {p}: {info[2]} bytes, rank "
+                             f"{rank}: {mine[2]}); set RINGFLOW_SHM_RING_BYTES the same everywhere")
+
+
+def _visible(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except PermissionError:
+        return True
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+
+
+class _Unknown:
+    value = 0

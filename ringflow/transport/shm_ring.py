@@ -1,0 +1,195 @@
+"""The pieces under the shared-memory transport: segments, SPSC byte rings, doorbells.
+
+Each rank creates one segment (a file in /dev/shm, mapped MAP_SHARED) holding a
+control page and one inbound ring per peer; senders map the receiver's segment
+and write into "their" ring. A ring is a single-producer single-consumer byte
+stream: the sender alone advances ``tail``, the receiver alone advances ``head``,
+both monotonic 64-bit byte counts on separate cache lines, so no locks are needed.
+
+Memory ordering: a writer copies the bytes first and stores the counter after
+the copy returned; a reader loads the counter first and copies after. On x86-64
+(TSO) stores become visible in program order and loads are not reordered with
+older loads, so a reader that sees the new counter sees the bytes (glibc's
+memmove ends its non-temporal path with an sfence). Counters are aligned 8-byte
+ctypes values, read and written with single moves. On weaker CPUs the GIL hand-off
+inside ctypes calls adds barriers in practice, but x86-64 is what we test.
+
+Sleeping: each rank owns a 32-bit doorbell (a Linux futex word). A peer that
+publishes data or frees space increments it atomically and wakes it in one
+FUTEX_WAKE_OP syscall; a waiter reads the doorbell *before* checking its rings,
+so a publish after the check changes the word and FUTEX_WAIT returns at once:
+no lost wake-ups, and no core burnt while ranks outnumber cores.
+
+    seg = Segment.create(path, Segment.bytes_for(peers=3, ring_bytes=8 << 20))
+    ring = Ring(seg, index=0, ring_bytes=8 << 20)
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import platform
+import struct
+import time
+
+PAGE = 4096
+HEADER = 64                       # every message starts with one 64-byte record
+ALIGN = 64                        # messages occupy whole 64-byte lines, so headers never wrap
+_MAGIC = 0x52464C57               # "RFLW": catches a stream that lost its framing
+_HEADER_FMT = "<IiQQq"            # magic, dtype code, nbytes, numel, tag
+STATE_OPEN, STATE_CLOSED = 1, 2
+
+_FUTEX_WAIT, _FUTEX_WAKE_OP = 0, 5
+_WAKE_ADD_ONE = (1 << 28) | (1 << 12)   # FUTEX_OP(FUTEX_OP_ADD, 1, FUTEX_OP_CMP_EQ, 0)
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "riscv64": 98}.get(platform.machine())
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def footprint(nbytes: int) -> int:
+    """Ring bytes a message of ``nbytes`` occupies (header plus payload, 64-byte aligned)."""
+    return HEADER + -(-nbytes // ALIGN) * ALIGN
+
+
+class Segment:
+    """One rank's shared file: control page, then one (ctrl page + data) ring per peer."""
+
+    def __init__(self, path: str, mm: mmap.mmap, created: bool):
+        self.path, self.mm, self.created = path, mm, created
+        self.base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+        self.pid = ctypes.c_int64.from_buffer(mm, 64)
+        self.state = ctypes.c_int64.from_buffer(mm, 128)
+        self.bell = Doorbell(mm, 0)
+
+    @staticmethod
+    def bytes_for(peers: int, ring_bytes: int) -> int:
+        return PAGE + peers * (PAGE + ring_bytes)
+
+    @classmethod
+    def create(cls, path: str, nbytes: int) -> "Segment":
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, nbytes)          # tmpfs: pages are allocated on first touch only
+            mm = mmap.mmap(fd, nbytes)
+        finally:
+            os.close(fd)
+        seg = cls(path, mm, created=True)
+        seg.pid.value, seg.state.value = os.getpid(), STATE_OPEN
+        return seg
+
+    @classmethod
+    def open(cls, path: str, nbytes: int) -> "Segment":
+        fd = os.open(path, os.O_RDWR)
+        try:
+            if os.fstat(fd).st_size != nbytes:
+                raise ValueError(f"shared segment {path} has {os.fstat(fd).st_size} bytes, "
+                                 f"expected {nbytes}: ranks disagree on RINGFLOW_SHM_RING_BYTES")
+            mm = mmap.mmap(fd, nbytes)
+        finally:
+            os.close(fd)
+        return cls(path, mm, created=False)
+
+    def unlink(self) -> None:
+        """Remove the name from /dev/shm; mappings stay valid until every rank unmaps."""
+        if self.created:
+            self.created = False
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    def close(self) -> None:
+        self.unlink()
+        self.pid = self.state = self.bell = None     # drop buffer exports so the map can close
+        try:
+            self.mm.close()
+        except BufferError:                          # a Ring still exports it; freed at exit
+            pass
+
+
+class Ring:
+    """The SPSC byte ring ``index`` of ``seg``; positions are monotonic byte counts."""
+
+    def __init__(self, seg: Segment, index: int, ring_bytes: int):
+        off = PAGE + index * (PAGE + ring_bytes)
+        self.mm, self.size = seg.mm, ring_bytes
+        self.tail = ctypes.c_uint64.from_buffer(seg.mm, off)        # written by the sender only
+        self.head = ctypes.c_uint64.from_buffer(seg.mm, off + 64)   # written by the receiver only
+        self.data_off = off + PAGE
+        self.data = seg.base + self.data_off
+
+    def copy_in(self, pos: int, src: int, n: int) -> None:
+        """Copy ``n`` bytes from address ``src`` to stream position ``pos`` (wrapping)."""
+        at = pos % self.size
+        first = min(n, self.size - at)
+        ctypes.memmove(self.data + at, src, first)    # ctypes releases the GIL while copying
+        if first < n:
+            ctypes.memmove(self.data, src + first, n - first)
+
+    def copy_out(self, pos: int, dst: int, n: int) -> None:
+        """Copy ``n`` bytes at stream position ``pos`` to address ``dst`` (wrapping)."""
+        at = pos % self.size
+        first = min(n, self.size - at)
+        ctypes.memmove(dst, self.data + at, first)
+        if first < n:
+            ctypes.memmove(dst + first, self.data, n - first)
+
+    def put_header(self, pos: int, tag: int, code: int, nbytes: int, numel: int) -> None:
+        struct.pack_into(_HEADER_FMT, self.mm, self.data_off + pos % self.size,
+                         _MAGIC, code, nbytes, numel, tag)
+
+    def get_header(self, pos: int) -> tuple[int, int, int, int]:
+        """(tag, dtype code, nbytes, numel) of the message starting at ``pos``."""
+        magic, code, nbytes, numel, tag = struct.unpack_from(
+            _HEADER_FMT, self.mm, self.data_off + pos % self.size)
+        if magic != _MAGIC:
+            raise RuntimeError(f"shared-memory ring lost its framing at byte {pos} (found "
+                               f"{magic:#x}, expected {_MAGIC:#x}); a peer wrote out of turn")
+        return tag, code, nbytes, numel
+
+    def release(self) -> None:
+        self.tail = self.head = self.mm = None
+
+
+class Doorbell:
+    """A futex word: ``ring()`` wakes whoever sleeps in ``wait(seen, timeout)``."""
+
+    def __init__(self, mm: mmap.mmap, offset: int):
+        self.word = ctypes.c_uint32.from_buffer(mm, offset)
+        self.addr = ctypes.c_void_p(ctypes.addressof(self.word))
+
+    def value(self) -> int:
+        return self.word.value
+
+    def ring(self) -> None:
+        """Atomically add one to the word and wake every sleeper (FUTEX_WAKE_OP)."""
+        if HAVE_FUTEX:
+            _libc.syscall(_SYS_FUTEX, self.addr, _FUTEX_WAKE_OP, 0x7FFFFFFF, None, self.addr,
+                          _WAKE_ADD_ONE)
+        else:
+            self.word.value = (self.word.value + 1) & 0xFFFFFFFF
+
+    def wait(self, seen: int, timeout: float) -> None:
+        """Sleep until the word differs from ``seen`` or ``timeout`` seconds pass."""
+        if not HAVE_FUTEX:
+            time.sleep(min(timeout, 0.0005))
+            return
+        ts = _Timespec(int(timeout), int((timeout % 1.0) * 1e9))
+        _libc.syscall(_SYS_FUTEX, self.addr, _FUTEX_WAIT, ctypes.c_uint32(seen),
+                      ctypes.byref(ts), None, 0)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _probe_futex() -> bool:
+    """True when futex syscalls work here (Linux on a known CPU); else waiters poll."""
+    if _SYS_FUTEX is None:
+        return False
+    word = ctypes.c_uint32(0)
+    ok = _libc.syscall(_SYS_FUTEX, ctypes.byref(word), _FUTEX_WAKE_OP | 0, 1, None,
+                       ctypes.byref(word), _WAKE_ADD_ONE)
+    return ok >= 0 and word.value == 1
+
+
+HAVE_FUTEX = _probe_futex()

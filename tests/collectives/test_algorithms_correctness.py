@@ -1,0 +1,120 @@
+"""Every algorithm of select.ALGORITHMS against the naive oracle, over the threads transport.
+
+Inputs are small integers (exact in every dtype), so sums are exact and any
+difference is a bug; every rank must also end with bitwise-identical bytes.
+"""
+import pytest
+import torch
+
+from ringflow import collectives as rc
+from ringflow.collectives import select
+from ringflow.collectives.threads import run_ranks
+
+SIZES = (0, 1, 3, 17, 1000)          # empty, fewer than ranks, not divisible, a few slices
+OPS = ("sum", "avg", "max", "min", "product")
+
+
+def data(rank: int, numel: int, dtype, op: str) -> torch.Tensor:
+    i = torch.arange(numel, dtype=torch.int64)
+    if op == "product":                         # powers of two: products stay exact
+        return torch.where((i + rank) % 3 == 0, 2, 1).to(dtype)
+    return ((i * 7 + rank * 5) % 11 - 5).to(dtype)
+
+
+def run_all_reduce(n, numel, dtype, op, alg, local_size=None):
+    def body(comm):
+        t = data(comm.rank, numel, dtype, op)
+        rc.all_reduce(t, op=op, group=comm, algorithm=alg)
+        return t
+    kwargs = {"local_size": local_size} if local_size else {}
+    return run_ranks(n, body, timeout=30, **kwargs)
+
+
+def assert_same_everywhere(outs, expected):
+    for r, t in enumerate(outs):
+        assert torch.equal(t, expected), f"rank {r}: {t[:8]} != {expected[:8]}"
+        assert t.view(torch.uint8).equal(outs[0].view(torch.uint8)), f"rank {r} differs bitwise"
+
+
+@pytest.mark.parametrize("alg", ["ring", "rd", "rhd", "two_level", "fp32acc"])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
+def test_all_reduce_matches_oracle(alg, n):
+    for numel in SIZES:
+        for op in OPS:
+            dtype = torch.float32 if op == "avg" else torch.int32
+            expected = run_all_reduce(n, numel, dtype, op, "naive")[0]
+            assert_same_everywhere(run_all_reduce(n, numel, dtype, op, alg), expected)
+
+
+@pytest.mark.parametrize("alg", ["ring", "rd", "rhd", "two_level", "fp32acc"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64, torch.int8])
+def test_all_reduce_dtypes(alg, dtype):
+    expected = run_all_reduce(3, 40, dtype, "sum", "naive")[0]
+    assert_same_everywhere(run_all_reduce(3, 40, dtype, "sum", alg), expected)
+
+
+@pytest.mark.parametrize("n,local", [(4, 2), (6, 3), (6, 2), (8, 4), (4, 1)])
+def test_two_level_on_several_nodes(n, local):
+    for numel in (0, 5, 999):
+        expected = run_all_reduce(n, numel, torch.float32, "sum", "naive")[0]
+        assert_same_everywhere(run_all_reduce(n, numel, torch.float32, "sum", "two_level", local),
+                               expected)
+
+
+def test_fp32acc_rounds_once():
+    """bf16 values whose running sum loses bits at each hop: fp32acc rounds only the total."""
+    n, numel = 4, 64
+    vals = [torch.full((numel,), v, dtype=torch.bfloat16) for v in (256.0, 1.0, 1.0, 1.0)]
+
+    def body(alg):
+        def f(comm):
+            t = vals[comm.rank].clone()
+            rc.all_reduce(t, group=comm, algorithm=alg)
+            return t
+        return run_ranks(n, f, timeout=30)
+    exact = torch.full((numel,), 259.0).to(torch.bfloat16)      # one rounding of the exact sum
+    assert_same_everywhere(body("fp32acc"), exact)
+    ring_out = body("ring")[0]
+    assert not torch.equal(ring_out, exact), "the ring was expected to round partial sums"
+
+
+@pytest.mark.parametrize("alg", ["ring", "fp32acc", "naive"])
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_reduce_scatter_out_of_place_and_in_place(alg, n):
+    for m in (0, 1, 7):
+        def body(comm):
+            inp = data(comm.rank, m * n, torch.float32, "sum")
+            keep = inp.clone()
+            out = torch.empty(m)
+            rc.reduce_scatter_tensor(out, inp, group=comm, algorithm=alg)
+            assert torch.equal(inp, keep), "reduce_scatter must not modify its input"
+            inplace = inp[comm.rank * m:(comm.rank + 1) * m]
+            rc.reduce_scatter_tensor(inplace, inp, group=comm, algorithm=alg)
+            return out, inplace.clone()
+        outs = run_ranks(n, body, timeout=30)
+        total = sum(data(r, m * n, torch.float32, "sum") for r in range(n))
+        for r, (out, inplace) in enumerate(outs):
+            assert torch.equal(out, total[r * m:(r + 1) * m])
+            assert torch.equal(inplace, out)
+
+
+@pytest.mark.parametrize("alg", ["tree", "naive"])
+def test_reduce_and_broadcast_trees(alg):
+    for n in (1, 2, 3, 5):
+        for root in range(n):
+            def body(comm):
+                t = data(comm.rank, 10, torch.int64, "sum")
+                before = t.clone()
+                rc.reduce(t, dst=root, group=comm, algorithm=alg)
+                if comm.rank != root:
+                    assert torch.equal(t, before), "reduce changed a non-root buffer"
+                rc.broadcast(t, src=root, group=comm, algorithm=alg)
+                return t
+            outs = run_ranks(n, body, timeout=30)
+            assert_same_everywhere(outs, sum(data(r, 10, torch.int64, "sum") for r in range(n)))
+
+
+def test_every_registered_algorithm_is_covered_here_or_native():
+    covered = {"ring", "rd", "rhd", "two_level", "fp32acc", "naive", "tree", "native"}
+    for coll, table in select.ALGORITHMS.items():
+        assert set(table) <= covered, f"{coll}: untested algorithms {set(table) - covered}"

@@ -1,0 +1,50 @@
+"""ringflow collectives over the shared-memory transport in real processes (torchrun, mpirun)."""
+from __future__ import annotations
+
+import glob
+import re
+
+import pytest
+
+from tests.launchers import run_mpirun, run_torchrun
+
+SHM = {"RINGFLOW_TRANSPORT": "shm"}
+
+
+def assert_no_leftovers(out: str) -> None:
+    pids = re.findall(r"^PID (\d+)$", out, flags=re.M)
+    assert pids, f"workers printed no PID lines:\n{out[-2000:]}"
+    left = [p for pid in pids for p in glob.glob(f"/dev/shm/ringflow-{pid}-*")]
+    assert not left, f"shared-memory segments left behind: {left}"
+
+
+@pytest.mark.timeout(100)
+def test_collectives_n3_default_ring():
+    _, out = run_torchrun(3, "tests/workers/shm_collectives.py", timeout=90, env=SHM)
+    assert "SHM OK n=3" in out, out[-3000:]
+    assert_no_leftovers(out)
+
+
+@pytest.mark.timeout(100)
+def test_collectives_n2_ring_smaller_than_the_messages():
+    # 64 KiB rings under 1 MiB ring slices: every message streams through in pieces.
+    env = {**SHM, "RINGFLOW_SHM_RING_BYTES": str(64 << 10)}
+    _, out = run_torchrun(2, "tests/workers/shm_collectives.py", timeout=90, env=env)
+    assert "SHM OK n=2 ring_bytes=65536" in out, out[-3000:]
+    assert_no_leftovers(out)
+
+
+@pytest.mark.timeout(100)
+def test_collectives_under_mpirun_bootstrap_through_mpi():
+    pytest.importorskip("mpi4py")
+    _, out = run_mpirun(2, "tests/workers/shm_collectives.py", timeout=90, env=SHM)
+    assert "SHM OK n=2" in out, out[-3000:]
+    assert_no_leftovers(out)
+
+
+@pytest.mark.timeout(100)
+def test_dead_peer_fails_fast_instead_of_hanging():
+    _, out = run_torchrun(3, "tests/workers/shm_dead_peer.py", timeout=90, env=SHM)
+    assert out.count("DEAD PEER OK") == 2, out[-3000:]
+    assert "exited" in out, out[-3000:]            # rank 0 saw the dead pid, not a timeout
+    assert_no_leftovers(out)

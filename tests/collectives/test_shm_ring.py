@@ -1,0 +1,181 @@
+"""The shared-memory transport inside one process: ranks as threads over real /dev/shm rings.
+
+Small rings (8 KiB) force wraparound and messages many times the ring size.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import threading
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from ringflow.transport.base import PeerTimeout, TransportError
+from ringflow.transport.shm import ShmTransport
+
+RING = 8192
+
+
+def in_threads(fns, timeout: float = 30.0) -> list:
+    """Run fns[r]() on one thread each; return results, re-raise the first error."""
+    results, errors = [None] * len(fns), [None] * len(fns)
+
+    def body(r):
+        try:
+            results[r] = fns[r]()
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors[r] = e
+
+    threads = [threading.Thread(target=body, args=(r,), daemon=True) for r in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), f"a rank is still running after {timeout}s (deadlock?)"
+    for e in errors:
+        if e is not None:
+            raise e
+    return results
+
+
+@pytest.fixture
+def group():
+    """Factory of n in-process ShmTransports; closes them and checks /dev/shm afterwards."""
+    made = []
+
+    def make(n: int, **kw) -> list[ShmTransport]:
+        store = dist.HashStore()
+        trs = in_threads([lambda r=r: ShmTransport(r, n, store=store, ring_bytes=RING, timeout=10,
+                                                   **kw) for r in range(n)])
+        made.extend(trs)
+        return trs
+
+    yield make
+    for tr in made:
+        tr.close()
+    assert not glob.glob(f"/dev/shm/ringflow-{os.getpid()}-*"), "shared segments left behind"
+
+
+def pattern(n: int, seed: int, dtype=torch.float32) -> torch.Tensor:
+    return (torch.arange(n, dtype=torch.int64) * 7 + seed).to(dtype)
+
+
+def test_ring_pattern_with_messages_far_larger_than_the_ring(group):
+    # Everybody sends right and receives left, waiting on the receive first: the sends
+    # can only finish while the receive is being waited on. 1 MiB through 8 KiB rings.
+    n, numel = 3, (1 << 18) + 3
+    trs = group(n)
+
+    def rank(r):
+        tr, out = trs[r], torch.empty(numel)
+        sw, rw = tr.sendrecv(pattern(numel, r), (r + 1) % n, out, (r - 1) % n)
+        rw.wait(20)
+        sw.wait(20)
+        return out
+
+    outs = in_threads([lambda r=r: rank(r) for r in range(n)])
+    for r in range(n):
+        assert torch.equal(outs[r], pattern(numel, (r - 1) % n))
+
+
+def test_wraparound_with_odd_sizes_and_zero_size(group):
+    a, b = group(2)
+    sizes = [0, 1, 3, 100, 0, 511, 2047, 5, 0, 1999, 64, 4095] * 3   # sums well past 8 KiB
+
+    def sender():
+        for i, s in enumerate(sizes):
+            a.isend(pattern(s, i, torch.int64), 1, tag=0).wait(10)
+
+    def receiver():
+        got = []
+        for s in sizes:
+            t = torch.full((s,), -1, dtype=torch.int64)
+            b.irecv(t, 0, tag=0).wait(10)
+            got.append(t)
+        return got
+
+    got = in_threads([sender, receiver])[1]
+    for i, (s, t) in enumerate(zip(sizes, got)):
+        assert torch.equal(t, pattern(s, i, torch.int64)), f"message {i} of {s} elements"
+
+
+def test_tags_interleaved_are_non_overtaking_per_tag(group):
+    # The sender interleaves tags; the receiver asks for the last tag first. Each tag's
+    # messages must still arrive in their posting order (MPI's rule), big ones included.
+    a, b = group(2)
+    plan = [(i % 3, 5 + 900 * (i % 4)) for i in range(24)]           # (tag, numel)
+
+    def sender():
+        works = [a.isend(pattern(s, i), 1, tag=t) for i, (t, s) in enumerate(plan)]
+        for w in works:
+            w.wait(10)
+
+    def receiver():
+        got = {}
+        for tag in (2, 0, 1):
+            mine = [(i, s) for i, (t, s) in enumerate(plan) if t == tag]
+            bufs = [torch.empty(s) for _, s in mine]
+            works = [b.irecv(x, 0, tag=tag) for x in bufs]
+            for w in reversed(works):
+                w.wait(10)
+            got.update({i: x for (i, _), x in zip(mine, bufs)})
+        return got
+
+    got = in_threads([sender, receiver])[1]
+    for i, (_, s) in enumerate(plan):
+        assert torch.equal(got[i], pattern(s, i)), f"message {i} overtaken or corrupted"
+
+
+def test_receive_of_the_wrong_size_fails_clearly_and_the_stream_survives(group):
+    a, b = group(2)
+    a.isend(torch.ones(10), 1).wait(5)
+    a.isend(torch.full((4,), 2.0), 1).wait(5)
+    with pytest.raises(TransportError, match="10 x float32.*expects 7 x float32"):
+        b.irecv(torch.empty(7), 0).wait(5)
+    ok = torch.empty(4)
+    b.irecv(ok, 0).wait(5)
+    assert torch.equal(ok, torch.full((4,), 2.0))
+
+
+def test_receive_nobody_sends_times_out_naming_the_peer(group):
+    a, b = group(2)
+    start = time.monotonic()
+    with pytest.raises(PeerTimeout) as info:
+        b.irecv(torch.empty(3), 0).wait(0.3)
+    assert info.value.peer == 0 and 0.25 < time.monotonic() - start < 3
+
+
+def test_peer_that_closes_fails_waiters_before_the_timeout(group):
+    a, b = group(2)
+    w = b.irecv(torch.empty(3), 0)
+    a.close()
+    start = time.monotonic()
+    with pytest.raises(TransportError, match="closed"):
+        w.wait(20)
+    assert time.monotonic() - start < 2
+
+
+def test_refuses_non_cpu_and_non_contiguous_tensors(group):
+    a, _ = group(2)
+    with pytest.raises(ValueError, match="CPU tensors"):
+        a.isend(torch.empty(4, device="meta"), 1)
+    with pytest.raises(ValueError, match="contiguous"):
+        a.isend(torch.empty(4, 4).t(), 1)
+    with pytest.raises(ValueError, match="another rank"):
+        a.isend(torch.empty(4), 0)
+
+
+def test_constructor_needs_a_rendezvous_and_a_sane_ring():
+    with pytest.raises(ValueError, match="store="):
+        ShmTransport(0, 2)
+    with pytest.raises(ValueError, match="multiple of 4096"):
+        ShmTransport(0, 2, store=dist.HashStore(), ring_bytes=1000)
+
+
+def test_from_launch_refuses_ranks_on_several_nodes():
+    from ringflow.runtime import LaunchEnv
+    with pytest.raises(ValueError, match="one node.*node_local"):
+        ShmTransport.from_launch(LaunchEnv("torchrun", 0, 4, 0, 2), torch.device("cpu"), 10)

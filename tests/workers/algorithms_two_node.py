@@ -1,0 +1,46 @@
+"""Worker: two-level all-reduce across two torchrun "nodes" of this machine, checked against naive.
+
+Run by tests/collectives/test_algorithms_two_node.py as two torchrun agents
+(--nnodes=2 --nproc_per_node=2); LOCAL_WORLD_SIZE gives the topology.
+    python worker.py [--shm]     # --shm: shared memory inside each node
+"""
+import sys
+
+import torch
+
+import ringflow
+from ringflow import collectives as rc
+from ringflow.collectives import hierarchical
+
+
+def inputs(rank: int, numel: int, dtype) -> torch.Tensor:
+    return ((torch.arange(numel) * 7 + rank * 5) % 11 - 5).to(dtype)
+
+
+def main() -> None:
+    comm = ringflow.init(transport="torch", timeout=60)
+    assert comm.size == 4 and comm.local_size == 2, (comm.size, comm.local_size)
+    assert comm.num_nodes == 2 and comm.node == comm.rank // 2, (comm.rank, comm.node)
+    if "--shm" in sys.argv:
+        hierarchical.use_shm_inside_nodes(comm)
+    intra, inter = hierarchical.node_groups(comm)
+    assert intra.size == 2 and inter.size == 2 and intra.rank == comm.local_rank
+    for numel in (0, 1, 3, 1001, 65536):
+        for op, dtype in (("sum", torch.float32), ("avg", torch.float32), ("max", torch.int32),
+                          ("sum", torch.bfloat16)):
+            got = inputs(comm.rank, numel, dtype)
+            want = got.clone()
+            rc.all_reduce(got, op=op, algorithm="two_level")
+            rc.all_reduce(want, op=op, algorithm="naive")
+            assert torch.equal(got, want), f"rank {comm.rank} numel {numel} {op} {dtype}"
+            first = got.clone()
+            rc.broadcast(first, src=0)
+            assert torch.equal(first.view(torch.uint8), got.view(torch.uint8)), "ranks differ"
+    rc.barrier()
+    if comm.rank == 0:
+        print(f"two-level OK ({'shm' if '--shm' in sys.argv else 'torch'} inside nodes)")
+    ringflow.shutdown()
+
+
+if __name__ == "__main__":
+    main()
