@@ -286,12 +286,9 @@ def _check_launch(cfg: TrainConfig, world_size: int, launcher: str) -> None:
         raise ConfigError(f"--transport mpi needs an MPI launcher (mpirun -np N python -m "
                           f"ringflow.train ...); this process was started by {launcher}. "
                           "Use --transport torch under torchrun")
-    if cfg.parallel == "torch-ddp-hook" and cfg.transport not in ("auto", "torch"):
-        raise ConfigError("--parallel torch-ddp-hook wraps torch's own DistributedDataParallel, "
-                          "which needs torch.distributed: use --transport torch (or auto)")
-    if cfg.compress != "none" and cfg.parallel in ("zero1", "zero2"):
-        raise ConfigError(f"--compress {cfg.compress} applies to all-reduced gradients "
-                          f"(--parallel ddp or torch-ddp-hook), not to --parallel {cfg.parallel}")
+    if cfg.compress != "none" and cfg.parallel != "ddp":
+        raise ConfigError(f"--compress {cfg.compress} is implemented by ringflow's DataParallel "
+                          f"(--parallel ddp), not by --parallel {cfg.parallel}")
 
 
 def _check_data_shape(cfg: TrainConfig, shape: tuple) -> None:

@@ -32,7 +32,9 @@ def checkpoint_files(run) -> dict:
     """{file name: value} this rank writes for the current step."""
     cfg, rank = run.cfg, run.comm.rank
     files = {f"rng.rank{rank}.pt": rng_state(run)}
-    if cfg.parallel in SHARDED or rank == 0:
+    if cfg.parallel in SHARDED:            # this rank's shard: no communication to save it
+        files[optim_name(cfg, rank)] = run.opt.sharded_state_dict()
+    elif rank == 0:                         # replicated: every rank holds the same state
         files[optim_name(cfg, rank)] = run.opt.state_dict()
     if rank == 0:
         files["model.safetensors"] = run.net.state_dict()
@@ -78,6 +80,22 @@ def _explicit(path: Path, comm) -> Path | None:
             ok[0] = 0
     rc.broadcast(ok, src=0, group=comm)
     return path if ok.item() else None
+
+
+# Settings that decide what the weights mean; any other setting may change on resume.
+MODEL_FIELDS = ("model", "model_kwargs", "objective", "objective_kwargs", "data", "class_cond")
+
+
+def check_config(folder: Path, cfg) -> None:
+    """Refuse a checkpoint trained with another model config, listing every field that differs."""
+    saved, now = ckpt.read(folder, "state.json").get("config", {}), config.to_dict(cfg)
+    diff = [f"{k}: checkpoint has {saved.get(k)!r}, this run has {now.get(k)!r}"
+            for k in MODEL_FIELDS if k in saved and saved[k] != now.get(k)]
+    if diff:
+        raise ckpt.CheckpointError(
+            f"{folder} was trained with a different model config:\n  " + "\n  ".join(diff) +
+            "\nresume with the checkpoint's settings (its run folder has config.json), "
+            "or start a new --out")
 
 
 def restore_model(folder: Path, net: torch.nn.Module) -> None:

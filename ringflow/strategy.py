@@ -67,18 +67,37 @@ def build_parallel(cfg, loss_module: LossModule, comm, device):
     compress = None if cfg.compress == "none" else cfg.compress
     if cfg.parallel == "ddp":
         from .parallel import DataParallel
+        # broadcast_buffers off: ringflow's networks hold only constant buffers (positions),
+        # so a broadcast per step would buy nothing
         model = DataParallel(loss_module, group=comm, bucket_cap_mb=cfg.bucket_cap_mb,
-                             compress=compress)
+                             compress=compress, broadcast_buffers=False)
         opt = torch.optim.AdamW(params, **adamw_kwargs(cfg, device))
         return model, opt, replicated_clip(params)
     if cfg.parallel in ("zero1", "zero2"):
         return _zero(cfg, loss_module, comm, device)
-    return _torch_ddp(cfg, loss_module, comm, device, compress)
+    return _torch_ddp(cfg, loss_module, comm, device)
 
 
 def _zero(cfg, loss_module, comm, device):
-    raise NotImplementedError("zero: waiting for ringflow.parallel.ZeroOptimizer")
+    """ZeroOptimizer on the bare model: it averages gradients itself inside step()."""
+    from .parallel import ZeroOptimizer
+    opt = ZeroOptimizer(loss_module.net.parameters(), torch.optim.AdamW, group=comm,
+                        stage=1 if cfg.parallel == "zero1" else 2, **adamw_kwargs(cfg, device))
+
+    def clip(max_norm: float) -> torch.Tensor:
+        return opt.clip_grad_norm_(max_norm if max_norm > 0 else math.inf)
+    return Local(loss_module), opt, clip
 
 
-def _torch_ddp(cfg, loss_module, comm, device, compress):
-    raise NotImplementedError("torch-ddp-hook: waiting for ringflow.parallel hooks")
+def _torch_ddp(cfg, loss_module, comm, device):
+    """torch's DistributedDataParallel, its buckets averaged by ringflow's ring."""
+    from .parallel import ring_allreduce_hook
+    from .runtime import read_launch_env
+    from .transport.torch_dist import init_process_group
+    init_process_group(read_launch_env(), device, cfg.timeout)   # no-op if the transport did
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        loss_module, device_ids=[device.index] if device.type == "cuda" else None,
+        bucket_cap_mb=cfg.bucket_cap_mb)
+    ddp.register_comm_hook(comm, ring_allreduce_hook)
+    params = list(loss_module.net.parameters())
+    return ddp, torch.optim.AdamW(params, **adamw_kwargs(cfg, device)), replicated_clip(params)

@@ -25,7 +25,8 @@ from . import config, plots, runtime
 from .data import load_dataset
 from .ema import EMA
 from .logging_rank0 import RunLog, reduce_metrics
-from .resume import checkpoint_files, find_checkpoint, restore_model, restore_rest
+from .resume import (check_config, checkpoint_files, find_checkpoint, restore_model,
+                     restore_rest)
 from .sampler import ShardedBatches
 from .sampling import sample_sharded
 from .strategy import LossModule, build_parallel
@@ -96,6 +97,7 @@ def build_run(cfg, comm, device, data, net, objective) -> Run:
     x, y, num_classes = data
     found = find_checkpoint(cfg, comm)
     if found is not None:
+        check_config(found, cfg)                      # another model's weights: refuse, with the diff
         restore_model(found, net)                     # before wrapping: every rank loads it
     net.to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + 1 + comm.rank)

@@ -98,18 +98,43 @@ class Communicator:
     def isend(self, tensor: torch.Tensor, dst: int) -> Work:
         if tensor.numel() == 0:
             return DoneWork()
-        return self.transport.isend(tensor, self.ranks[dst], self.tag)
+        return self._post(lambda: self.transport.isend(tensor, self.ranks[dst], self.tag), dst)
 
     def irecv(self, tensor: torch.Tensor, src: int) -> Work:
         if tensor.numel() == 0:
             return DoneWork()
-        return self.transport.irecv(tensor, self.ranks[src], self.tag)
+        return self._post(lambda: self.transport.irecv(tensor, self.ranks[src], self.tag), src)
 
     def sendrecv(self, send: torch.Tensor, dst: int, recv: torch.Tensor, src: int) -> tuple[Work, Work]:
         """Post a send to ``dst`` and a receive from ``src`` together."""
         if send.numel() == 0 or recv.numel() == 0:
             return self.isend(send, dst), self.irecv(recv, src)
-        return self.transport.sendrecv(send, self.ranks[dst], recv, self.ranks[src], self.tag)
+        return self._post(lambda: self.transport.sendrecv(send, self.ranks[dst], recv,
+                                                          self.ranks[src], self.tag), src)
+
+    def irecv_reduce(self, out: torch.Tensor, first: torch.Tensor, src: int,
+                     combine: Callable) -> Work:
+        """Receive from ``src`` and set out = combine(out, first, arrived) in one pass.
+
+        Only for transports that have ``irecv_reduce`` (shm reduces straight from its ring).
+        """
+        if out.numel() == 0:
+            return DoneWork()
+        return self._post(lambda: self.transport.irecv_reduce(out, first, self.ranks[src], self.tag,
+                                                              combine), src)
+
+    def _post(self, post: Callable, peer: int):
+        """Post a send/receive; a transport that finds the peer gone while posting is a failure of
+        the running collective too (gloo reports a closed connection here, not in the wait)."""
+        owner = self._owner()
+        if owner._check is not None:         # RINGFLOW_DEBUG: no data message before the check
+            owner._verify_check(owner.timeout)
+        try:
+            return post()
+        except PeerTimeout as e:
+            raise self._failure(CollectiveTimeout, "timed out posting a message", peer, -2, e)
+        except TransportError as e:
+            raise self._failure(CollectiveError, f"failed ({e})", peer, -2, e)
 
     def wait(self, work: Work, peer: int, step: int = 0) -> None:
         """Wait for ``work``; turn transport failures into errors that name the call and peer."""
@@ -149,13 +174,15 @@ class Communicator:
         name = f"{rec.name} #{rec.seq}" if rec else "point-to-point"
         if owner is not self:
             name += f" (in its sub-group of ranks {self.ranks}, as rank {self.rank})"
-        where = "in the debug fingerprint exchange" if step < 0 else f"at step {step}"
+        where = {-1: "in the debug fingerprint exchange",
+                 -2: "while posting a message"}.get(step, f"at step {step}")
         msg = (f"rank {owner.rank}: {name} {what} {where} waiting for rank {peer} (world rank "
                f"{self.ranks[peer]}, transport {self.transport.name}). That rank died, stalled or "
                "called a different collective: read its log and the flight recorder below; if it "
                "is only slow, raise the timeout (RINGFLOW_TIMEOUT or ringflow.init(timeout=...))")
         if rec is not None:
             rec.state = "timed out" if cls is CollectiveTimeout else "failed"
+            rec.peer = self.ranks[peer]
         # Half-delivered messages may be left in flight: nothing later on this transport is safe.
         for comm in {self, owner}:
             comm.engine.broken = comm.engine.broken or f"{name} on rank {owner.rank}: {what} {where}"

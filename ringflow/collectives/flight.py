@@ -42,7 +42,7 @@ class CallRecord:
         """The wait this call is in (or ended in): ring step and the peer it waited for."""
         if self.peer < 0 or self.state == "done":
             return ""
-        step = "fingerprint exchange" if self.step < 0 else f"step {self.step}"
+        step = {-1: "fingerprint exchange", -2: "posting"}.get(self.step, f"step {self.step}")
         return f" at {step} waiting for rank {self.peer}"
 
     def line(self) -> str:

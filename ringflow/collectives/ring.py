@@ -12,6 +12,8 @@ rank ends bitwise identical.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .chunking import all_gather_chunks, chunk_bounds, reduce_scatter_chunks
@@ -24,11 +26,18 @@ def _slices(bounds: tuple[int, int], nslices: int) -> list[tuple[int, int]]:
     return [(start + a, start + b) for a, b in chunk_bounds(stop - start, nslices)]
 
 
+def slice_bytes(comm: Communicator) -> int:
+    """Pipeline slice size: $RINGFLOW_SLICE_BYTES (0: whole chunks), else the transport's own."""
+    env = os.environ.get("RINGFLOW_SLICE_BYTES")
+    return int(env) if env else (comm.slice_bytes or 0)
+
+
 def slice_count(comm: Communicator, chunk_elems: int, itemsize: int) -> int:
     """How many pipeline slices a chunk of ``chunk_elems`` gets (same on every rank)."""
-    if not comm.slice_bytes or chunk_elems == 0:
+    size = slice_bytes(comm)
+    if not size or chunk_elems == 0:
         return 1
-    per = max(1, comm.slice_bytes // itemsize)
+    per = max(1, size // itemsize)
     return max(1, -(-chunk_elems // per))
 
 
@@ -107,6 +116,9 @@ def _reduce_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst:
     """Send ``src`` right while dst = mine (op) what arrives from the left, slice by slice."""
     right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
     sends, recvs = _slices((0, src.numel()), nslices), _slices((0, mine.numel()), nslices)
+    if hasattr(comm.transport, "irecv_reduce"):       # shm: reduce straight from its ring
+        _fused_reduce_step(comm, src, mine, dst, sends, recvs, op, step)
+        return
 
     def post(k: int):
         (sa, sb), (ra, rb) = sends[k], recvs[k]
@@ -123,6 +135,21 @@ def _reduce_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst:
         reduce_out(dst[ra:rb], mine[ra:rb], landing[k % 2, : rb - ra], op)   # same order as in place
     for w in send_works:
         comm.wait(w, peer=right, step=step)
+
+
+def _fused_reduce_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst: torch.Tensor,
+                       sends: list, recvs: list, op: ReduceOp, step: int) -> None:
+    """_reduce_step without a landing buffer: the transport reduces as the bytes arrive."""
+    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+
+    def combine(out: torch.Tensor, first: torch.Tensor, arrived: torch.Tensor) -> None:
+        reduce_out(out, first, arrived, op)                 # same operand order as the landing path
+
+    works = [(comm.irecv_reduce(dst[ra:rb], mine[ra:rb], left, combine),
+              comm.isend(src[sa:sb], right)) for (sa, sb), (ra, rb) in zip(sends, recvs)]
+    for recv_work, send_work in works:
+        comm.wait(recv_work, peer=left, step=step)
+        comm.wait(send_work, peer=right, step=step)
 
 
 def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None:

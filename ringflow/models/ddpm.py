@@ -7,8 +7,10 @@ is trained with the simple loss |eps - eps_hat|^2 (eq. 14).
 Time passed to networks: t = (i + 1) / T in (0, 1], the continuous time whose log alpha_bar(t)
 interpolates the grid linearly (alpha_bar(0) = 1, alpha_bar(k/T) = prod_{j<k}(1 - beta_j)).
 
-Sampling follows DDIM's generalised update (eq. 12) on a "trailing" sub-sequence of steps
-(Lin et al. 2024) ending at alpha_bar = 1:
+Sampling follows DDIM's generalised update (eq. 12) on a sub-sequence of steps, "leading"
+(DDIM sec. 4.2: 0, T/S, 2T/S, ...) or "trailing" (Lin et al. 2024: ..., T-1), ending at
+alpha_bar = 1. Leading is the default: trailing starts at step T-1, where the cosine
+schedule's alpha_bar ~ 1e-9 amplifies any eps error by 1/sqrt(alpha_bar) in x0_hat.
     x_prev = sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps_hat + sigma z,
     sigma  = eta sqrt((1 - a_prev)/(1 - a)) sqrt(1 - a/a_prev)          (eq. 16)
 eta = 0 is deterministic DDIM; eta = 1 on all T steps is exactly DDPM's ancestral sampler with
@@ -40,11 +42,18 @@ def beta_schedule(name, timesteps=1000, beta_start=1e-4, beta_end=0.02):
 
 
 class DDPM:
-    """Epsilon-prediction diffusion objective; holds only the schedule (no parameters)."""
+    """Epsilon-prediction diffusion objective; holds only the schedule (no parameters).
+
+    clip_denoised: None, or a bound c: samplers clamp x0_hat to [-c, c] (1.0 for images in
+    [-1, 1], as in Ho et al.'s code), which tames eps errors amplified by 1/sqrt(alpha_bar).
+    """
 
     def __init__(self, schedule="linear", timesteps=1000, beta_start=1e-4, beta_end=0.02,
-                 label_dropout=0.1, clip_denoised=False):
+                 label_dropout=0.1, clip_denoised=None, spacing="leading"):
+        if spacing not in ("leading", "trailing"):
+            raise ValueError(f"spacing must be 'leading' or 'trailing', got {spacing!r}")
         self.T, self.label_dropout, self.clip = timesteps, label_dropout, clip_denoised
+        self.spacing = spacing
         self.betas = beta_schedule(schedule, timesteps, beta_start, beta_end)
         # log alpha_bar on the grid k = 0..T (k = i + 1 for step i), float64
         self.log_abar = torch.cat([torch.zeros(1, dtype=torch.float64),
@@ -71,17 +80,19 @@ class DDPM:
         return (net(self.q_sample(x0, i, noise), self.net_time(i), y) - noise).pow(2).mean()
 
     def timesteps(self, steps):
-        """Trailing sub-sequence of ``steps`` integer steps, descending from T-1 -> (steps,)."""
+        """Descending sub-sequence of ``steps`` integer steps (``spacing``) -> (steps,)."""
         if not 1 <= steps <= self.T:
             raise ValueError(f"steps must be in [1, {self.T}], got {steps}")
-        return (torch.arange(self.T, 0, -self.T / steps, dtype=torch.float64).round() - 1).long()
+        grid = torch.arange(steps, dtype=torch.float64) * self.T / steps     # 0, T/S, ...
+        grid = grid if self.spacing == "leading" else grid + self.T / steps - 1
+        return grid.round().long().flip(0)
 
     def ddim_step(self, x, eps, i, i_prev, eta, noise=None):
         """One generalised DDIM update (eq. 12) from step i to i_prev (ints, -1 = data)."""
         a, a_prev = (self.alpha_bar(torch.tensor(k)).item() for k in (i, i_prev))
         x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
-        if self.clip:
-            x0 = x0.clamp(-1, 1)
+        if self.clip is not None:                                   # Ho et al.'s clipped x0_hat
+            x0 = x0.clamp(-self.clip, self.clip)
             eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)
         sigma = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
         x_prev = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma ** 2, 0.0)) * eps

@@ -55,7 +55,8 @@ class MLP(nn.Module):
         self.time = TimestepEmbedder(hidden, freq_dim=64)
         self.label = LabelEmbedder(num_classes, hidden) if num_classes else None
         self.blocks = nn.ModuleList(ResidualBlock(hidden) for _ in range(depth))
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
+        # no LayerNorm before the output: it would bound |out|, and eps or v grow with |x|
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
 
     def forward(self, x, t, y=None):
         if x.dim() != 2 or x.shape[1] != self.dim:

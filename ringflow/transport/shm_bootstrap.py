@@ -9,7 +9,8 @@ default process group's store) or MPI (mpirun: ``MPI.COMM_WORLD``).
 3. barrier; then each rank unlinks its own name. From here on nothing is left in
    /dev/shm even if a rank is killed: the kernel frees the pages with the last map.
 
-    own, peers, inbound, outbound = map_segments(StoreExchange(store, "ringflow/shm/1", r, n), r, n, 8 << 20)
+    ex = StoreExchange(store, "ringflow/shm/1", r, n, timeout=60)
+    own, peers, inbound, outbound = map_segments(ex, r, n, ring_bytes=8 << 20)
 """
 from __future__ import annotations
 

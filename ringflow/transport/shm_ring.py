@@ -14,11 +14,18 @@ memmove ends its non-temporal path with an sfence). Counters are aligned 8-byte
 ctypes values, read and written with single moves. On weaker CPUs the GIL hand-off
 inside ctypes calls adds barriers in practice, but x86-64 is what we test.
 
-Sleeping: each rank owns a 32-bit doorbell (a Linux futex word). A peer that
-publishes data or frees space increments it atomically and wakes it in one
-FUTEX_WAKE_OP syscall; a waiter reads the doorbell *before* checking its rings,
-so a publish after the check changes the word and FUTEX_WAIT returns at once:
-no lost wake-ups, and no core burnt while ranks outnumber cores.
+Sleeping: each rank owns a 32-bit doorbell (a Linux futex word) and a count of
+its sleeping threads. A waiter reads the doorbell *before* checking its rings,
+raises ``sleepers``, checks once more, then FUTEX_WAITs on the value it read. A
+peer that publishes data or frees space checks ``sleepers`` and, only if someone
+sleeps, increments the doorbell atomically and wakes it in one FUTEX_WAKE_OP
+syscall (a publish after the waiter's read changes the word, so FUTEX_WAIT returns
+at once). That is Dekker's pattern: each side stores, then loads the other's
+word, which needs a StoreLoad fence on both sides. Python has no fence, but a
+threading.Lock acquire/release is a LOCK-prefixed compare-and-swap/add in glibc's
+semaphores, a full fence on x86-64; ``fence()`` uses one. Should a wake-up still
+be lost (another platform), waits are bounded at 20 ms, never a hang. No core is
+burnt while ranks outnumber cores.
 
     seg = Segment.create(path, Segment.bytes_for(peers=3, ring_bytes=8 << 20))
     ring = Ring(seg, index=0, ring_bytes=8 << 20)
@@ -30,7 +37,10 @@ import mmap
 import os
 import platform
 import struct
+import threading
 import time
+
+import torch
 
 PAGE = 4096
 HEADER = 64                       # every message starts with one 64-byte record
@@ -43,6 +53,13 @@ _FUTEX_WAIT, _FUTEX_WAKE_OP = 0, 5
 _WAKE_ADD_ONE = (1 << 28) | (1 << 12)   # FUTEX_OP(FUTEX_OP_ADD, 1, FUTEX_OP_CMP_EQ, 0)
 _SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "riscv64": 98}.get(platform.machine())
 _libc = ctypes.CDLL(None, use_errno=True)
+_FENCE = threading.Lock()
+
+
+def fence() -> None:
+    """A full memory fence: glibc's semaphore ops under threading.Lock are LOCK-prefixed."""
+    _FENCE.acquire()
+    _FENCE.release()
 
 
 def footprint(nbytes: int) -> int:
@@ -58,7 +75,14 @@ class Segment:
         self.base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
         self.pid = ctypes.c_int64.from_buffer(mm, 64)
         self.state = ctypes.c_int64.from_buffer(mm, 128)
+        self.sleepers = ctypes.c_int64.from_buffer(mm, 192)   # owner's threads in bell.wait
         self.bell = Doorbell(mm, 0)
+
+    def notify(self) -> None:
+        """Wake the owner if it sleeps (call after publishing a counter)."""
+        fence()
+        if self.sleepers.value:
+            self.bell.ring()
 
     @staticmethod
     def bytes_for(peers: int, ring_bytes: int) -> int:
@@ -99,7 +123,7 @@ class Segment:
 
     def close(self) -> None:
         self.unlink()
-        self.pid = self.state = self.bell = None     # drop buffer exports so the map can close
+        self.pid = self.state = self.bell = self.sleepers = None   # drop exports: map can close
         try:
             self.mm.close()
         except BufferError:                          # a Ring still exports it; freed at exit
@@ -116,6 +140,8 @@ class Ring:
         self.head = ctypes.c_uint64.from_buffer(seg.mm, off + 64)   # written by the receiver only
         self.data_off = off + PAGE
         self.data = seg.base + self.data_off
+        self.bytes = torch.frombuffer(seg.mm, dtype=torch.uint8, count=ring_bytes,
+                                      offset=self.data_off)      # for reductions from the ring
 
     def copy_in(self, pos: int, src: int, n: int) -> None:
         """Copy ``n`` bytes from address ``src`` to stream position ``pos`` (wrapping)."""
@@ -133,6 +159,14 @@ class Ring:
         if first < n:
             ctypes.memmove(dst + first, self.data, n - first)
 
+    def views(self, pos: int, n: int):
+        """(uint8 view, offset in the piece) of ``n`` bytes at ``pos``: one, two if wrapping."""
+        at = pos % self.size
+        first = min(n, self.size - at)
+        yield self.bytes[at:at + first], 0
+        if first < n:
+            yield self.bytes[:n - first], first
+
     def put_header(self, pos: int, tag: int, code: int, nbytes: int, numel: int) -> None:
         struct.pack_into(_HEADER_FMT, self.mm, self.data_off + pos % self.size,
                          _MAGIC, code, nbytes, numel, tag)
@@ -147,7 +181,7 @@ class Ring:
         return tag, code, nbytes, numel
 
     def release(self) -> None:
-        self.tail = self.head = self.mm = None
+        self.tail = self.head = self.mm = self.bytes = None
 
 
 class Doorbell:

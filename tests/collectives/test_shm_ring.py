@@ -179,3 +179,32 @@ def test_from_launch_refuses_ranks_on_several_nodes():
     from ringflow.runtime import LaunchEnv
     with pytest.raises(ValueError, match="one node.*node_local"):
         ShmTransport.from_launch(LaunchEnv("torchrun", 0, 4, 0, 2), torch.device("cpu"), 10)
+
+
+def test_irecv_reduce_combines_straight_from_the_ring(group):
+    # Larger than the ring (streams in pieces, some wrapping) and, second, drained early
+    # because a receive of another tag was waiting behind it: both paths must combine.
+    a, b = group(2)
+    numel = 5000                                        # 20 KB through an 8 KiB ring
+    mine = pattern(numel, 100)
+
+    def add(out, first, arrived):
+        torch.add(first, arrived, out=out)
+
+    def sender():
+        for tag in (1, 2, 3):
+            a.isend(pattern(numel, tag), 1, tag=tag).wait(10)
+
+    def receiver():
+        outs = [torch.empty(numel) for _ in range(3)]
+        w1 = b.irecv_reduce(outs[0], mine, 0, 1, add)
+        w3 = b.irecv(outs[2], 0, tag=3)                 # tag 2 must be drained to reach it
+        w1.wait(10)
+        w3.wait(10)
+        b.irecv_reduce(outs[1], mine, 0, 2, add).wait(10)
+        return outs
+
+    outs = in_threads([sender, receiver])[1]
+    assert torch.equal(outs[0], mine + pattern(numel, 1))
+    assert torch.equal(outs[1], mine + pattern(numel, 2))
+    assert torch.equal(outs[2], pattern(numel, 3))

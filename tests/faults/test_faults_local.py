@@ -60,7 +60,7 @@ def _loop(collective: str, algorithm: str, fault: Fault | None, victim: int, cal
 
 
 # "<collective> #<seq> ... at step <k> waiting for rank <peer>"
-NAMED = re.compile(r"(\w+) #(\d+) .*(at step \d+|in the debug fingerprint exchange) "
+NAMED = re.compile(r"(\w+) #(\d+) .*(at step \d+|in the debug fingerprint exchange|while posting a message) "
                    r"waiting for rank \d+")
 
 

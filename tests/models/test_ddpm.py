@@ -40,8 +40,10 @@ def test_alpha_bar_grid_and_network_time():
     expected = torch.tensor([1.0, 1 - 1e-4, torch.cumprod(1 - ddpm.betas, 0)[-1].item()])
     assert torch.allclose(ddpm.alpha_bar(steps), expected.double())
     assert torch.equal(ddpm.net_time(torch.tensor([0, 999])), torch.tensor([0.001, 1.0]))
-    assert ddpm.timesteps(4).tolist() == [999, 749, 499, 249]
-    assert ddpm.timesteps(1000).tolist() == list(range(999, -1, -1))
+    assert ddpm.timesteps(4).tolist() == [750, 500, 250, 0]
+    assert DDPM(spacing="trailing").timesteps(4).tolist() == [999, 749, 499, 249]
+    for spacing in ("leading", "trailing"):
+        assert DDPM(spacing=spacing).timesteps(1000).tolist() == list(range(999, -1, -1))
 
 
 def test_eta_one_full_step_is_ho_et_al_ancestral_step():

@@ -15,7 +15,7 @@ def test_sliced_wasserstein_small_for_same_law_large_for_shift():
     same = sliced_wasserstein(a, b)
     assert same < 0.05 and sliced_wasserstein(a, b) == same              # fixed projections
     # a shift of 0.5 std along x: SW2 = 0.5 * sqrt(E[cos^2]) = 0.5 / sqrt(2) in 2D
-    shifted = sliced_wasserstein(a + torch.tensor([0.5, 0.0]), b, num_projections=4096)
+    shifted = sliced_wasserstein(a + torch.tensor([0.5, 0.0]), b, num_projections=1024)
     assert abs(shifted - 0.5 / math.sqrt(2)) < 0.03
     # z-scoring: rescaling both sets leaves the value unchanged
     assert abs(sliced_wasserstein(10 * a, 10 * b) - same) < 1e-9

@@ -2,10 +2,8 @@
 
 Run by tests/collectives/test_algorithms_two_node.py as two torchrun agents
 (--nnodes=2 --nproc_per_node=2); LOCAL_WORLD_SIZE gives the topology.
-    python worker.py [--shm]     # --shm: shared memory inside each node
+    python worker.py     # first over torch inside nodes, then over shared memory inside nodes
 """
-import sys
-
 import torch
 
 import ringflow
@@ -21,8 +19,18 @@ def main() -> None:
     comm = ringflow.init(transport="torch", timeout=60)
     assert comm.size == 4 and comm.local_size == 2, (comm.size, comm.local_size)
     assert comm.num_nodes == 2 and comm.node == comm.rank // 2, (comm.rank, comm.node)
-    if "--shm" in sys.argv:
-        hierarchical.use_shm_inside_nodes(comm)
+    check(comm)
+    if comm.rank == 0:
+        print("two-level OK (torch inside nodes)", flush=True)
+    hierarchical.use_shm_inside_nodes(comm)
+    check(comm)
+    rc.barrier()
+    if comm.rank == 0:
+        print("two-level OK (shm inside nodes)", flush=True)
+    ringflow.shutdown()
+
+
+def check(comm) -> None:
     intra, inter = hierarchical.node_groups(comm)
     assert intra.size == 2 and inter.size == 2 and intra.rank == comm.local_rank
     for numel in (0, 1, 3, 1001, 65536):
@@ -36,10 +44,6 @@ def main() -> None:
             first = got.clone()
             rc.broadcast(first, src=0)
             assert torch.equal(first.view(torch.uint8), got.view(torch.uint8)), "ranks differ"
-    rc.barrier()
-    if comm.rank == 0:
-        print(f"two-level OK ({'shm' if '--shm' in sys.argv else 'torch'} inside nodes)")
-    ringflow.shutdown()
 
 
 if __name__ == "__main__":

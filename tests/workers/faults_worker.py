@@ -23,10 +23,14 @@ from ringflow import collectives as rc  # noqa: E402
 from tests.workers.faults_inject import inject, parse  # noqa: E402
 
 
-def call(comm, collective: str, algorithm: str, numel: int) -> torch.Tensor:
-    x = torch.arange(numel, dtype=torch.float32) + comm.rank
+def call(comm, collective: str, algorithm: str, numel: int, mismatch: str = "") -> torch.Tensor:
+    x = torch.arange(numel + (mismatch == "numel"), dtype=torch.float32) + comm.rank
+    x = x.double() if mismatch == "dtype" else x
+    if mismatch == "collective":
+        collective = "broadcast" if collective != "broadcast" else "all_reduce"
+        algorithm = "auto"
     if collective == "all_reduce":
-        rc.all_reduce(x, algorithm=algorithm)
+        rc.all_reduce(x, op="max" if mismatch == "op" else "sum", algorithm=algorithm)
     elif collective == "broadcast":
         rc.broadcast(x, src=0, algorithm=algorithm)
     elif collective == "reduce_scatter":
@@ -50,6 +54,7 @@ def main() -> int:
     p.add_argument("--algorithm", default="ring")
     p.add_argument("--numel", type=int, default=1 << 16)
     p.add_argument("--calls", type=int, default=4)
+    p.add_argument("--mismatch", default="", help="the victim's 2nd call differs in this field")
     p.add_argument("--report", required=True)
     a = p.parse_args()
     comm = ringflow.init()
@@ -60,8 +65,9 @@ def main() -> int:
     inject(comm, fault)
     status, code, checksum = "ok", 0, 0.0
     try:
-        for _ in range(a.calls):
-            checksum += float(call(comm, a.collective, a.algorithm, a.numel).sum())
+        for i in range(a.calls):
+            odd = a.mismatch if (i == 1 and comm.rank == a.victim) else ""
+            checksum += float(call(comm, a.collective, a.algorithm, a.numel, odd).sum())
             rc.barrier()
     except rc.CollectiveError as e:
         status, code = f"{type(e).__name__}: {e}", 1

@@ -1,0 +1,65 @@
+"""What RINGFLOW_DEBUG's fingerprint check costs: all-reduce time with and without it, interleaved.
+
+    torchrun --nproc_per_node=2 benchmarks/bench_debug_overhead.py --size 1MiB
+    mpirun -np 2 python benchmarks/bench_debug_overhead.py --size 1MiB
+
+Both modes run in the same launch, alternating in blocks (absolute figures drift 2-3x
+between launches here, ratios inside one launch do not); rank 0 prints medians per block
+and the overhead ratio of the medians.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import ringflow
+from ringflow import collectives as rc
+
+
+def parse_size(text: str) -> int:
+    units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "b": 1}
+    low = text.lower()
+    for unit, mult in units.items():
+        if low.endswith(unit):
+            return int(float(low[: -len(unit)]) * mult)
+    return int(low)
+
+
+def block(comm, x: torch.Tensor, algorithm: str, iters: int) -> float:
+    """Median seconds per all-reduce over ``iters`` calls (a barrier first lines ranks up)."""
+    rc.barrier()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        rc.all_reduce(x, algorithm=algorithm)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="1MiB", help="bytes per rank (float32), e.g. 1MiB")
+    p.add_argument("--algorithm", default="ring")
+    p.add_argument("--iters", type=int, default=20, help="calls per block")
+    p.add_argument("--blocks", type=int, default=7, help="blocks per mode, interleaved")
+    a = p.parse_args()
+    comm = ringflow.init()
+    x = torch.ones(parse_size(a.size) // 4)
+    block(comm, x, a.algorithm, 5)                       # warm-up (buffers, connections)
+    result = {False: [], True: []}
+    for i in range(2 * a.blocks):
+        comm.debug = bool(i % 2)                         # every rank flips at the same call
+        result[comm.debug].append(block(comm, x, a.algorithm, a.iters))
+    comm.debug = False
+    if comm.rank == 0:
+        off, on = statistics.median(result[False]), statistics.median(result[True])
+        print(f"| {comm.transport.name} | {comm.size} | {a.size} | {a.algorithm} | "
+              f"{off * 1e3:.3f} | {on * 1e3:.3f} | {100 * (on / off - 1):+.1f} % |", flush=True)
+    ringflow.shutdown()
+
+
+if __name__ == "__main__":
+    main()

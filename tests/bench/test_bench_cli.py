@@ -1,0 +1,78 @@
+"""ringflow-bench: flag parsing, nccl-tests row format, and a real 2-rank run with --check."""
+import json
+
+import pytest
+import torch
+
+from ringflow.bench import args as cli
+from ringflow.bench.cases import BUSBW_FACTOR, case_for, expected
+from ringflow.bench.report import add_ratios, footer, line
+from tests.launchers import run_torchrun
+
+
+def test_sizes_with_units_and_steps():
+    assert cli.parse_bytes("4K") == 4096 and cli.parse_bytes("1M") == 1 << 20
+    assert cli.parse_bytes("2G") == 2 << 30 and cli.parse_bytes("128") == 128
+    assert cli.parse_bytes("64KiB") == 65536
+    a = cli.parse(["-b", "1M", "-e", "8M", "-f", "2", "-n", "3", "-w", "1", "-c", "1", "-o", "max",
+                   "-d", "bfloat16", "--collective", "reduce_scatter", "--algorithm", "ring,native"])
+    assert a.sizes == [1 << 20, 2 << 20, 4 << 20, 8 << 20]
+    assert (a.iters, a.warmup_iters, a.check, a.op, a.dtype) == (3, 1, 1, "max", torch.bfloat16)
+
+
+@pytest.mark.parametrize("bad", [["-b", "lots"], ["-b", "8M", "-e", "1M"], ["-n", "0"],
+                                 ["-o", "avg", "-d", "int32"], ["--collective", "scan"]])
+def test_bad_flags_exit_with_a_message(bad, capsys):
+    with pytest.raises(SystemExit):
+        cli.parse(bad)
+    assert "error" in capsys.readouterr().err
+
+
+def test_busbw_factors_are_nccl_tests():
+    assert BUSBW_FACTOR["all_reduce"](4) == 1.5 and BUSBW_FACTOR["all_gather"](4) == 0.75
+    assert BUSBW_FACTOR["broadcast"](4) == 1.0 and BUSBW_FACTOR["sendrecv"](8) == 1.0
+
+
+def test_case_sizes_and_exact_expected_values():
+    c = case_for("all_gather", 1 << 20, torch.float32, "sum", 0, 4, 1)
+    assert (c.count, c.size) == (65536, 1 << 20)
+    rs = case_for("reduce_scatter", 4096, torch.bfloat16, "avg", 0, 4, 2)
+    want = expected(rs)
+    assert want.dtype == torch.bfloat16 and want.numel() == rs.count
+    assert expected(case_for("reduce", 64, torch.float32, "sum", 0, 2, 1)) is None  # non-root
+
+
+def row(label, t_us, size=1 << 20):
+    res = {"time_us": t_us, "p10_us": t_us, "p90_us": t_us, "algbw": size / t_us / 1e3,
+           "busbw": size / t_us / 1e3, "wrong": 0}
+    return {"collective": "all_reduce", "size": size, "count": size // 4, "type": "float",
+            "redop": "sum", "root": 0, "label": label, "algorithm": label, "pred_us": 90.0,
+            "oop": res, "ip": res}
+
+
+def test_rows_ratio_and_footer():
+    rows = [row("ring", 100.0), row("builtin", 150.0)]
+    add_ratios(rows)
+    assert rows[0]["ratio"] == pytest.approx(1.5)
+    text = line(rows[0])
+    assert text.split()[:6] == ["1048576", "262144", "float", "sum", "-1", "ring"]
+    assert text.endswith("1.50x")
+    foot = footer(rows)
+    assert foot[0].startswith("# ring") and "peak busbw" in foot[0] and "1.50x" in foot[0]
+
+
+@pytest.mark.timeout(120)
+def test_two_rank_torchrun_bench_checks_and_writes_json(tmp_path):
+    out_json = tmp_path / "r.json"
+    _, out = run_torchrun(2, "-m", "ringflow.bench", "-b", "4K", "-e", "64K", "-f", "16", "-n",
+                          "2", "-w", "1", "-c", "1", "--algorithm", "ring,rd,rhd,auto",
+                          "--json", str(out_json), timeout=110,
+                          env={"RINGFLOW_CACHE": str(tmp_path)})
+    data = json.loads(out_json.read_text())
+    labels = {r["label"] for r in data["rows"]}
+    assert {"ring", "rd", "rhd", "builtin"} <= labels and any(l.startswith("auto:") for l in labels)
+    for r in data["rows"]:
+        for mode in ("oop", "ip"):
+            assert r[mode]["wrong"] == 0, (r["label"], mode)
+            assert r[mode]["p10_us"] <= r[mode]["time_us"] <= r[mode]["p90_us"]
+    assert "peak busbw" in out and "vs-builtin" in out

@@ -1,0 +1,105 @@
+"""The alpha-beta model, its fit, the tune cache and the selector's choices (no launcher needed)."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ringflow import collectives as rc
+from ringflow.collectives import costmodel, select
+from ringflow.collectives.threads import run_ranks
+
+
+def test_fit_recovers_alpha_beta_from_noisy_synthetic_times():
+    rng = np.random.default_rng(0)
+    sizes = np.array([4 << 10 << (2 * i) for i in range(7)], float)
+    alpha, beta = 50e-6, 1 / 3e9
+    times = (alpha + beta * sizes) * rng.uniform(0.97, 1.03, sizes.size)
+    a, b = costmodel.fit_line(sizes, times)
+    assert a == pytest.approx(alpha, rel=0.1) and b == pytest.approx(beta, rel=0.1)
+
+
+def test_fit_refuses_a_single_size():
+    with pytest.raises(ValueError, match="distinct sizes"):
+        costmodel.fit_line([1024, 1024], [1e-5, 1e-5])
+
+
+def model(**kw) -> costmodel.Model:
+    base = costmodel.Model(alpha=50e-6, beta=1 / 2e9, gamma=1 / 6e9, local_size=4)
+    return dataclasses.replace(base, **kw)
+
+
+def test_model_prefers_few_rounds_small_and_ring_large():
+    md = model()
+    small = {a: costmodel.predict(md, "all_reduce", a, 4, 4096) for a in ("ring", "rd", "rhd")}
+    big = {a: costmodel.predict(md, "all_reduce", a, 4, 64 << 20) for a in ("ring", "rd", "rhd")}
+    assert min(small, key=small.get) == "rd"
+    assert big["ring"] < big["rd"] and big["rhd"] <= big["ring"] * 1.01
+    assert costmodel.predict(md, "all_reduce", "native", 4, 4096) is None   # untuned: no line
+
+
+def test_two_level_pays_less_across_nodes_than_flat_ring_latency():
+    md = model(local_size=2)
+    flat = costmodel.predict(md, "all_reduce", "ring", 8, 1 << 10)
+    two = costmodel.predict(md, "all_reduce", "two_level", 8, 1 << 10)
+    assert two < flat                      # 2(L-1) + log steps beat 2(n-1) ring steps
+
+
+def with_cache(tmp_path, monkeypatch, n: int, fields: dict):
+    monkeypatch.setenv("RINGFLOW_CACHE", str(tmp_path))
+    costmodel.forget()
+    path = costmodel.cache_path("local", n, n)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fields))
+    return path
+
+
+def choices(n: int, sizes) -> list[list[str]]:
+    return run_ranks(n, lambda comm: [select.choose(comm, "all_reduce", s)[0] for s in sizes])
+
+
+def test_auto_follows_the_tune_file_and_every_rank_agrees(tmp_path, monkeypatch):
+    with_cache(tmp_path, monkeypatch, 4, {"alpha": 100e-6, "beta": 1 / 2e9, "gamma": 1 / 8e9})
+    got = choices(4, [1 << 10, 256 << 20])
+    assert all(g == got[0] for g in got)
+    assert got[0][0] == "rd" and got[0][1] in ("ring", "rhd")
+    costmodel.forget()
+
+
+def test_native_is_a_candidate_only_where_the_transport_has_it(tmp_path, monkeypatch):
+    with_cache(tmp_path, monkeypatch, 2, {"alpha": 1e-3, "beta": 1e-9, "gamma": 1e-10,
+                                         "native": {"all_reduce": [1e-6, 1e-12]}})
+    assert run_ranks(2, lambda c: "native" in select.available(c, "all_reduce")) == [False, False]
+    assert choices(2, [4096])[0] == ["rd"]        # the cheap native line is ignored: not available
+    costmodel.forget()
+
+
+def test_ringflow_algorithm_env_forces_and_validates(monkeypatch):
+    monkeypatch.setenv("RINGFLOW_ALGORITHM", "rhd")
+    assert choices(3, [1 << 10])[0] == ["rhd"]
+    monkeypatch.setenv("RINGFLOW_ALGORITHM", "broadcast=naive,all_reduce=ring")
+    assert choices(3, [1 << 10])[0] == ["ring"]
+    assert select.forced("broadcast") == "naive" and select.forced("reduce") is None
+    monkeypatch.setenv("RINGFLOW_ALGORITHM", "all_reduce=bogus")
+    with pytest.raises(ValueError, match="not an algorithm of all_reduce"):
+        select.forced("all_reduce")
+
+
+def test_last_choice_is_recorded_and_result_is_right(monkeypatch):
+    monkeypatch.setenv("RINGFLOW_ALGORITHM", "all_reduce=rd")
+
+    def body(comm):
+        t = torch.full((5,), float(comm.rank))
+        rc.all_reduce(t, group=comm)
+        return t, select.last["all_reduce"]
+    outs = run_ranks(3, body)
+    assert all(name == "rd" and torch.equal(t, torch.full((5,), 3.0)) for t, name in outs)
+
+
+def test_cache_is_written_atomically_and_read_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("RINGFLOW_CACHE", str(tmp_path))
+    path = costmodel.cache_path("torch-gloo", 2, 2)
+    costmodel.save(model(native={"all_reduce": [1e-4, 1e-9]}), path)
+    assert json.loads(path.read_text())["native"]["all_reduce"] == [1e-4, 1e-9]
+    assert [p.name for p in tmp_path.iterdir()] == ["tune-torch-gloo-n2-l2.json"]

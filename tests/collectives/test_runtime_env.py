@@ -1,0 +1,81 @@
+"""The runtime: launcher detection, transport choice, init/shutdown; transport helpers in-process."""
+import sys
+import time
+
+import pytest
+import torch
+
+import ringflow
+from ringflow import collectives as rc
+from ringflow import runtime
+from ringflow.transport.backoff import wait_until
+from ringflow.transport.base import PeerTimeout
+
+LAUNCHERS = {
+    "torchrun": ({"RANK": "2", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2",
+                  "MASTER_ADDR": "h", "MASTER_PORT": "1"}, (2, 4, 0, 2)),
+    "mpirun": ({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4",
+                "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, (3, 4, 1, 2)),
+    "pmi": ({"PMI_RANK": "1", "PMI_SIZE": "3"}, (1, 3, 1, 3)),
+    "slurm": ({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+               "SLURM_NTASKS_PER_NODE": "4(x2)"}, (5, 8, 1, 4)),
+    "none": ({}, (0, 1, 0, 1)),
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_read_launch_env(launcher):
+    env, want = LAUNCHERS[launcher]
+    got = runtime.read_launch_env(env)
+    assert (got.launcher, (got.rank, got.size, got.local_rank, got.local_size)) == (launcher, want)
+
+
+def test_launch_env_errors_name_the_variable():
+    with pytest.raises(ValueError, match="RANK='x'"):
+        runtime.read_launch_env({"RANK": "x", "WORLD_SIZE": "2"})
+    with pytest.raises(ValueError, match="rank 4 is outside a world of 4"):
+        runtime.read_launch_env({"RANK": "4", "WORLD_SIZE": "4"})
+
+
+def test_transport_choice():
+    env = lambda name: runtime.read_launch_env(LAUNCHERS[name][0])  # noqa: E731
+    assert runtime._pick_transport(env("torchrun"), "auto") == "torch"
+    assert runtime._pick_transport(env("mpirun"), "auto") == "mpi"       # mpi4py is installed
+    assert runtime._pick_transport(env("none"), "auto") == "local"
+    assert runtime._pick_transport(env("mpirun"), "torch") == "torch"
+    with pytest.raises(ValueError, match="RINGFLOW_TRANSPORT"):
+        runtime._pick_transport(env("none"), "carrier-pigeon")
+
+
+@pytest.mark.parametrize("transport", ["local", "torch", "mpi"])
+def test_init_world_of_one_is_idempotent_and_shuts_down(transport, monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID",
+                "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    comm = ringflow.init(transport=transport, timeout=20)
+    try:
+        assert ringflow.init() is comm and (comm.rank, comm.size) == (0, 1)
+        assert comm.transport.name.startswith(transport) and comm.timeout == 20
+        t = torch.arange(5.0)
+        rc.all_reduce(t, op=rc.ReduceOp.AVG)
+        assert torch.equal(t, torch.arange(5.0))
+    finally:
+        ringflow.shutdown()
+    assert not ringflow.is_initialized()
+    if transport == "torch":
+        assert not torch.distributed.is_initialized()   # the process group was destroyed
+
+
+def test_missing_mpi4py_says_how_to_install(monkeypatch):
+    from ringflow.transport import mpi
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(ImportError, match=r"pip install 'ringflow\[mpi\]'"):
+        mpi.load_mpi()
+
+
+def test_polling_wait_sleeps_instead_of_spinning():
+    cpu, wall = time.process_time(), time.monotonic()
+    with pytest.raises(PeerTimeout, match="receive from rank 3 timed out"):
+        wait_until(lambda: False, 0.5, peer=3, what="receive from rank 3")
+    assert time.monotonic() - wall >= 0.5
+    assert time.process_time() - cpu < 0.15              # a busy loop would burn ~0.5 s of CPU

@@ -1,0 +1,35 @@
+"""n ranks on per-rank batches == one process on the concatenated batch, for every wrapper.
+
+The matrix itself lives in tests/workers/parallel_matrix.py: in-process over the thread
+transport here, and launched under torchrun (gloo, with torch's DDP + our comm hook) and mpirun.
+"""
+import importlib.util
+
+import pytest
+
+from ringflow.collectives.threads import run_ranks
+from tests.launchers import run_mpirun, run_torchrun
+from tests.workers.parallel_matrix import run_matrix
+
+WORKER = "tests/workers/parallel_matrix.py"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("n", [2, 3])
+def test_matrix_threads(n):
+    failures = run_ranks(n, run_matrix, timeout=60)
+    assert failures == [[]] * n, failures
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("n", [2, 3])
+def test_matrix_torchrun_gloo(n):
+    _, out = run_torchrun(n, WORKER, "--ddp", timeout=140, env={"RINGFLOW_TRANSPORT": "torch"})
+    assert "PARALLEL MATRIX OK" in out, out[-3000:]
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None, reason="mpi4py not installed")
+def test_matrix_mpirun():
+    _, out = run_mpirun(2, WORKER, "--ddp", timeout=140, env={"RINGFLOW_TRANSPORT": "mpi"})
+    assert "PARALLEL MATRIX OK" in out, out[-3000:]

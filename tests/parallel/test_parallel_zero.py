@@ -1,0 +1,115 @@
+"""ZeroOptimizer on the thread transport: state memory, checkpoints, clipping, schedulers."""
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ringflow.collectives.threads import run_ranks
+from ringflow.parallel import ZeroOptimizer
+from tests.workers.parallel_matrix import batch, make_net
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def train(net, opt, comm, steps, first=0):
+    for step in range(first, first + steps):
+        x, y, t = batch(step, 2 * comm.size)
+        rows = slice(2 * comm.rank, 2 * comm.rank + 2)
+        F.mse_loss(net(x[rows], y[rows]), t[rows]).backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def state_numel(opt) -> int:
+    return sum(v.numel() for s in opt.state.values() for v in s.values()
+               if torch.is_tensor(v) and v.dim())
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_state_memory_is_one_over_world_size(stage):
+    total = sum(p.numel() for p in make_net(0).parameters())
+
+    def fn(comm):
+        net = make_net(0)
+        opt = ZeroOptimizer(net.parameters(), torch.optim.AdamW, group=comm, stage=stage, lr=1e-3)
+        train(net, opt, comm, 1)
+        return state_numel(opt)
+    for n in (2, 3):
+        per_rank = run_ranks(n, fn)
+        assert per_rank == [2 * math.ceil(total / n)] * n      # exp_avg + exp_avg_sq, 1/n each
+
+
+def test_consolidated_state_dict_loads_into_plain_optimizer_and_other_world_size():
+    def save(comm):
+        net = make_net(1000)
+        opt = ZeroOptimizer(net.parameters(), torch.optim.AdamW, group=comm, lr=1e-3)
+        train(net, opt, comm, 3)
+        return opt.state_dict(), {k: v.clone() for k, v in net.state_dict().items()}
+    sd, weights = run_ranks(2, save)[0]
+    plain_net = make_net(0)
+    plain_net.load_state_dict(weights)
+    plain = torch.optim.AdamW(plain_net.parameters(), lr=1e-3)
+    plain.load_state_dict(sd)                                   # the unsharded format exactly
+    assert plain.state[plain_net.fc.weight]["exp_avg"].shape == plain_net.fc.weight.shape
+
+    def resume(comm):                                           # 2 ranks saved, 3 ranks load
+        net = make_net(0)
+        net.load_state_dict(weights)
+        opt = ZeroOptimizer(net.parameters(), torch.optim.AdamW, group=comm, lr=1e-3)
+        opt.load_state_dict(sd)
+        return opt.state_dict()
+    again = run_ranks(3, resume)[0]
+    for i, st in sd["state"].items():
+        for k, v in st.items():
+            assert torch.equal(again["state"][i][k], v), (i, k)
+
+
+def test_sharded_state_dict_round_trip_and_layout_check():
+    def fn(comm):
+        net = make_net(1000)
+        opt = ZeroOptimizer(net.parameters(), torch.optim.SGD, group=comm, lr=0.1, momentum=0.9)
+        train(net, opt, comm, 2)
+        twin = make_net(0)
+        twin.load_state_dict(net.state_dict())
+        resumed = ZeroOptimizer(twin.parameters(), torch.optim.SGD, group=comm, lr=0.1, momentum=0.9)
+        sd = copy.deepcopy(opt.sharded_state_dict())     # as if saved: no shared tensors
+        resumed.load_state_dict(sd)
+        train(net, opt, comm, 1, first=2)
+        train(twin, resumed, comm, 1, first=2)              # same momentum: the same step
+        sd["zero_shard"]["world_size"] = 5
+        with pytest.raises(ValueError, match="world_size=5"):
+            resumed.load_state_dict(sd)
+        return all(torch.equal(a, b) for a, b in zip(net.parameters(), twin.parameters()))
+    assert run_ranks(2, fn) == [True, True]
+
+
+@pytest.mark.parametrize("norm_type", [2.0, math.inf])
+def test_clip_grad_norm_across_shards_matches_torch(norm_type):
+    ref = make_net(1000)
+    x, y, t = batch(0, 6)
+    F.mse_loss(ref(x, y), t).backward()
+    expect = torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.1, norm_type=norm_type)
+
+    def fn(comm):
+        net = make_net(1000)
+        opt = ZeroOptimizer(net.parameters(), torch.optim.SGD, group=comm, stage=2, lr=1.0)
+        rows = slice(2 * comm.rank, 2 * comm.rank + 2)
+        F.mse_loss(net(x[rows], y[rows]), t[rows]).backward()
+        return opt.clip_grad_norm_(0.1, norm_type=norm_type).item()
+    for got in run_ranks(3, fn):
+        assert got == pytest.approx(expect.item(), rel=1e-5)
+
+
+def test_works_with_lr_scheduler_and_rejects_bad_stage():
+    def fn(comm):
+        net = make_net(0)
+        opt = ZeroOptimizer(net.parameters(), torch.optim.SGD, group=comm, lr=1.0)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        train(net, opt, comm, 1)
+        sched.step()
+        with pytest.raises(ValueError, match="stage must be 1"):
+            ZeroOptimizer(net.parameters(), torch.optim.SGD, group=comm, stage=3, lr=1.0)
+        return opt.param_groups[0]["lr"]
+    assert run_ranks(2, fn) == [0.5, 0.5]
