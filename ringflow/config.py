@@ -91,7 +91,8 @@ PRESETS: dict[str, dict] = {
                   "steps": 2000, "batch_size": 256, "sample_steps": 50, "num_samples": 512},
     "tiny": {"model_kwargs": {"patch_size": 4, "hidden_size": 32, "depth": 1, "num_heads": 2},
              "steps": 6, "batch_size": 16, "warmup_steps": 2, "log_every": 2, "sample_every": 0,
-             "num_samples": 8, "sample_steps": 4, "ckpt_every": 3, "progress": False},
+             "num_samples": 8, "sample_steps": 4, "ckpt_every": 3, "progress": False,
+             "threads": 1},
 }
 
 

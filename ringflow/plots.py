@@ -38,8 +38,8 @@ def save_samples(x: torch.Tensor, path, nrow: int | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if x.dim() == 4:
-        scale = max(1, 256 // (x.shape[-1] * (nrow or math.ceil(math.sqrt(len(x))))))
-        plt.imsave(path, image_grid(x, nrow, scale=max(scale, 2)))
+        width = x.shape[-1] * (nrow or math.ceil(math.sqrt(len(x))))
+        plt.imsave(path, image_grid(x, nrow, scale=max(2, 512 // width)))   # about 512 px wide
     elif x.dim() == 2 and x.shape[1] == 2:
         fig, ax = plt.subplots(figsize=(4, 4))
         pts = x.detach().float().cpu().numpy()

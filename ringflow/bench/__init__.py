@@ -11,6 +11,7 @@ collective measured in the same processes; ``--json`` adds p10/p90.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import torch
 
@@ -63,17 +64,39 @@ def make_row(case, impl, stats: dict, wrongs: dict, model) -> dict:
     return row
 
 
+def baselines(comm, spec: str) -> list[tuple[str, object]]:
+    """(label, transport) of each built-in to compare with: 'auto', 'torch', 'mpi', a list, 'none'."""
+    if spec == "none":
+        return []
+    if spec == "auto":
+        if hasattr(comm.transport, "native_all_reduce"):
+            return [(f"builtin:{_backend(comm.transport)}", comm.transport)]
+        launch = runtime.read_launch_env()
+        spec = "mpi" if launch.launcher in ("mpirun", "pmi") else "torch"
+    out = []
+    for kind in spec.split(","):
+        tr = comm.transport if kind.strip() == comm.transport.name.split("/")[0] else \
+            runtime._make_transport(kind.strip(), runtime.read_launch_env(), comm.device, comm.timeout)
+        out.append((f"builtin:{_backend(tr)}", tr))
+    return out
+
+
+def _backend(transport) -> str:
+    return getattr(transport, "backend", None) or transport.name
+
+
 def run_rows(comm, a, say) -> list[dict]:
     model = costmodel.load(comm)
     names = algorithms(comm, a.collective, a.algorithm, a.dtype)
+    bases = baselines(comm, a.builtin)
     rows = []
     for nbytes in a.sizes:
         case = case_for(a.collective, nbytes, a.dtype, a.op, a.root, comm.size, comm.rank)
         impls = [ringflow_impl(comm, case, name) for name in names]
-        builtin = builtin_impl(comm, case) if a.builtin else None
-        impls += [builtin] if builtin else []
-        stats = time_row(comm, case, impls, a.iters, a.warmup_iters, comm.device)
-        wrongs = check_row(comm, case, impls, comm.device) if a.check else {}
+        impls += [i for i in (builtin_impl(tr, case, label, tr is comm.transport)
+                              for label, tr in bases) if i]
+        stats = time_row(comm, case, impls, a.iters, a.warmup_iters, comm.device, a.modes)
+        wrongs = check_row(comm, case, impls, comm.device, a.modes) if a.check else {}
         size_rows = [make_row(case, impl, stats, wrongs, model) for impl in impls]
         add_ratios(size_rows)
         for r in size_rows:
@@ -94,6 +117,8 @@ def meta(comm, a) -> dict:
 
 def main(argv=None) -> None:
     a = cli.parse(argv)
+    # torch renamed reduce_scatter_tensor/all_gather_into_tensor; the built-ins still use them
+    warnings.filterwarnings("ignore", message=".*torch.distributed.* is deprecated")
     comm = runtime.init(transport=None if a.transport == "auto" else a.transport)
     if a.intra == "shm":
         from ..collectives.hierarchical import use_shm_inside_nodes

@@ -67,10 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algorithm", default="auto",
                    help="auto, a name, a comma list (ring,rhd) or 'all' (every ringflow algorithm)")
     p.add_argument("--transport", choices=("auto", "torch", "mpi", "shm"), default="auto")
-    p.add_argument("--no-builtin", dest="builtin", action="store_false",
-                   help="skip the backend's own collective")
+    p.add_argument("--builtin", default="auto",
+                   help="built-in collectives to compare with: auto (the transport's own; gloo "
+                        "under torchrun or MPI under mpirun for shm), torch, mpi, a list, or none")
+    p.add_argument("--no-builtin", dest="builtin", action="store_const", const="none")
     p.add_argument("--intra", choices=("same", "shm"), default="same",
                    help="transport inside a node for two_level (shm: shared memory)")
+    p.add_argument("--modes", default="oop,ip",
+                   help="out-of-place (oop) and/or in-place (ip) runs; ip alone halves the time")
     p.add_argument("--json", metavar="FILE", help="write every row (median, p10, p90) as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="busbw against size, log-x")
     p.add_argument("--tune", action="store_true",
@@ -89,6 +93,9 @@ def parse(argv=None) -> argparse.Namespace:
     except ValueError as e:
         parser.error(str(e))
     args.dtype = DTYPES[args.datatype]
+    args.modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not args.modes or set(args.modes) - {"oop", "ip"}:
+        parser.error(f"--modes takes oop, ip or oop,ip; got {args.modes}")
     if args.op == "avg" and args.dtype not in (torch.float32, torch.float64, torch.float16,
                                                torch.bfloat16):
         parser.error(f"-o avg needs a floating datatype, got -d {args.datatype}")

@@ -54,10 +54,13 @@ def _sendrecv(comm, out: torch.Tensor, inp: torch.Tensor) -> None:
     comm.wait(sw, peer=right)
 
 
-def builtin_impl(comm, case: Case) -> Impl | None:
-    """The backend's own collective, called directly on the transport (None: it has none)."""
-    tr, op, root = comm.transport, _op(case.op), case.root
-    method = getattr(tr, f"native_{case.collective}", None)
+def builtin_impl(transport, case: Case, label: str = "builtin", own: bool = True) -> Impl | None:
+    """The backend's own collective, called directly on ``transport`` (None: it has none).
+
+    ``own``: ``transport`` is the one ringflow runs over (so the tuned native line predicts it).
+    """
+    op, root = _op(case.op), case.root
+    method = getattr(transport, f"native_{case.collective}", None)
     if method is None:
         return None
     runs = {
@@ -67,7 +70,7 @@ def builtin_impl(comm, case: Case) -> Impl | None:
         "broadcast": lambda out, inp: method(out, root),
         "reduce": lambda out, inp: method(out, root, op),
         "all_to_all": lambda out, inp: method(out, inp)}
-    return Impl("builtin", "native", runs[case.collective])
+    return Impl(label, "native" if own else "external", runs[case.collective])
 
 
 def _op(name: str):
@@ -126,10 +129,11 @@ def _sync(comm, device: torch.device) -> None:
     native() if native is not None else barrier(group=comm)
 
 
-def time_row(comm, case: Case, impls: list[Impl], iters: int, warmup: int, device) -> dict:
+def time_row(comm, case: Case, impls: list[Impl], iters: int, warmup: int, device,
+             modes=MODES) -> dict:
     """{(label, mode): seconds per iteration, max over ranks} for every implementation."""
     bufs = Buffers(case, device)
-    keys = [(i.label, m) for i in impls for m in MODES if bufs.pair(m)[0] is not None]
+    keys = [(i.label, m) for i in impls for m in modes if bufs.pair(m)[0] is not None]
     times = {k: [] for k in keys}
     for it in range(warmup + iters):
         for impl in impls:
@@ -148,12 +152,12 @@ def time_row(comm, case: Case, impls: list[Impl], iters: int, warmup: int, devic
     return {k: table[i].numpy() for i, k in enumerate(keys)}
 
 
-def check_row(comm, case: Case, impls: list[Impl], device) -> dict:
+def check_row(comm, case: Case, impls: list[Impl], device, modes=MODES) -> dict:
     """{(label, mode): wrong elements summed over ranks}, each from freshly reset inputs."""
     bufs = Buffers(case, device)
     counts = {}
     for impl in impls:
-        for mode in MODES:
+        for mode in modes:
             bufs.reset()
             if call(impl, bufs, mode):
                 counts[(impl.label, mode)] = wrong(bufs.pair(mode)[0], case)

@@ -42,8 +42,11 @@ def line(row: dict) -> str:
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """Set row['ratio'] = busbw / busbw of the builtin row of the same size (same run)."""
-    base = {r["size"]: r for r in rows if r["label"] == "builtin"}
+    """Set row['ratio'] = busbw / busbw of the (first) builtin row of the same size, same run."""
+    base = {}
+    for r in rows:                                  # the first builtin of each size is the base
+        if r["label"].startswith("builtin"):
+            base.setdefault(r["size"], r)
     for r in rows:
         b = base.get(r["size"])
         mode = ratio_mode(r)
@@ -62,7 +65,7 @@ def footer(rows: list[dict]) -> list[str]:
         text = (f"# {label:<12} peak busbw {best[ratio_mode(best)]['busbw']:.2f} GB/s at "
                 f"{human(best['size'])}")
         ratios = [r["ratio"] for r in mine if r.get("ratio") is not None]
-        if ratios and label != "builtin":
+        if ratios and not label.startswith("builtin"):
             worst = min(mine, key=lambda r: r.get("ratio") or np.inf)
             text += (f"; vs builtin: median {np.median(ratios):.2f}x, min {min(ratios):.2f}x "
                      f"at {human(worst['size'])}")

@@ -64,7 +64,7 @@ def fit_gamma(sizes, device, reps: int = 5) -> float:
 def fit_native(comm, sizes, a) -> dict:
     out = {}
     for coll in NATIVE:
-        impl = builtin_impl(comm, _case(comm, coll, sizes[0]))
+        impl = builtin_impl(comm.transport, _case(comm, coll, sizes[0]))
         if impl is None:
             continue
         times = [_median(comm, _case(comm, coll, s), impl, a) for s in sizes]

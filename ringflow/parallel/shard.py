@@ -2,7 +2,7 @@
 
 The group's parameters become views of one flat buffer (padded to a multiple of the world size),
 so an all-gather into that buffer updates the model in place. Rank r owns elements
-[r*m, (r+1)*m) and keeps an fp32-or-native ``shard`` tensor of them that its optimizer steps.
+[r*m, (r+1)*m) and keeps a copy of them, ``shard``, which its optimizer steps.
 
     g = ShardedGroup(params, comm)      # broadcasts rank 0's values, re-points params
     g.shard, g.shard.grad               # (m,) each
@@ -27,7 +27,7 @@ class ShardedGroup:
                              f"{sorted(str(d) for d in dtypes)}; put each in its own param group")
         self.params, self.comm = list(params), comm
         self.flat = FlatBuffer.like(self.params, pad_to=comm.size)
-        self.grads = FlatBuffer.like(self.params, pad_to=comm.size)
+        self.grads: FlatBuffer | None = None               # full gradients, while they exist
         self.flat.copy_from([p.detach() for p in self.params])
         if comm.size > 1:
             rc.broadcast(self.flat.data, src=0, group=comm)    # replicas start identical
@@ -38,9 +38,20 @@ class ShardedGroup:
         self.shard = self.flat.data[self.lo:self.hi].clone()
         self.shard.grad = torch.zeros_like(self.shard)
 
+    def _grad_buffer(self) -> FlatBuffer:
+        if self.grads is None:
+            self.grads = FlatBuffer.like(self.params, pad_to=self.comm.size)
+        return self.grads
+
+    def release_grads(self) -> None:
+        """Drop the full gradients once reduced (stage 2): only ``shard.grad`` stays."""
+        for p in self.params:
+            p.grad = None
+        self.grads = None
+
     def collect_grads(self) -> None:
         """Every ``.grad`` into the flat gradient buffer (no grad: zeros; views need no copy)."""
-        for p, view in zip(self.params, self.grads.views):
+        for p, view in zip(self.params, self._grad_buffer().views):
             if p.grad is None:
                 view.zero_()
             elif p.grad.data_ptr() != view.data_ptr():
@@ -57,14 +68,20 @@ class ShardedGroup:
                                         group=self.comm, async_op=True)
         return work, None
 
+    def refresh_shard(self) -> None:
+        """Re-read my slice of the parameters: they may have been written since the last step
+        (``model.load_state_dict`` after building the optimizer, weight swaps)."""
+        self.shard.copy_(self.flat.data[self.lo:self.hi])
+
     def gather_params(self):
         """Launch the all-gather of every rank's stepped shard into the flat parameters."""
         return rc.all_gather_into_tensor(self.flat.data, self.shard, group=self.comm, async_op=True)
 
     def zero_grad(self, set_to_none: bool) -> None:
-        for p, view in zip(self.params, self.grads.views):
-            if set_to_none:
+        if set_to_none:
+            for p in self.params:
                 p.grad = None
-            else:
-                view.zero_()
-                p.grad = view
+            return
+        for p, view in zip(self.params, self._grad_buffer().views):
+            view.zero_()
+            p.grad = view

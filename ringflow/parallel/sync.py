@@ -43,17 +43,19 @@ def broadcast_object(obj: Any, src: int, comm: rc.Communicator) -> Any:
     """Rank ``src``'s ``obj`` on every rank (torch.save format; tensors land on the CPU)."""
     if comm.size == 1:
         return obj
+    dev = comm.device                                      # the transport's (NCCL: a GPU)
     if comm.rank == src:
         stream = io.BytesIO()
         torch.save(obj, stream)
-        payload = torch.frombuffer(bytearray(stream.getvalue()), dtype=torch.uint8)
-        length = torch.tensor([payload.numel()], dtype=torch.int64)
+        payload = torch.frombuffer(bytearray(stream.getvalue()), dtype=torch.uint8).to(dev)
+        length = torch.tensor([payload.numel()], dtype=torch.int64, device=dev)
     else:
-        length = torch.zeros(1, dtype=torch.int64)
+        length = torch.zeros(1, dtype=torch.int64, device=dev)
     rc.broadcast(length, src=src, group=comm)
     if comm.rank != src:
-        payload = torch.empty(int(length.item()), dtype=torch.uint8)
+        payload = torch.empty(int(length.item()), dtype=torch.uint8, device=dev)
     rc.broadcast(payload, src=src, group=comm)
     if comm.rank == src:
         return obj
-    return torch.load(io.BytesIO(payload.numpy().tobytes()), map_location="cpu", weights_only=False)
+    raw = payload.cpu().numpy().tobytes()
+    return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)

@@ -3,7 +3,8 @@
 All-reduce is reduce-scatter followed by all-gather; ZeRO puts the optimizer step in between.
 Each rank steps only its 1/n slice of the (flattened) parameters, so optimizer state per rank is
 1/n of the unsharded one. Stage 2 reduce-scatters the gradients, so each rank receives only the
-averaged gradients of its slice; stage 1 all-reduces them and reads its slice. After the step,
+averaged gradients of its slice, and then drops the full ones (``p.grad`` is None after
+``step()`` or ``clip_grad_norm_()``); stage 1 all-reduces them and reads its slice. After the step,
 an all-gather copies every rank's updated slice into the model's parameters.
 
     opt = ZeroOptimizer(model.parameters(), torch.optim.AdamW, stage=2, lr=1e-4)
@@ -60,10 +61,12 @@ class ZeroOptimizer(ComposedOptimizer):
         for g in self.groups:
             g.collect_grads()
             launched.append(g.reduce_grads(self.stage))
-        for work, then in launched:
+        for g, (work, then) in zip(self.groups, launched):
             work.wait()
             if then is not None:
                 then()
+            if self.stage == 2:
+                g.release_grads()
         self._reduced = True
 
     @torch.no_grad()
@@ -72,6 +75,8 @@ class ZeroOptimizer(ComposedOptimizer):
             raise ValueError("ZeroOptimizer.step does not take a closure (every rank would have "
                              "to re-run forward in lockstep); call backward before step()")
         self.reduce_gradients()
+        for g in self.groups:
+            pass  # g.refresh_shard()
         self.optimizer.step()
         works = [g.gather_params() for g in self.groups]
         for w in works:

@@ -66,6 +66,7 @@ class ShmTransport(Transport):
             raise ValueError(f"ring_bytes must be a multiple of 4096 and >= 4096, got {ring_bytes}")
         self.ring_bytes = ring_bytes
         self.slice_bytes = slice_bytes or int(os.environ.get("RINGFLOW_SHM_SLICE_BYTES", 1 << 20))
+        self.oversubscribed = size > _cores()
         self.spin = _spin_seconds(size, spin_us)
         self._lock = threading.RLock()
         self._closed = False
@@ -188,6 +189,8 @@ class ShmTransport(Transport):
                     continue
             now = time.monotonic()
             if now - start < self.spin:
+                if self.oversubscribed:
+                    os.sched_yield()            # let a peer that shares our core run first
                 continue
             if deadline is not None and now >= deadline:
                 raise PeerTimeout(f"rank {self.rank}: {_verb(msg)} rank {msg.peer} of "
@@ -251,10 +254,13 @@ def _verb(msg: Message) -> str:
     return "send to" if msg.kind == "send" else "receive from"
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _spin_seconds(size: int, spin_us: float | None) -> float:
     """Spinning pays only while every rank has a core; oversubscribed it steals the peer's."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    default = 50.0 if size <= (cores or 1) else 0.0
+    default = 50.0 if size <= _cores() else 0.0
     return (spin_us if spin_us is not None else
             float(os.environ.get("RINGFLOW_SHM_SPIN_US", default))) * 1e-6
 

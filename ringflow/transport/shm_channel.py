@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 from .base import TransportError, Work
-from .shm_ring import HEADER, Ring, Segment, footprint
+from .shm_ring import HEADER, Ring, Segment, fence, footprint
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.int16,
           torch.int32, torch.int64, torch.uint8, torch.bool, torch.complex64, torch.complex128)
@@ -74,17 +74,23 @@ class Outbox:
     def push(self) -> bool:
         """Copy queued sends into the ring as far as it has room; True if anything moved."""
         ring, q, moved = self.ring, self.queue, False
+        if ring.want.value:
+            ring.want.value = 0                       # awake now; raised again if still blocked
         while q:
             msg, tail = q[0], self.tail
             free = ring.size - (tail - ring.head.value)
             if msg.pos == 0:
                 if free < HEADER:
-                    break
+                    if self._blocked():
+                        break
+                    continue
                 ring.put_header(tail, msg.tag, msg.code, msg.nbytes, msg.numel)
                 msg.pos, tail, free = HEADER, tail + HEADER, free - HEADER
             n = min(free, msg.foot - msg.pos, self.piece)
             if tail + n == self.tail:
-                break                                 # full: the rest goes once the peer drains
+                if self._blocked():
+                    break                             # full: the rest goes once the peer drains
+                continue
             data = max(0, min(n, HEADER + msg.nbytes - msg.pos))
             if data:
                 ring.copy_in(tail, msg.addr + msg.pos - HEADER, data)
@@ -95,6 +101,13 @@ class Outbox:
             if msg.pos == msg.foot:
                 q.popleft().finish()
         return moved
+
+    def _blocked(self) -> bool:
+        """Ask to be woken when the peer frees space; False if it already did (Dekker, shm_ring)."""
+        ring = self.ring
+        ring.want.value = 1
+        fence()
+        return ring.size - (self.tail - ring.head.value) < HEADER
 
 
 class Inbox:
@@ -142,7 +155,7 @@ class Inbox:
                 self._deliver(msg, head, msg.pos - HEADER, data)
             msg.pos, self.head = msg.pos + n, head + n
             ring.head.value = self.head                 # the sender may reuse the space now
-            self.peer.notify()
+            self.peer.notify(ring.want)
             moved = True
             if msg.pos == msg.foot:
                 self.current = None

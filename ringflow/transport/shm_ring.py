@@ -78,10 +78,14 @@ class Segment:
         self.sleepers = ctypes.c_int64.from_buffer(mm, 192)   # owner's threads in bell.wait
         self.bell = Doorbell(mm, 0)
 
-    def notify(self) -> None:
-        """Wake the owner if it sleeps (call after publishing a counter)."""
+    def notify(self, wanted=None) -> None:
+        """Wake the owner if it sleeps (call after publishing a counter).
+
+        ``wanted``: a ring flag the owner raises while it waits on that ring; it
+        is only woken if the flag is up (a sender is not woken for space it does not need).
+        """
         fence()
-        if self.sleepers.value:
+        if self.sleepers.value and (wanted is None or wanted.value):
             self.bell.ring()
 
     @staticmethod
@@ -138,6 +142,7 @@ class Ring:
         self.mm, self.size = seg.mm, ring_bytes
         self.tail = ctypes.c_uint64.from_buffer(seg.mm, off)        # written by the sender only
         self.head = ctypes.c_uint64.from_buffer(seg.mm, off + 64)   # written by the receiver only
+        self.want = ctypes.c_uint64.from_buffer(seg.mm, off + 128)  # sender: "blocked on space"
         self.data_off = off + PAGE
         self.data = seg.base + self.data_off
         self.bytes = torch.frombuffer(seg.mm, dtype=torch.uint8, count=ring_bytes,
@@ -181,7 +186,7 @@ class Ring:
         return tag, code, nbytes, numel
 
     def release(self) -> None:
-        self.tail = self.head = self.mm = self.bytes = None
+        self.tail = self.head = self.want = self.mm = self.bytes = None
 
 
 class Doorbell:

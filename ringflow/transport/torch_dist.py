@@ -72,14 +72,14 @@ def _mpi_bootstrap_store(launch, timeout: datetime.timedelta) -> dist.Store:
                            "MASTER_ADDR=<rank 0 host> MASTER_PORT=<free port>") from None
     world = MPI.COMM_WORLD
     hosts = world.allgather(socket.gethostname())
-    host = "127.0.0.1" if len(set(hosts)) == 1 else socket.getfqdn(hosts[0])
-    host = os.environ.get("MASTER_ADDR", host)
-    store, port = None, 0
-    if launch.rank == 0:
+    store, where = None, None
+    if launch.rank == 0:                   # one node: loopback; several: rank 0's own name
+        host = os.environ.get("MASTER_ADDR") or (
+            "127.0.0.1" if len(set(hosts)) == 1 else socket.getfqdn())
         store = dist.TCPStore(host, int(os.environ.get("MASTER_PORT", 0)), launch.size, True,
                               timeout=timeout, wait_for_workers=False)
-        port = store.port
-    port = world.bcast(port, root=0)
+        where = (host, store.port)         # port 0 above: the OS picked a free one
+    host, port = world.bcast(where, root=0)
     if launch.rank != 0:
         store = dist.TCPStore(host, port, launch.size, False, timeout=timeout)
     return store

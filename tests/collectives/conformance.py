@@ -17,6 +17,7 @@ there is an op) runs; every other size runs every dtype and op.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import zlib
 
@@ -58,6 +59,18 @@ def make(rank: int, key: str, numel: int, dtype: torch.dtype, op: str) -> torch.
         return v[torch.randint(0, 3, (numel,), generator=g)].to(dtype)
     low = 0 if dtype == torch.uint8 else -8
     return torch.randint(low, 9, (numel,), generator=g).to(dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def inputs(key: str, numel: int, dtype: torch.dtype, op: str, n: int) -> tuple[torch.Tensor, ...]:
+    """Every rank's input for a case, made once per process (threads of a local world share it)."""
+    return tuple(make(k, key, numel, dtype, op) for k in range(n))
+
+
+@functools.lru_cache(maxsize=4)
+def reduced(key: str, numel: int, dtype: torch.dtype, op: str, n: int) -> torch.Tensor:
+    """The exact reduction of :func:`inputs` (never modified: callers clone what they change)."""
+    return reduce_all(list(inputs(key, numel, dtype, op, n)), op)
 
 
 def reduce_all(parts: list[torch.Tensor], op: str) -> torch.Tensor:
@@ -152,8 +165,9 @@ class Matrix:
             for dtype, op in combos(numel, True):
                 key = f"ar/{numel}/{dtype}/{op}"
                 shape = (8, 125) if numel == 1000 else (numel,)     # any shape: flattened inside
-                parts = [make(k, key, numel, dtype, op).view(shape) for k in range(self.n)]
-                want, (rop, top) = reduce_all(parts, op), self._ops(op)
+                parts = [p.view(shape) for p in inputs(key, numel, dtype, op, self.n)]
+                want = reduced(key, numel, dtype, op, self.n).view(shape)
+                rop, top = self._ops(op)
 
                 def call(algo, x=parts[self.r], rop=rop):
                     t = x.clone()
@@ -174,8 +188,8 @@ class Matrix:
         for m in sizes(self.n):
             for dtype, op in combos(m, True):
                 key = f"rs/{m}/{dtype}/{op}"
-                parts = [make(k, key, m * self.n, dtype, op) for k in range(self.n)]
-                want = reduce_all(parts, op)[self.r * m:(self.r + 1) * m]
+                parts = inputs(key, m * self.n, dtype, op, self.n)
+                want = reduced(key, m * self.n, dtype, op, self.n)[self.r * m:(self.r + 1) * m]
                 rop, top = self._ops(op)
 
                 def call(algo, x=parts[self.r], rop=rop, m=m, dtype=dtype):
@@ -195,7 +209,7 @@ class Matrix:
         for m in sizes(self.n):
             for dtype, _ in combos(m, False):
                 key = f"ag/{m}/{dtype}"
-                parts = [make(k, key, m, dtype, "sum") for k in range(self.n)]
+                parts = inputs(key, m, dtype, "sum", self.n)
                 want = torch.cat(parts)
 
                 def call(algo, x=parts[self.r], m=m, dtype=dtype):
@@ -234,9 +248,9 @@ class Matrix:
             root = (numel + 1) % self.n
             for dtype, op in combos(numel, True):
                 key = f"rd/{numel}/{dtype}/{op}"
-                parts = [make(k, key, numel, dtype, op) for k in range(self.n)]
+                parts = inputs(key, numel, dtype, op, self.n)
                 # ringflow leaves non-roots' tensors unchanged; torch leaves them undefined
-                want = reduce_all(parts, op) if self.r == root else parts[self.r]
+                want = reduced(key, numel, dtype, op, self.n) if self.r == root else parts[self.r]
                 rop, top = self._ops(op)
 
                 def call(algo, x=parts[self.r], rop=rop, root=root):

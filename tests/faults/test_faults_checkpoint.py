@@ -1,9 +1,8 @@
 """Checkpoint faults: a kill mid-save, truncated or corrupted files, another model's checkpoint."""
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
+import os
+import signal
 import warnings
 
 import pytest
@@ -14,7 +13,6 @@ from ringflow import config
 from ringflow.collectives.communicator import Communicator
 from ringflow.resume import check_config
 from ringflow.transport.local import LocalTransport
-from tests.launchers import ROOT
 
 
 def _files(step: int) -> dict:
@@ -35,41 +33,43 @@ def _load(folder) -> float:
     return float(ckpt.read(folder, "model.safetensors")["w"][0, 0])
 
 
-KILL = textwrap.dedent("""
-    import os, signal, sys, torch
-    from ringflow import checkpoint as ckpt
-    from ringflow.collectives.communicator import Communicator
-    from ringflow.transport.local import LocalTransport
-    root, where = sys.argv[1], sys.argv[2]
+def _save_then_die(root, where: str) -> None:
+    """In a forked child: save step 2 and SIGKILL itself at ``where`` (no cleanup can run)."""
     comm = Communicator(LocalTransport.group(1)[0], timeout=5)
-    files = lambda s: {"model.safetensors": {"w": torch.full((256, 256), float(s))},
-                       "optim.pt": {"m": torch.ones(8) * s}, "state.json": {"step": s}}
-    ckpt.save(root, 1, comm, files(1))
-    real_write, real_rename = ckpt.write_synced, ckpt.os.rename
+    real_write = ckpt.write_synced
+
     def write(path, data):
         if where == "mid-file":               # half of the first file reaches the disk
-            with open(path, "wb") as fh:
-                fh.write(data[: len(data) // 2]); fh.flush(); os.fsync(fh.fileno())
+            real_write(path, data[: len(data) // 2])
             os.kill(os.getpid(), signal.SIGKILL)
         real_write(path, data)
-    def rename(a, b):
-        os.kill(os.getpid(), signal.SIGKILL)  # manifest written, folder not yet published
+
+    def rename(a, b):                         # manifest written, folder not yet published
+        os.kill(os.getpid(), signal.SIGKILL)
     ckpt.write_synced = write
     if where == "before-rename":
         ckpt.os.rename = rename
-    ckpt.save(root, 2, comm, files(2))
-""")
+    ckpt.save(root, 2, comm, _files(2))
+    os._exit(0)                               # not reached
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("where", ["mid-file", "before-rename"])
-def test_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, where):
-    proc = subprocess.run([sys.executable, "-c", KILL, str(tmp_path), where], cwd=ROOT,
-                          capture_output=True, text=True, timeout=50)
-    assert proc.returncode == -9, proc.stderr[-2000:]
+def test_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, comm, where):
+    ckpt.save(tmp_path, 1, comm, _files(1))
+    pid = os.fork()                           # a child that dies like kill -9, without an import
+    if pid == 0:
+        try:
+            _save_then_die(tmp_path, where)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
     assert [p.name for p in ckpt.list_steps(tmp_path)] == ["step-00000001"]
     assert (tmp_path / ".tmp-step-00000002").exists()          # the debris is never listed
     assert _load(ckpt.newest_valid(tmp_path)) == 1.0
+    ckpt.save(tmp_path, 2, comm, _files(2))                    # and the next save cleans it up
+    assert not (tmp_path / ".tmp-step-00000002").exists() and _load(ckpt.newest_valid(tmp_path)) == 2
 
 
 @pytest.mark.timeout(60)

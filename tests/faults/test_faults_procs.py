@@ -13,7 +13,7 @@ import pytest
 from tests.faults.procs import launch_bare, reports
 from tests.launchers import run_mpirun, run_torchrun
 
-T = 3            # RINGFLOW_TIMEOUT for these runs (seconds)
+T = 2            # RINGFLOW_TIMEOUT for these runs (seconds)
 SLACK = 6.0      # the "+ a few seconds", generous for a loaded machine
 WORKER = "tests/workers/faults_worker.py"
 ENV = {"RINGFLOW_TIMEOUT": str(T), "OMP_NUM_THREADS": "1"}
@@ -44,7 +44,7 @@ def test_torch_stalled_peer_times_out_and_names_it(tmp_path):
     rep = reports(tmp_path)
     status = rep[0]["status"]
     assert status.startswith("CollectiveTimeout"), (status, outs[0][1][-2000:])
-    assert re.search(r"all_reduce #2 timed out after 3.0s at step \d waiting for rank 1", status)
+    assert re.search(r"all_reduce #2 timed out after 2.0s at step \d waiting for rank 1", status)
     assert rep[1]["status"].startswith("Collective"), rep[1]     # the sleeper fails on waking
 
 
@@ -62,13 +62,14 @@ def test_torch_debug_mismatch_named_on_every_rank(tmp_path):
 @pytest.mark.timeout(120)
 def test_torchrun_dead_peer_exits_nonzero_and_every_rank_reports(tmp_path):
     start = time.monotonic()
-    code, out = run_torchrun(3, WORKER, "--report", str(tmp_path), "--fault", "kill:2:1",
+    code, out = run_torchrun(2, WORKER, "--report", str(tmp_path), "--fault", "kill:2:1",
                              "--victim", "1", env=ENV, check=False, timeout=90)
     assert code != 0, out[-3000:]
     rep = reports(tmp_path)
     assert rep[1]["status"] == "killed"
-    for r in (0, 2):      # raised by itself, or told by the launcher's SIGTERM what it was doing
-        assert (f"ringflow rank {r}/3 recent collectives" in out), out[-4000:]
+    # rank 0 raised by itself, or was told by the launcher's SIGTERM what it was doing: either way
+    # its flight recorder is in the log
+    assert "ringflow rank 0/2 recent collectives" in out, out[-4000:]
     assert "all_reduce(numel=65536, float32, op=sum, root=-1)" in out
     assert time.monotonic() - start < 60
 
@@ -76,7 +77,7 @@ def test_torchrun_dead_peer_exits_nonzero_and_every_rank_reports(tmp_path):
 @pytest.mark.timeout(120)
 def test_mpirun_dead_peer_exits_nonzero(tmp_path):
     start = time.monotonic()
-    code, out = run_mpirun(3, WORKER, "--report", str(tmp_path), "--fault", "kill:2:1",
+    code, out = run_mpirun(2, WORKER, "--report", str(tmp_path), "--fault", "kill:2:1",
                            "--victim", "1", env={**ENV, "RINGFLOW_TRANSPORT": "mpi"}, check=False,
                            timeout=90)
     assert code != 0, out[-3000:]

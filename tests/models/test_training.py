@@ -32,12 +32,12 @@ def moons():
     return x, baseline
 
 
-@pytest.mark.parametrize("name,sample_kw", [
-    ("rectified_flow", dict(steps=20)),
-    ("ddpm", dict(steps=20, sampler="ddim")),
-    ("realnvp", dict()),
+@pytest.mark.parametrize("name,objective_kw,sample_kw", [
+    ("rectified_flow", dict(), dict(steps=20)),
+    ("ddpm", dict(schedule="cosine"), dict(steps=20, sampler="ancestral")),
+    ("realnvp", dict(), dict()),
 ])
-def test_training_beats_moment_matched_gaussian(moons, name, sample_kw):
+def test_training_beats_moment_matched_gaussian(moons, name, objective_kw, sample_kw):
     x, baseline = moons
     torch.manual_seed(0)
     if name == "realnvp":
@@ -45,12 +45,13 @@ def test_training_beats_moment_matched_gaussian(moons, name, sample_kw):
         objective = build_objective("realnvp")
     else:
         net = build_network("mlp", in_channels=2, hidden=64, depth=2)
-        objective = build_objective(name)
+        objective = build_objective(name, **objective_kw)
     train(net, objective, x)
     samples = objective.sample(net, (2000, 2), generator=torch.Generator().manual_seed(1),
                                **sample_kw)
     sw = sliced_wasserstein(samples, x, num_projections=128)
-    assert sw < 0.6 * baseline, f"{name}: SW2 {sw:.3f} vs Gaussian {baseline:.3f}"
+    print(f"{name}: SW2 {sw:.3f} vs moment-matched Gaussian {baseline:.3f}")
+    assert sw < 0.6 * baseline
 
 
 def test_class_conditional_guided_samples_land_in_their_mode():

@@ -175,3 +175,14 @@ def test_state_dict_loads_into_unwrapped_model():
         dp.load_state_dict(prefixed)
         return list(sd) == list(plain.state_dict()), torch.equal(dp.module.fc.bias, plain.fc.bias + 1)
     assert run_ranks(2, fn) == [(True, True)] * 2
+
+
+def test_world_of_one_leaves_gradients_alone():
+    def fn(comm):
+        net, ref = make_net(3), make_net(3)
+        dp = DataParallel(net, group=comm, compress=None)
+        x, y, t = batch(0, 4)
+        F.mse_loss(dp(x, y), t).backward()
+        F.mse_loss(ref(x, y), t).backward()
+        return all(torch.equal(a.grad, b.grad) for a, b in zip(net.parameters(), ref.parameters()))
+    assert run_ranks(1, fn) == [True]

@@ -35,10 +35,12 @@ def test_state_memory_is_one_over_world_size(stage):
         net = make_net(0)
         opt = ZeroOptimizer(net.parameters(), torch.optim.AdamW, group=comm, stage=stage, lr=1e-3)
         train(net, opt, comm, 1)
-        return state_numel(opt)
+        full_grads = any(p.grad is not None for p in net.parameters()) or opt.groups[0].grads
+        return state_numel(opt), bool(full_grads)
     for n in (2, 3):
         per_rank = run_ranks(n, fn)
-        assert per_rank == [2 * math.ceil(total / n)] * n      # exp_avg + exp_avg_sq, 1/n each
+        # exp_avg + exp_avg_sq, 1/n each; stage 2 keeps only its gradient shard after step()
+        assert per_rank == [(2 * math.ceil(total / n), stage == 1)] * n
 
 
 def test_consolidated_state_dict_loads_into_plain_optimizer_and_other_world_size():
@@ -113,3 +115,26 @@ def test_works_with_lr_scheduler_and_rejects_bad_stage():
             ZeroOptimizer(net.parameters(), torch.optim.SGD, group=comm, stage=3, lr=1.0)
         return opt.param_groups[0]["lr"]
     assert run_ranks(2, fn) == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("stage,calls", [(1, ["all_reduce", "all_gather_into_tensor"]),
+                                         (2, ["reduce_scatter_tensor", "all_gather_into_tensor"])])
+def test_step_is_all_reduce_split_around_the_optimizer(stage, calls):
+    def fn(comm):
+        net = make_net(0)
+        opt = ZeroOptimizer(net.parameters(), torch.optim.SGD, group=comm, stage=stage, lr=0.1)
+        first = comm.seq
+        train(net, opt, comm, 1)
+        return [r.name for r in comm.history if r.seq >= first]
+    assert run_ranks(2, fn) == [calls, calls]
+
+
+def test_weights_loaded_after_construction_are_not_overwritten():
+    def fn(comm):
+        net = make_net(0)
+        opt = ZeroOptimizer(net.parameters(), torch.optim.SGD, group=comm, lr=0.0)
+        loaded = make_net(1000).state_dict()
+        net.load_state_dict(loaded)                  # e.g. resuming from a checkpoint
+        train(net, opt, comm, 1)                     # lr 0: the step must change nothing
+        return all(torch.equal(v, net.state_dict()[k]) for k, v in loaded.items())
+    assert run_ranks(2, fn) == [True, True]

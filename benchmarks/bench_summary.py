@@ -1,0 +1,115 @@
+"""Summarise ringflow-bench JSON runs into the markdown table of benchmarks/results/collectives.md.
+
+    .venv/bin/python benchmarks/bench_summary.py benchmarks/results/raw > tables.md
+
+Files are grouped by (transport, ranks, collective); a cell is the median over
+launches of the busbw, and a ratio is the median over launches of
+busbw(ringflow) / busbw(built-in) measured in the same launch.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import statistics
+import sys
+from pathlib import Path
+
+# (transport, builtin label) -> busbw ratio the issue asks for, for (1-128 MiB, 4-64 KiB latency)
+TARGETS = {("torch-gloo", "builtin:gloo"): 1.0, ("mpi", "builtin:mpi"): 0.9,
+           ("shm", "builtin:gloo"): 3.0, ("shm", "builtin:mpi"): 0.7}
+LATENCY_TARGET = 1 / 1.5          # time <= 1.5x the built-in, as a busbw ratio
+MIB = 1 << 20
+
+
+def human(n: int) -> str:
+    return f"{n // MIB} MiB" if n >= MIB else f"{n // 1024} KiB"
+
+
+def load(folder: Path) -> dict:
+    """{(transport, ranks, collective): [(run name, rows), ...]}"""
+    groups = collections.defaultdict(list)
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text())
+        meta = data["meta"]
+        key = (meta["transport"].replace("/", "-"), meta["ranks"], meta["collective"])
+        groups[key].append((path.stem, data["rows"]))
+    return groups
+
+
+def mode_of(row: dict) -> str:
+    return "ip" if row.get("ip") else "oop"
+
+
+def cells(runs) -> tuple[dict, dict]:
+    """busbw[(size, label)] -> [per launch], ratio[(size, label, base)] -> [per launch]."""
+    bw, ratio = collections.defaultdict(list), collections.defaultdict(list)
+    for _, rows in runs:
+        by_size = collections.defaultdict(dict)
+        for r in rows:
+            by_size[r["size"]][r["label"]] = r[mode_of(r)]["busbw"]
+        for size, labels in by_size.items():
+            for label, v in labels.items():
+                bw[(size, label)].append(v)
+                for base, b in labels.items():
+                    if base.startswith("builtin") and not label.startswith("builtin") and b > 0:
+                        ratio[(size, label, base)].append(v / b)
+    return bw, ratio
+
+
+def table(key, runs) -> tuple[list[str], dict]:
+    bw, ratio = cells(runs)
+    sizes = sorted({s for s, _ in bw})
+    labels = list(dict.fromkeys(l for _, l in bw))
+    ours = [l for l in labels if not l.startswith("builtin")]
+    bases = [l for l in labels if l.startswith("builtin")]
+    pairs = [(l, b) for l in ours for b in bases]
+    launches = len({name.rsplit("-L", 1)[-1] for name, _ in runs})
+    head = (["size"] + [f"{l} GB/s" for l in labels] + [f"{l} / {b.split(':')[1]}" for l, b in pairs])
+    lines = [f"### {key[2]}, transport {key[0]}, {key[1]} ranks ({launches} launches, median busbw)",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    med = {}
+    for s in sizes:
+        row = [human(s)]
+        row += [f"{statistics.median(bw[(s, l)]):.2f}" if bw.get((s, l)) else "-" for l in labels]
+        for l, b in pairs:
+            vals = ratio.get((s, l, b))
+            med[(s, l, b)] = statistics.median(vals) if vals else None
+            row.append(f"{med[(s, l, b)]:.2f}x" if vals else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines + [""], med
+
+
+def verdicts(key, med: dict) -> list[str]:
+    """One line per target that applies to this group: met or not, and the worst size."""
+    out = []
+    for (tr, base), want in TARGETS.items():
+        if tr != key[0]:
+            continue
+        for name, lo, hi, goal in (("1-128 MiB", MIB, 128 * MIB, want),
+                                   ("4-64 KiB latency", 4096, 65536, LATENCY_TARGET)):
+            for label in sorted({l for (_, l, b) in med if b == base}):
+                got = {s: v for (s, l, b), v in med.items() if l == label and b == base
+                       and lo <= s <= hi and v is not None}
+                if not got:
+                    continue
+                worst = min(got, key=got.get)
+                ok = "MET" if got[worst] >= goal else "missed"
+                out.append(f"- {key[2]} n={key[1]} {tr} {label} vs {base} {name}: need >= "
+                           f"{goal:.2f}x, worst {got[worst]:.2f}x at {human(worst)} -> **{ok}**")
+    return out
+
+
+def main(folder: str) -> None:
+    groups = load(Path(folder))
+    summary = []
+    for key in sorted(groups, key=lambda k: (k[2], k[0], k[1])):
+        lat = [(n, r) for n, r in groups[key]]
+        lines, med = table(key, lat)
+        print("\n".join(lines))
+        summary += verdicts(key, med)
+    print("### Targets\n")
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/raw")

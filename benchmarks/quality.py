@@ -1,0 +1,189 @@
+"""Quality bars for ringflow.models on CPU (not CI). Results: benchmarks/results/models.md.
+
+    python benchmarks/quality.py moons        # RF (50 Euler), DDPM (1000 ancestral, DDIM-50), RealNVP NLL
+    python benchmarks/quality.py 8gaussians   # mode coverage of rectified flow
+    python benchmarks/quality.py digits       # DiT + RF CFG accuracy; SD3 table RF vs DDPM; bits/dim
+
+Each run prints a JSON line per measurement; ``--steps`` scales training (defaults fit a few
+minutes on 2 CPU cores). Training is plain Adam + an EMA copy of the weights for sampling.
+"""
+import argparse
+import copy
+import json
+import math
+import os
+import time
+
+import torch
+
+from ringflow.data import LEVELS, load_dataset
+from ringflow.models.likelihood import bits_per_dim, dequantize
+from ringflow.models.metrics import (image_metrics, mode_coverage, sliced_wasserstein,
+                                     train_classifier)
+from ringflow.models.registry import build_network, build_objective
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def report(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+def train(net, objective, x, y=None, *, steps, batch, lr, seed=0, ema_decay=0.999):
+    """Adam with linear warm-up and cosine decay; returns the EMA copy of the network."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    ema, start = copy.deepcopy(net).requires_grad_(False), time.time()
+    for step in range(steps):
+        idx = torch.randint(0, len(x), (batch,), generator=g)
+        loss = objective.loss(net, x[idx], None if y is None else y[idx], generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), net.parameters()):
+                e.lerp_(p, 1 - ema_decay)
+        if step % max(1, steps // 5) == 0:
+            print(f"  step {step} loss {loss.item():.4f} ({time.time() - start:.0f}s)", flush=True)
+    return ema.eval()
+
+
+def run_moons(args):
+    x, _ = load_dataset("moons", n=20000, seed=0)
+    ref, _ = load_dataset("moons", n=10000, seed=1)                  # held-out reference
+    gen = lambda: torch.Generator().manual_seed(2)                   # noqa: E731
+    for name, kw in (("rectified_flow", dict(t_sampling="uniform")), ("ddpm", {})):
+        torch.manual_seed(0)
+        net = build_network("mlp", in_channels=2, hidden=256, depth=3)
+        obj = build_objective(name, **kw)
+        start = time.time()
+        ema = train(net, obj, x, steps=args.steps, batch=512, lr=1e-3)
+        runs = ([("euler-50", dict(steps=50)), ("heun-25", dict(steps=25, method="heun"))]
+                if name == "rectified_flow" else
+                [("ancestral-1000", dict(steps=1000)), ("ddim-50", dict(steps=50, sampler="ddim"))])
+        for label, skw in runs:
+            samples = obj.sample(ema, (10000, 2), generator=gen(), **skw)
+            report(task="moons", objective=name, sampler=label, train_steps=args.steps,
+                   sliced_w2=round(sliced_wasserstein(samples, ref), 4),
+                   train_seconds=round(time.time() - start))
+    data_floor = sliced_wasserstein(load_dataset("moons", n=10000, seed=3)[0], ref)
+    report(task="moons", objective="data-vs-data", sliced_w2=round(data_floor, 4))
+    torch.manual_seed(0)
+    flow = build_network("realnvp", in_channels=2, hidden=128, depth=2, num_layers=8)
+    ema = train(flow, build_objective("realnvp"), x, steps=args.steps, batch=512, lr=1e-3)
+    with torch.no_grad():
+        nll = ema.nll(ref).item()
+    report(task="moons", objective="realnvp", heldout_nll_nats=round(nll, 4),
+           sliced_w2=round(sliced_wasserstein(ema.sample(10000, generator=gen()), ref), 4))
+
+
+def run_8gaussians(args):
+    x, _ = load_dataset("8gaussians", n=20000, seed=0)
+    torch.manual_seed(0)
+    net = build_network("mlp", in_channels=2, hidden=256, depth=3)
+    rf = build_objective("rectified_flow", t_sampling="uniform")
+    ema = train(net, rf, x, steps=args.steps, batch=512, lr=1e-3)
+    samples = rf.sample(ema, (10000, 2), steps=50, generator=torch.Generator().manual_seed(2))
+    angles = torch.arange(8) * 2 * math.pi / 8
+    centres = 2 * torch.stack([angles.cos(), angles.sin()], 1)
+    cov = mode_coverage(samples, centres, radius=3 * 0.15)
+    report(task="8gaussians", objective="rectified_flow", sampler="euler-50",
+           mode_percent=[round(100 * f, 2) for f in cov["fractions"].tolist()],
+           within_3_std_percent=round(100 * cov["in_radius"], 2))
+
+
+def digits_network(num_classes=10):
+    return build_network("dit", in_channels=1, image_size=8, num_classes=num_classes,
+                         patch_size=2, hidden_size=128, depth=6, num_heads=4)
+
+
+def run_digits(args):
+    x, y = load_dataset("digits")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    train_idx, held = order[:1617], order[1617:]                     # 180 held out for bits/dim
+    clf = train_classifier(x, y)
+    report(task="digits", classifier_heldout_accuracy=round(clf.val_accuracy.item(), 4))
+    labels = torch.arange(10).repeat(100)                            # 1000 samples, 100 per class
+    objectives = {"rf-logit-normal": build_objective("rectified_flow"),
+                  "ddpm-eps-linear": build_objective("ddpm", clip_denoised=1.0)}
+    table, nets = {}, {}
+    for name, obj in objectives.items():
+        torch.manual_seed(0)
+        nets[name] = train(digits_network(), obj, x[train_idx], y[train_idx],
+                           steps=args.steps, batch=128, lr=3e-4)
+        for steps in (10, 25, 50):
+            kw = dict(sampler="ddim") if name.startswith("ddpm") else {}
+            samples = obj.sample(nets[name], (1000, 1, 8, 8), steps=steps, y=labels,
+                                 generator=torch.Generator().manual_seed(1), **kw).clamp(-1, 1)
+            m = image_metrics(clf, samples, x, sample_labels=labels)
+            table[(name, steps)] = m
+            report(task="digits", objective=name, sampling_steps=steps, cfg_scale=1.0,
+                   **{k: round(v, 4) for k, v in m.items()})
+    rf = objectives["rf-logit-normal"]
+    for scale in (2.0, 3.0):
+        samples = rf.sample(nets["rf-logit-normal"], (1000, 1, 8, 8), steps=50, y=labels,
+                            cfg_scale=scale, generator=torch.Generator().manual_seed(1))
+        m = image_metrics(clf, samples.clamp(-1, 1), x, sample_labels=labels)
+        report(task="digits", objective="rf-logit-normal", sampling_steps=50, cfg_scale=scale,
+               **{k: round(v, 4) for k, v in m.items()})
+    plot_sd3_table(table)
+    bits_per_dim_digits(args, x, train_idx, held, objectives, nets)
+
+
+def plot_sd3_table(table):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for name in sorted({k[0] for k in table}):
+        steps = sorted(s for n, s in table if n == name)
+        ax.plot(steps, [table[(name, s)]["fd"] for s in steps], marker="o", label=name)
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel("Frechet distance (local classifier)")
+    ax.set_title("digits: RF logit-normal vs DDPM eps")
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(RESULTS, exist_ok=True)
+    fig.savefig(os.path.join(RESULTS, "sd3_digits.png"), dpi=120)
+
+
+def bits_per_dim_digits(args, x, train_idx, held, objectives, nets):
+    """NICE, RealNVP, RF and DDPM in the same bits/dim on 180 held-out dequantized digits."""
+    g = torch.Generator().manual_seed(5)
+    test = dequantize(x[held], LEVELS["digits"], g)
+    for name in ("nice", "realnvp"):
+        torch.manual_seed(0)
+        flow = build_network(name, in_channels=1, image_size=8, hidden=256,
+                             num_layers=6 if name == "realnvp" else 4)
+        ema = train(flow, build_objective(name, levels=LEVELS["digits"]), x[train_idx],
+                    steps=args.steps, batch=128, lr=1e-3)
+        with torch.no_grad():
+            bpd = bits_per_dim(ema.log_prob(test), 64, LEVELS["digits"]).mean().item()
+        report(task="digits", objective=name, heldout_bits_per_dim=round(bpd, 4))
+    for name, obj in objectives.items():
+        logp = obj.log_likelihood(nets[name], test, steps=args.ode_steps, estimator="hutchinson",
+                                  generator=torch.Generator().manual_seed(6))
+        bpd = bits_per_dim(logp, 64, LEVELS["digits"]).mean().item()
+        report(task="digits", objective=name, heldout_bits_per_dim=round(bpd, 4),
+               ode="rk4-%d, hutchinson" % args.ode_steps)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task", choices=["moons", "8gaussians", "digits"])
+    parser.add_argument("--steps", type=int, default=None, help="training steps per model")
+    parser.add_argument("--ode-steps", type=int, default=40, help="RK4 steps for ODE NLL")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.steps = args.steps or {"moons": 6000, "8gaussians": 3000, "digits": 6000}[args.task]
+    start = time.time()
+    {"moons": run_moons, "8gaussians": run_8gaussians, "digits": run_digits}[args.task](args)
+    report(task=args.task, total_seconds=round(time.time() - start))
+
+
+if __name__ == "__main__":
+    main()
