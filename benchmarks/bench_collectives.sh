@@ -35,8 +35,10 @@ for l in $(seq 1 "$LAUNCHES"); do
   for tr in $TRANSPORTS; do
     for n in $RANKS; do
       for coll in $COLLECTIVES; do
-        small="ring"; big="ring"; modes=oop
-        [ "$coll" = all_reduce ] && small="ring,rd,rhd,auto" && big="ring,rhd" && modes=ip
+        # with 2 ranks rhd and direct move the same messages as the ring: measured at 4 ranks
+        small="ring,direct"; big="ring,direct"; modes=oop
+        [ "$coll" = all_reduce ] && small="ring,rd,rhd,direct,auto" && big="ring,rhd,direct" && modes=ip
+        [ "$n" = 2 ] && big="ring" && small="${small/,direct/}"
         tag="$tr-n$n-$coll"
         echo "== launch $l: $tag" >&2
         # SKIP_DONE=1 resumes an interrupted campaign

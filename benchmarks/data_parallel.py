@@ -91,11 +91,11 @@ def table(args, comm, times: dict, nparams: int) -> str:
             f"/rank, {args.image}x{args.image}x4, buckets {args.bucket_mb} MiB, transport "
             f"{comm.transport.name}; medians of {len(times['compute'])} steps", "",
             "| mode | step (ms) | vs torch_ddp | hidden comm |", "|---|---|---|---|"]
-    comm_of = {"ringflow_dp": med["comm_ring"], "ringflow_zero2": med["comm_ring"],
-               "torch_ddp": med["comm_gloo"]}
+    comm_of = {"ringflow_dp": med.get("comm_ring"), "ringflow_zero2": med.get("comm_ring"),
+               "torch_ddp": med.get("comm_gloo")}
     for mode, value in med.items():
         hidden = ""
-        if mode in comm_of:
+        if comm_of.get(mode):
             frac = 1 - (value - med["compute"]) / comm_of[mode]
             hidden = f"{min(max(frac, 0.0), 1.0):.0%}"
         rows.append(f"| {mode} | {value * 1e3:.0f} | {value / med['torch_ddp']:.2f}x | {hidden} |")
@@ -111,12 +111,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     ap.add_argument("--steps", type=int, default=2, help="steps per mode per round")
     ap.add_argument("--out", default=None, help="append the table to this file (rank 0)")
+    ap.add_argument("--modes", default="all", help="comma-separated subset of the modes "
+                    "(compute and torch_ddp are always kept: the table is relative to them)")
     args = ap.parse_args()
     comm = ringflow.init()
     if not dist.is_initialized():          # torch DDP needs gloo beside an mpi/shm transport
         from ringflow.transport.torch_dist import init_process_group
         init_process_group(comm.launch, torch.device("cpu"), timeout=300)
     modes = build_modes(args, comm)
+    if args.modes != "all":
+        keep = set(args.modes.split(",")) | {"compute", "torch_ddp"}
+        modes = {k: v for k, v in modes.items() if k in keep}
     for fn in modes.values():              # warm-up: allocations, first buckets
         timed(fn, comm)
     times = {k: [] for k in modes}

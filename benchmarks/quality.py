@@ -1,8 +1,10 @@
 """Quality bars for ringflow.models on CPU (not CI). Results: benchmarks/results/models.md.
 
-    python benchmarks/quality.py moons        # RF (50 Euler), DDPM (1000 ancestral, DDIM-50), RealNVP NLL
-    python benchmarks/quality.py 8gaussians   # mode coverage of rectified flow
-    python benchmarks/quality.py digits       # DiT + RF CFG accuracy; SD3 table RF vs DDPM; bits/dim
+    python benchmarks/quality.py rf-moons       # sliced W2 of rectified flow, 50 Euler steps
+    python benchmarks/quality.py ddpm-moons     # sliced W2 of DDPM, 1000 ancestral and DDIM-50
+    python benchmarks/quality.py realnvp-moons  # held-out NLL (nats) of RealNVP
+    python benchmarks/quality.py 8gaussians     # mode coverage of rectified flow
+    python benchmarks/quality.py digits         # DiT: RF CFG accuracy; SD3 table; bits/dim
 
 Each run prints a JSON line per measurement; ``--steps`` scales training (defaults fit a few
 minutes on 2 CPU cores). Training is plain Adam + an EMA copy of the weights for sampling.
@@ -51,41 +53,57 @@ def train(net, objective, x, y=None, *, steps, batch, lr, seed=0, ema_decay=0.99
     return ema.eval()
 
 
-def run_moons(args):
-    x, _ = load_dataset("moons", n=20000, seed=0)
-    ref, _ = load_dataset("moons", n=10000, seed=1)                  # held-out reference
-    gen = lambda: torch.Generator().manual_seed(2)                   # noqa: E731
-    for name, kw in (("rectified_flow", dict(t_sampling="uniform")), ("ddpm", {})):
-        torch.manual_seed(0)
-        net = build_network("mlp", in_channels=2, hidden=256, depth=3)
-        obj = build_objective(name, **kw)
-        start = time.time()
-        ema = train(net, obj, x, steps=args.steps, batch=512, lr=1e-3)
-        runs = ([("euler-50", dict(steps=50)), ("heun-25", dict(steps=25, method="heun"))]
-                if name == "rectified_flow" else
-                [("ancestral-1000", dict(steps=1000)), ("ddim-50", dict(steps=50, sampler="ddim"))])
-        for label, skw in runs:
-            samples = obj.sample(ema, (10000, 2), generator=gen(), **skw)
-            report(task="moons", objective=name, sampler=label, train_steps=args.steps,
-                   sliced_w2=round(sliced_wasserstein(samples, ref), 4),
-                   train_seconds=round(time.time() - start))
-    data_floor = sliced_wasserstein(load_dataset("moons", n=10000, seed=3)[0], ref)
-    report(task="moons", objective="data-vs-data", sliced_w2=round(data_floor, 4))
+def moons_data():
+    """20000 training points and a 10000-point held-out reference (other seed)."""
+    return load_dataset("moons", n=20000, seed=0)[0], load_dataset("moons", n=10000, seed=1)[0]
+
+
+def run_diffusion_moons(args, name, sampler_runs, **objective_kw):
+    x, ref = moons_data()
+    torch.manual_seed(0)
+    net = build_network("mlp", in_channels=2, hidden=128, depth=3)
+    obj = build_objective(name, **objective_kw)
+    start = time.time()
+    ema = train(net, obj, x, steps=args.steps, batch=256, lr=2e-3)
+    for label, n, kw in sampler_runs:
+        samples = obj.sample(ema, (n, 2), generator=torch.Generator().manual_seed(2), **kw)
+        report(task="moons", objective=name, sampler=label, samples=n, train_steps=args.steps,
+               sliced_w2=round(sliced_wasserstein(samples, ref), 4),
+               seconds=round(time.time() - start))
+
+
+def run_rf_moons(args):
+    floor = sliced_wasserstein(load_dataset("moons", n=10000, seed=3)[0], moons_data()[1])
+    report(task="moons", objective="data-vs-data (finite-sample floor)", sliced_w2=round(floor, 4))
+    run_diffusion_moons(args, "rectified_flow", [
+        ("euler-50", 10000, dict(steps=50)), ("heun-25", 10000, dict(steps=25, method="heun"))],
+        t_sampling="uniform")
+
+
+def run_ddpm_moons(args):
+    run_diffusion_moons(args, "ddpm", [
+        ("ddim-50", 10000, dict(steps=50, sampler="ddim")),
+        ("ancestral-1000", 5000, dict(steps=1000))])
+
+
+def run_realnvp_moons(args):
+    x, ref = moons_data()
     torch.manual_seed(0)
     flow = build_network("realnvp", in_channels=2, hidden=128, depth=2, num_layers=8)
-    ema = train(flow, build_objective("realnvp"), x, steps=args.steps, batch=512, lr=1e-3)
+    ema = train(flow, build_objective("realnvp"), x, steps=args.steps, batch=256, lr=1e-3)
     with torch.no_grad():
         nll = ema.nll(ref).item()
+        samples = ema.sample(10000, generator=torch.Generator().manual_seed(2))
     report(task="moons", objective="realnvp", heldout_nll_nats=round(nll, 4),
-           sliced_w2=round(sliced_wasserstein(ema.sample(10000, generator=gen()), ref), 4))
+           sliced_w2=round(sliced_wasserstein(samples, ref), 4), train_steps=args.steps)
 
 
 def run_8gaussians(args):
     x, _ = load_dataset("8gaussians", n=20000, seed=0)
     torch.manual_seed(0)
-    net = build_network("mlp", in_channels=2, hidden=256, depth=3)
+    net = build_network("mlp", in_channels=2, hidden=128, depth=3)
     rf = build_objective("rectified_flow", t_sampling="uniform")
-    ema = train(net, rf, x, steps=args.steps, batch=512, lr=1e-3)
+    ema = train(net, rf, x, steps=args.steps, batch=256, lr=2e-3)
     samples = rf.sample(ema, (10000, 2), steps=50, generator=torch.Generator().manual_seed(2))
     angles = torch.arange(8) * 2 * math.pi / 8
     centres = 2 * torch.stack([angles.cos(), angles.sin()], 1)
@@ -171,17 +189,24 @@ def bits_per_dim_digits(args, x, train_idx, held, objectives, nets):
                ode="rk4-%d, hutchinson" % args.ode_steps)
 
 
+TASKS = {  # name: (function, default training steps)
+    "rf-moons": (run_rf_moons, 5000), "ddpm-moons": (run_ddpm_moons, 5000),
+    "realnvp-moons": (run_realnvp_moons, 5000), "8gaussians": (run_8gaussians, 3000),
+    "digits": (run_digits, 4000)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("task", choices=["moons", "8gaussians", "digits"])
+    parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
     parser.add_argument("--ode-steps", type=int, default=40, help="RK4 steps for ODE NLL")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    args.steps = args.steps or {"moons": 6000, "8gaussians": 3000, "digits": 6000}[args.task]
+    run, default_steps = TASKS[args.task]
+    args.steps = args.steps or default_steps
     start = time.time()
-    {"moons": run_moons, "8gaussians": run_8gaussians, "digits": run_digits}[args.task](args)
+    run(args)
     report(task=args.task, total_seconds=round(time.time() - start))
 
 

@@ -85,7 +85,7 @@ def pick_device(local_rank: int) -> torch.device:
 
 def _pick_transport(launch: LaunchEnv, requested: str) -> str:
     if requested not in ("auto", "torch", "mpi", "local", "shm"):
-        raise ValueError(f"transport {requested!r} is unknown; use torch, mpi, shm or auto "
+        raise ValueError(f"transport {requested!r} is unknown; use torch, mpi, shm, local or auto "
                          "(RINGFLOW_TRANSPORT)")
     if requested != "auto":
         return requested
@@ -130,14 +130,21 @@ def init(transport: str | None = None, timeout: float | None = None,
     global _WORLD
     if _WORLD is not None:
         return _WORLD
-    from .collectives.communicator import DEFAULT_TIMEOUT, Communicator
+    from .collectives.communicator import Communicator, default_timeout
     launch = read_launch_env()
-    timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+    timeout = default_timeout() if timeout is None else float(timeout)
     if timeout <= 0:
         raise ValueError(f"timeout must be positive seconds, got {timeout}")
     dev = torch.device(device) if device is not None else pick_device(launch.local_rank)
     kind = _pick_transport(launch, transport or os.environ.get("RINGFLOW_TRANSPORT", "auto"))
-    tr = _make_transport(kind, launch, dev, timeout)
+    try:
+        tr = _make_transport(kind, launch, dev, timeout)
+    except RuntimeError as e:    # torch's DistNetworkError & co: say where and what to check
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RuntimeError(f"ringflow.init: rank {launch.rank} of {launch.size} ({launch.launcher}) "
+                           f"could not start the {kind} transport: {first}. Another rank may have "
+                           "died or never started (read its log), MASTER_ADDR/MASTER_PORT may "
+                           "point to the wrong host, or the port may be taken") from e
     _WORLD = Communicator(tr, timeout=timeout, local_size=launch.local_size)
     _WORLD.launch = launch
     if launch.size > 1:   # a launcher tearing the job down gets this rank's flight recorder first

@@ -25,7 +25,16 @@ from .engine import CollectiveWork, Engine
 from .errors import CollectiveError, CollectiveMismatch, CollectiveTimeout
 from .flight import CallRecord, FlightRecorder
 
-DEFAULT_TIMEOUT = float(os.environ.get("RINGFLOW_TIMEOUT", "300"))
+def default_timeout() -> float:
+    """$RINGFLOW_TIMEOUT (seconds), read when a communicator is made (not at import), else 300."""
+    text = os.environ.get("RINGFLOW_TIMEOUT", "300")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"RINGFLOW_TIMEOUT={text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"RINGFLOW_TIMEOUT={text!r} must be positive seconds")
+    return value
 # One engine per transport, dropped with it (keyed weakly: a new transport never inherits the
 # engine, or the failure mark, of a dead one that happened to share its id).
 _ENGINES: "weakref.WeakKeyDictionary[Transport, Engine]" = weakref.WeakKeyDictionary()
@@ -42,7 +51,7 @@ class Communicator:
         if transport.rank not in self.ranks:
             raise ValueError(f"rank {transport.rank} is not a member of group {self.ranks}")
         self.rank, self.size = self.ranks.index(transport.rank), len(self.ranks)
-        self.timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        self.timeout = default_timeout() if timeout is None else float(timeout)
         self.local_size = local_size or self.size
         if self.size % self.local_size:
             raise ValueError(f"world of {self.size} ranks cannot be split into nodes of "
@@ -174,15 +183,17 @@ class Communicator:
         name = f"{rec.name} #{rec.seq}" if rec else "point-to-point"
         if owner is not self:
             name += f" (in its sub-group of ranks {self.ranks}, as rank {self.rank})"
-        where = {-1: "in the debug fingerprint exchange",
-                 -2: "while posting a message"}.get(step, f"at step {step}")
-        msg = (f"rank {owner.rank}: {name} {what} {where} waiting for rank {peer} (world rank "
-               f"{self.ranks[peer]}, transport {self.transport.name}). That rank died, stalled or "
+        where = {-1: "in the debug fingerprint exchange", -2: "while posting a message",
+                 -3: "inside the backend's own collective"}.get(step, f"at step {step}")
+        whom = (f"waiting for rank {peer} (world rank {self.ranks[peer]}, " if peer >= 0 else
+                "(the backend does not say which rank it waited for; ")
+        msg = (f"rank {owner.rank}: {name} {what} {where} {whom}"
+               f"transport {self.transport.name}). That rank died, stalled or "
                "called a different collective: read its log and the flight recorder below; if it "
                "is only slow, raise the timeout (RINGFLOW_TIMEOUT or ringflow.init(timeout=...))")
         if rec is not None:
             rec.state = "timed out" if cls is CollectiveTimeout else "failed"
-            rec.peer = self.ranks[peer]
+            rec.step, rec.peer = step, self.ranks[peer] if peer >= 0 else -1
         # Half-delivered messages may be left in flight: nothing later on this transport is safe.
         for comm in {self, owner}:
             comm.engine.broken = comm.engine.broken or f"{name} on rank {owner.rank}: {what} {where}"
@@ -190,6 +201,13 @@ class Communicator:
         err = cls(msg, peer=peer, step=step) if cls is CollectiveTimeout else cls(msg)
         err.__cause__ = cause
         return err
+
+    def backend_failure(self, cause: Exception) -> CollectiveError:
+        """The error for a failure inside a backend's own collective (algorithm="native")."""
+        timeout = "timed out" in str(cause).lower() or "timeout" in str(cause).lower()
+        text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        return self._failure(CollectiveTimeout if timeout else CollectiveError, f"failed ({text})",
+                             -1, -3, cause)
 
     def dump_history(self, file=None) -> str:
         """The flight recorder: this rank's recent collectives, oldest first."""

@@ -111,6 +111,12 @@ def _ring_steps(n: int, chunk_bytes: float, md: Model) -> float:
     return (n - 1) * slices
 
 
+def _round(n: int, alpha: float) -> float:
+    """One round of n-1 concurrent messages: the first pays alpha, the others half of it
+    (their latencies overlap, their per-message CPU cost does not)."""
+    return alpha * (1 + (n - 2) / 2)
+
+
 def _log2(n: int) -> tuple[int, int]:
     p = 1 << (n.bit_length() - 1)
     return p.bit_length() - 1, n - p
@@ -121,8 +127,10 @@ def _all_reduce(alg: str, n: int, m: float, md: Model) -> float | None:
     k, rem = _log2(n)
     fold = (2 * (a + m * b) + m * g) if rem else 0.0
     p = n - rem
-    if alg in ("ring", "fp32acc"):
+    if alg == "ring":
         return 2 * _ring_steps(n, m / n, md) * a + 2 * (n - 1) / n * m * b + (n - 1) / n * m * g
+    if alg in ("direct", "fp32acc"):
+        return 2 * _round(n, a) + 2 * (n - 1) / n * m * b + (n - 1) / n * m * g
     if alg == "rd":
         return k * (a + m * b + m * g) + fold
     if alg == "rhd":
@@ -149,10 +157,14 @@ def predict(md: Model, collective: str, alg: str, n: int, nbytes: float) -> floa
     k = math.ceil(math.log2(n))
     if collective == "all_reduce":
         return _all_reduce(alg, n, m, md)
-    if collective == "reduce_scatter" and alg in ("ring", "fp32acc"):
+    if collective == "reduce_scatter" and alg == "ring":
         return _ring_steps(n, m / n, md) * a + (n - 1) / n * m * (b + g)
+    if collective == "reduce_scatter" and alg in ("direct", "fp32acc"):
+        return _round(n, a) + (n - 1) / n * m * (b + g)
     if collective == "all_gather" and alg == "ring":
         return _ring_steps(n, m / n, md) * a + (n - 1) / n * m * b
+    if collective == "all_gather" and alg == "direct":
+        return _round(n, a) + (n - 1) / n * m * b
     if collective in ("reduce_scatter", "all_gather") and alg == "naive":
         return 2 * (n - 1) * a + 2 * (n - 1) * m * b
     if collective == "broadcast":

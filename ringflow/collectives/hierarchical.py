@@ -56,7 +56,7 @@ def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
     if inter.size > 1:
         block = buf[a:b]
         _, across = select.choose(inter, "all_reduce", block.numel() * block.element_size(),
-                                  exclude=("two_level", "native", "naive"))
+                                  exclude=("two_level", "native", "naive"), record=False)
         across(inter, block, inner)
     finish_avg(buf[a:b], op, comm.size)
     ring.all_gather_(intra, buf, bounds)

@@ -30,21 +30,29 @@ def _require(comm: Communicator, collective: str):
     return getattr(comm.transport, f"native_{collective}")
 
 
+def _run(comm: Communicator, collective: str, *args) -> None:
+    fn = _require(comm, collective)
+    try:
+        fn(*args)
+    except RuntimeError as e:     # the backend's own error (peer gone, its timeout): name the call
+        raise comm.backend_failure(e) from e
+
+
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
-    _require(comm, "all_reduce")(buf, op)
+    _run(comm, "all_reduce", buf, op)
 
 
 def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op: ReduceOp) -> None:
-    _require(comm, "reduce_scatter")(out, inp, op)
+    _run(comm, "reduce_scatter", out, inp, op)
 
 
 def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None:
-    _require(comm, "all_gather")(out, inp)
+    _run(comm, "all_gather", out, inp)
 
 
 def broadcast(comm: Communicator, buf: torch.Tensor, root: int = 0) -> None:
-    _require(comm, "broadcast")(buf, root)
+    _run(comm, "broadcast", buf, root)
 
 
 def reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp, root: int = 0) -> None:
-    _require(comm, "reduce")(buf, root, op)
+    _run(comm, "reduce", buf, root, op)

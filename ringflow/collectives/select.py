@@ -14,16 +14,18 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable
 
-from . import accumulate, costmodel, hierarchical, naive, native, ring, tree
+from . import costmodel, direct, hierarchical, naive, native, ring, tree
 
 ALGORITHMS: dict[str, dict[str, Callable]] = {
     "all_reduce": {"ring": ring.all_reduce, "rd": tree.all_reduce_rd, "rhd": tree.all_reduce_rhd,
-                   "two_level": hierarchical.all_reduce, "fp32acc": accumulate.all_reduce,
-                   "naive": naive.all_reduce, "native": native.all_reduce},
-    "reduce_scatter": {"ring": ring.reduce_scatter, "fp32acc": accumulate.reduce_scatter,
-                       "naive": naive.reduce_scatter, "native": native.reduce_scatter},
-    "all_gather": {"ring": ring.all_gather, "naive": naive.all_gather,
-                   "native": native.all_gather},
+                   "direct": direct.all_reduce, "two_level": hierarchical.all_reduce,
+                   "fp32acc": direct.all_reduce_fp32, "naive": naive.all_reduce,
+                   "native": native.all_reduce},
+    "reduce_scatter": {"ring": ring.reduce_scatter, "direct": direct.reduce_scatter,
+                       "fp32acc": direct.reduce_scatter_fp32, "naive": naive.reduce_scatter,
+                       "native": native.reduce_scatter},
+    "all_gather": {"ring": ring.all_gather, "direct": direct.all_gather,
+                   "naive": naive.all_gather, "native": native.all_gather},
     "broadcast": {"tree": tree.broadcast, "naive": naive.broadcast, "native": native.broadcast},
     "reduce": {"tree": tree.reduce, "naive": naive.reduce, "native": native.reduce},
 }
@@ -70,7 +72,7 @@ def ranked(comm, collective: str, nbytes: int, exclude: Iterable[str] = ()) -> l
 
 
 def choose(comm, collective: str, nbytes: int, algorithm: str = "auto",
-           exclude: Iterable[str] = ()) -> tuple[str, Callable]:
+           exclude: Iterable[str] = (), record: bool = True) -> tuple[str, Callable]:
     """(name, function) of the algorithm to run ``collective`` on ``nbytes`` (nccl-tests size).
 
     Every rank must get the same answer: it depends only on the arguments, the
@@ -85,5 +87,6 @@ def choose(comm, collective: str, nbytes: int, algorithm: str = "auto",
     if algorithm not in table:
         raise ValueError(f"algorithm {algorithm!r} is not available for {collective}; "
                          f"choose one of {sorted(table) + ['auto']}")
-    last[collective] = algorithm
+    if record:                      # inner choices (two_level's) keep the outer name
+        last[collective] = algorithm
     return algorithm, table[algorithm]

@@ -8,6 +8,9 @@ At construction, rank 0's parameters and buffers are broadcast so replicas start
 Gradients live in flat ~25 MiB buckets (their views are the parameters' ``.grad``); each bucket
 is all-reduced on the communication thread as soon as its last gradient arrives, so
 communication overlaps the rest of backward. See :class:`~ringflow.parallel.reducer.Reducer`.
+After ``opt.zero_grad()`` (set_to_none=True) autograd hands each parameter a fresh gradient,
+which is copied once into its bucket; ``opt.zero_grad(set_to_none=False)`` keeps the views and
+autograd accumulates straight into the buckets.
 
 Gradient accumulation: ``with model.no_sync(): model(x).backward()`` (or set
 ``model.sync_grads = False``) accumulates locally; the next synchronised backward averages the

@@ -11,7 +11,9 @@ an all-gather copies every rank's updated slice into the model's parameters.
     loss.backward(); opt.clip_grad_norm_(1.0); opt.step(); opt.zero_grad()
 
 Use it on an unwrapped model (it averages the gradients itself, in ``step``); at construction it
-broadcasts rank 0's parameters. The user's optimizer class is composed, never subclassed; it must
+broadcasts rank 0's parameters and makes them views of its flat buffer, so build it after moving
+the model to its device and dtype (``.to()`` afterwards would detach them). In-place writes to
+the parameters (``model.load_state_dict``) are fine: each step re-reads the local slice. The user's optimizer class is composed, never subclassed; it must
 be elementwise (SGD, Adam, AdamW, RMSprop, Adagrad...): per-tensor rules such as LAMB's trust
 ratio would see shards, not tensors. Parameters without a gradient are stepped with zeros.
 """
@@ -76,7 +78,7 @@ class ZeroOptimizer(ComposedOptimizer):
                              "to re-run forward in lockstep); call backward before step()")
         self.reduce_gradients()
         for g in self.groups:
-            pass  # g.refresh_shard()
+            g.refresh_shard()
         self.optimizer.step()
         works = [g.gather_params() for g in self.groups]
         for w in works:

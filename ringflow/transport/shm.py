@@ -45,7 +45,7 @@ class ShmTransport(Transport):
     store: a torch.distributed Store every member can reach (or ``exchange``, see shm_bootstrap).
     prefix: store-key namespace; distinct per group when several groups share one store.
     ring_bytes: bytes per directed ring ($RINGFLOW_SHM_RING_BYTES, default 8 MiB).
-    slice_bytes: the ring algorithms' pipelining slice ($RINGFLOW_SHM_SLICE_BYTES, 1 MiB).
+    slice_bytes: the ring algorithms' pipelining slice ($RINGFLOW_SHM_SLICE_BYTES, 2 MiB).
     spin_us: spin before sleeping ($RINGFLOW_SHM_SPIN_US; 50 with a core per rank, else 0).
     """
 
@@ -65,11 +65,12 @@ class ShmTransport(Transport):
         if ring_bytes < 4096 or ring_bytes % 4096:
             raise ValueError(f"ring_bytes must be a multiple of 4096 and >= 4096, got {ring_bytes}")
         self.ring_bytes = ring_bytes
-        self.slice_bytes = slice_bytes or int(os.environ.get("RINGFLOW_SHM_SLICE_BYTES", 1 << 20))
+        self.slice_bytes = slice_bytes or int(os.environ.get("RINGFLOW_SHM_SLICE_BYTES", 2 << 20))
         self.oversubscribed = size > _cores()
         self.spin = _spin_seconds(size, spin_us)
         self._lock = threading.RLock()
         self._closed = False
+        self._pid = os.getpid()             # a forked child must not close the parent's rings
         if exchange is None and size > 1:
             _GENERATION[prefix, rank] += 1
             exchange = StoreExchange(store, f"ringflow/shm/{prefix}{_GENERATION[prefix, rank]}",
@@ -93,8 +94,8 @@ class ShmTransport(Transport):
                 f"the shm transport connects ranks of one node, but this job has {launch.size} "
                 f"ranks with {launch.local_size} per node. Use RINGFLOW_TRANSPORT=torch or mpi for "
                 "the world; the two-level algorithm uses ShmTransport.node_local() inside a node")
-        return cls(launch.rank, launch.size, exchange=launch_exchange(launch, timeout),
-                   timeout=timeout)
+        exchange = launch_exchange(launch, timeout) if launch.size > 1 else None
+        return cls(launch.rank, launch.size, exchange=exchange, timeout=timeout)
 
     @classmethod
     def node_local(cls, global_rank: int, node_ranks: list[int], store, prefix: str,
@@ -183,6 +184,9 @@ class ShmTransport(Transport):
         deadline = None if timeout is None else start + timeout
         next_check = start + 0.1
         while not msg.done:
+            if self._closed:
+                raise TransportError(f"rank {self.rank}: the shm transport was closed while a "
+                                     f"{msg.kind} of {msg.describe()} was pending")
             bell = self.own.bell.value()        # read before looking, so no wake-up is lost
             with self._lock:
                 if self._progress() or msg.done:
@@ -236,7 +240,7 @@ class ShmTransport(Transport):
     def close(self) -> None:
         """Tell peers we are gone, wake them, unlink and unmap (idempotent)."""
         with self._lock:
-            if self._closed:
+            if self._closed or os.getpid() != self._pid:
                 return
             self._closed = True
             self.own.state.value = STATE_CLOSED

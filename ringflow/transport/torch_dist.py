@@ -116,6 +116,10 @@ def init_process_group(launch, device: torch.device, timeout: float) -> bool:
         extra["device_id"] = device         # eager NCCL init: the first batched p2p is then safe
     dist.init_process_group(backend, rank=launch.rank, world_size=launch.size, timeout=td,
                             **_store_for(launch, td), **extra)
+    if backend == "gloo" and launch.size > 1:
+        # Every rank fully connected before any returns: a rank that dies in its first
+        # collective then fails its peers inside that collective, not inside their start-up.
+        dist.barrier()
     return True
 
 

@@ -30,7 +30,8 @@ DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16,
           torch.int8, torch.int32, torch.int64, torch.uint8)
 OPS = ("sum", "avg", "max", "min", "product")
 BIG = (1 << 20) + 3
-COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all")
+COLLECTIVES = ("all_reduce", "float_order", "reduce_scatter", "all_gather", "broadcast", "reduce",
+               "all_to_all")
 
 
 def sizes(n: int) -> list[int]:
@@ -120,9 +121,11 @@ class Matrix:
     def check(self, label: str, got: torch.Tensor, want: torch.Tensor, shared: bool) -> None:
         self.report.checks += 1
         if not same_bytes(got, want):
-            diff = (got.double() - want.double()).abs() if got.numel() == want.numel() else None
-            where = f", first differing index {int(diff.argmax())}" if diff is not None and \
-                diff.numel() else ""
+            where = ""
+            if got.shape == want.shape and got.numel():
+                differ = (got.reshape(-1).double() != want.reshape(-1).double()).nonzero()
+                where = f", first differing index {int(differ[0])}" if len(differ) else \
+                    " (equal values, different bytes: the sign of a zero?)"
             self.report.failures.append(f"rank {self.r}: {label}: got {got.reshape(-1)[:6].tolist()} "
                                         f"want {want.reshape(-1)[:6].tolist()}{where}")
         if shared:
@@ -183,6 +186,33 @@ class Matrix:
         want = reduce_all([make(k, "async", 1000, torch.float32, "sum") for k in range(self.n)], "sum")
         rc.all_reduce(t, group=self.comm, async_op=True).wait()
         self.check("all_reduce async_op=True", t, want, shared=True)
+
+    def float_order(self) -> None:
+        """Non-integer floats: each algorithm must give the same bytes every time and on every
+        rank (its order is fixed, not timing's). Against torch, whose summation order differs,
+        the tolerance is n roundings of the largest partial sum: n * eps * (n * 4.5), where
+        4.5 bounds |x| for these seeded normal samples."""
+        for dtype in (torch.float32, torch.bfloat16):
+            g = torch.Generator().manual_seed(7 + self.r)
+            x = torch.randn(1003, generator=g).to(dtype)
+            for algo in self.algorithms("all_reduce"):
+                runs = []
+                for _ in range(3):
+                    t = x.clone()
+                    rc.all_reduce(t, group=self.comm, algorithm=algo)
+                    runs.append(t)
+                for k in (1, 2):
+                    self.check(f"all_reduce randn {dtype} [{algo}] repeat {k}", runs[k], runs[0],
+                               shared=k == 1)
+                if self.use_torch:
+                    ref = x.clone()
+                    self._torch().all_reduce(ref)
+                    tol = self.n * torch.finfo(dtype).eps * (self.n * 4.5)
+                    err = float((runs[0].double() - ref.double()).abs().max())
+                    self.report.checks += 1
+                    if err > tol:
+                        self.report.failures.append(f"rank {self.r}: all_reduce randn {dtype} "
+                                                    f"[{algo}] vs torch: |diff| {err} > {tol}")
 
     def reduce_scatter(self) -> None:
         for m in sizes(self.n):

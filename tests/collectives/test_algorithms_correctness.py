@@ -36,7 +36,7 @@ def assert_same_everywhere(outs, expected):
         assert t.view(torch.uint8).equal(outs[0].view(torch.uint8)), f"rank {r} differs bitwise"
 
 
-@pytest.mark.parametrize("alg", ["ring", "rd", "rhd", "two_level", "fp32acc"])
+@pytest.mark.parametrize("alg", ["ring", "rd", "rhd", "direct", "two_level", "fp32acc"])
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
 def test_all_reduce_matches_oracle(alg, n):
     for numel in SIZES:
@@ -46,7 +46,7 @@ def test_all_reduce_matches_oracle(alg, n):
             assert_same_everywhere(run_all_reduce(n, numel, dtype, op, alg), expected)
 
 
-@pytest.mark.parametrize("alg", ["ring", "rd", "rhd", "two_level", "fp32acc"])
+@pytest.mark.parametrize("alg", ["ring", "rd", "rhd", "direct", "two_level", "fp32acc"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64, torch.int8])
 def test_all_reduce_dtypes(alg, dtype):
     expected = run_all_reduce(3, 40, dtype, "sum", "naive")[0]
@@ -78,7 +78,7 @@ def test_fp32acc_rounds_once():
     assert not torch.equal(ring_out, exact), "the ring was expected to round partial sums"
 
 
-@pytest.mark.parametrize("alg", ["ring", "fp32acc", "naive"])
+@pytest.mark.parametrize("alg", ["ring", "direct", "fp32acc", "naive"])
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_reduce_scatter_out_of_place_and_in_place(alg, n):
     for m in (0, 1, 7):
@@ -115,6 +115,24 @@ def test_reduce_and_broadcast_trees(alg):
 
 
 def test_every_registered_algorithm_is_covered_here_or_native():
-    covered = {"ring", "rd", "rhd", "two_level", "fp32acc", "naive", "tree", "native"}
+    covered = {"ring", "rd", "rhd", "direct", "two_level", "fp32acc", "naive", "tree", "native"}
     for coll, table in select.ALGORITHMS.items():
         assert set(table) <= covered, f"{coll}: untested algorithms {set(table) - covered}"
+
+
+@pytest.mark.parametrize("alg", ["ring", "direct", "naive"])
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_all_gather_out_of_place_and_in_place(alg, n):
+    for m in (0, 1, 5):
+        def body(comm):
+            inp = data(comm.rank, m, torch.int64, "sum")
+            out = torch.empty(m * n, dtype=torch.int64)
+            rc.all_gather_into_tensor(out, inp, group=comm, algorithm=alg)
+            inplace = torch.zeros(m * n, dtype=torch.int64)
+            inplace[comm.rank * m:(comm.rank + 1) * m] = inp
+            rc.all_gather_into_tensor(inplace, inplace[comm.rank * m:(comm.rank + 1) * m],
+                                      group=comm, algorithm=alg)
+            return out, inplace
+        want = torch.cat([data(r, m, torch.int64, "sum") for r in range(n)])
+        for out, inplace in run_ranks(n, body, timeout=30):
+            assert torch.equal(out, want) and torch.equal(inplace, want)

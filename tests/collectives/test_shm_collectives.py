@@ -27,7 +27,7 @@ def test_collectives_n3_default_ring():
 
 @pytest.mark.timeout(100)
 def test_collectives_under_mpirun_with_rings_smaller_than_the_messages():
-    # Bootstrap through MPI instead of a store; 64 KiB rings under 1 MiB ring slices, so
+    # Bootstrap through MPI instead of a store; 64 KiB rings under 2 MiB ring slices, so
     # every message streams through its ring in pieces.
     pytest.importorskip("mpi4py")
     env = {**SHM, "RINGFLOW_SHM_RING_BYTES": str(64 << 10)}

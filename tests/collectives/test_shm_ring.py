@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from ringflow.transport.base import PeerTimeout, TransportError
 from ringflow.transport.shm import ShmTransport
+from ringflow.transport.shm_ring import STATE_CLOSED
 
 RING = 8192
 
@@ -208,3 +209,21 @@ def test_irecv_reduce_combines_straight_from_the_ring(group):
     assert torch.equal(outs[0], mine + pattern(numel, 1))
     assert torch.equal(outs[1], mine + pattern(numel, 2))
     assert torch.equal(outs[2], pattern(numel, 3))
+
+
+def test_forked_child_exiting_does_not_close_the_parents_rings(group):
+    # DataLoader workers are forked after init; their exit handlers must leave our rings alone.
+    a, b = group(2)
+    pid = os.fork()
+    if pid == 0:
+        import atexit
+        atexit._run_exitfuncs()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert a.own.state.value != STATE_CLOSED and b.own.state.value != STATE_CLOSED
+    x = torch.empty(3)
+    sw, rw = a.sendrecv(torch.arange(3.0), 1, torch.empty(3), 1)
+    b.sendrecv(torch.arange(3.0) + 1, 0, x, 0)[1].wait(5)
+    rw.wait(5)
+    sw.wait(5)
+    assert torch.equal(x, torch.arange(3.0))

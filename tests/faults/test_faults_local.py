@@ -75,7 +75,7 @@ CASES += [("broadcast", "tree", 0), ("broadcast", "naive", 0), ("reduce", "tree"
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("collective,algorithm,step", CASES)
 def test_dead_peer_every_survivor_raises_naming_call_step_and_peer(collective, algorithm, step):
-    outs = run_world(3, _loop(collective, algorithm, Fault("vanish", seq=1, step=step), victim=1),
+    outs = run_world(3, _loop(collective, algorithm, Fault("vanish", seq=2, step=step), victim=1),
                      timeout=T)
     assert outs[1].vanished, "the fault did not fire"
     for o in (outs[0], outs[2]):
@@ -83,6 +83,7 @@ def test_dead_peer_every_survivor_raises_naming_call_step_and_peer(collective, a
         assert o.seconds < T + SLACK, f"rank {o.rank} took {o.seconds:.1f}s"
         found = NAMED.search(str(o.error))
         assert found and found.group(1) in (NAMES[collective], "barrier"), str(o.error)
+        assert int(found.group(2)) >= 2, str(o.error)       # the call that was hit, or a later one
     # Somebody waited on the dead rank itself and says so.
     assert any(isinstance(o.error, rc.CollectiveTimeout) and o.error.peer == 1
                for o in (outs[0], outs[2])), [str(o.error) for o in outs]
