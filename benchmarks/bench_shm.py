@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 import ringflow
 from ringflow import collectives as rc
+from ringflow.collectives import select
 
 
 def parse() -> argparse.Namespace:
@@ -25,6 +26,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--sizes-mib", default="1,4,16,64,128", help="comma-separated fp32 sizes")
     p.add_argument("--iters", type=int, default=5, help="timed calls per implementation and size")
     p.add_argument("--no-gloo", action="store_true", help="skip torch.distributed (gloo)")
+    p.add_argument("--algorithm", default="auto", help="ringflow all_reduce algorithm (auto: "
+                   "ringflow's choice, printed per size)")
     return p.parse_args()
 
 
@@ -47,8 +50,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def implementations(mpi, use_gloo: bool) -> dict:
-    impls = {"ringflow-shm": lambda t: rc.all_reduce(t)}
+def implementations(mpi, use_gloo: bool, algorithm: str) -> dict:
+    impls = {"ringflow-shm": lambda t: rc.all_reduce(t, algorithm=algorithm)}
     if use_gloo:
         impls["gloo"] = lambda t: dist.all_reduce(t)
     if mpi is not None:
@@ -77,7 +80,7 @@ def main() -> None:
     dist.init_process_group("gloo")                  # rendezvous + timing reductions (+ baseline)
     comm = ringflow.init(transport="shm")            # uses gloo's store, or MPI under mpirun
     n, rank = comm.size, comm.rank
-    impls = implementations(mpi, not args.no_gloo)
+    impls = implementations(mpi, not args.no_gloo, args.algorithm)
     if rank == 0:
         print(f"# n={n} ranks, fp32 sum, median of {args.iters}; busbw GB/s (time ms)", flush=True)
         print("size_MiB " + " ".join(f"{k:>24}" for k in impls) + "   shm/others", flush=True)
@@ -92,18 +95,19 @@ def main() -> None:
         expect = n * (n + 1) / 2
         assert buf[0].item() == expect and buf[-1].item() == expect, "wrong all-reduce result"
         if rank == 0:
-            report(mib, n, {k: statistics.median(v) for k, v in times.items()})
+            report(mib, n, {k: statistics.median(v) for k, v in times.items()},
+                   select.last.get("all_reduce", "?"))
     ringflow.shutdown()
     dist.destroy_process_group()
 
 
-def report(mib: float, n: int, med: dict) -> None:
+def report(mib: float, n: int, med: dict, algorithm: str) -> None:
     nbytes = mib * (1 << 20)
     bw = {k: 2 * (n - 1) / n * nbytes / t / 1e9 for k, t in med.items()}
     cells = " ".join(f"{bw[k]:>12.2f} ({med[k] * 1e3:8.2f})" for k in med)
     shm = bw["ringflow-shm"]
     ratios = " ".join(f"{shm / bw[k]:.2f}x {k}" for k in med if k != "ringflow-shm")
-    print(f"{mib:8g} {cells}   {ratios}", flush=True)
+    print(f"{mib:8g} {cells}   {ratios}  [{algorithm}]", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ RANKS=${2:-"2 4"}
 OUT=${OUT:-benchmarks/results}
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# a private cache by default, so tuning for the record does not change what "auto" does elsewhere
+export RINGFLOW_CACHE=${RINGFLOW_CACHE:-$OUT/tune-cache}
 export PATH="$(dirname "$PY"):$PATH"
 for tr in $TRANSPORTS; do
   for n in $RANKS; do

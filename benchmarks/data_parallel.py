@@ -10,7 +10,7 @@ launches here; ratios inside one launch are steady). Each mode has its own model
   ringflow_dp  ringflow.parallel.DataParallel (bucketed ring all-reduce overlapped with backward)
   ringflow_zero2  ZeroOptimizer stage 2 (reduce-scatter | step shard | all-gather, in step())
   torch_ddp    torch.nn.parallel.DistributedDataParallel on gloo
-  comm_ring / comm_gloo  the DataParallel buckets all-reduced alone (ringflow ring / gloo)
+  comm_ringflow / comm_gloo  the DataParallel buckets all-reduced alone (ringflow ring / gloo)
 
 hidden = 1 - (step - compute) / comm: the fraction of communication hidden behind backward.
 Rank 0 prints a markdown table of medians; --out appends it to a file.
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import ringflow
 from ringflow import collectives as rc
 from ringflow import parallel as rp
+from ringflow.collectives import select
 from ringflow.models.dit import DiT
 
 
@@ -60,7 +61,7 @@ def build_modes(args, comm) -> dict:
     ddp = torch.nn.parallel.DistributedDataParallel(make_model(args), bucket_cap_mb=args.bucket_mb)
     buffers = [b.flat.data for b in dp.reducer.buckets]
 
-    def comm_ring():
+    def comm_ringflow():
         works = [rc.all_reduce(b, op=rc.ReduceOp.AVG, group=comm, async_op=True) for b in buffers]
         for w in works:
             w.wait()
@@ -74,7 +75,7 @@ def build_modes(args, comm) -> dict:
             "ringflow_dp": trainer(dp, adamw(dp.parameters()), x, t, y),
             "ringflow_zero2": trainer(zero_model, zero, x, t, y),
             "torch_ddp": trainer(ddp, adamw(ddp.parameters()), x, t, y),
-            "comm_ring": comm_ring, "comm_gloo": comm_gloo}
+            "comm_ringflow": comm_ringflow, "comm_gloo": comm_gloo}
 
 
 def timed(fn, comm) -> float:
@@ -89,9 +90,10 @@ def table(args, comm, times: dict, nparams: int) -> str:
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = [f"DiT-{args.preset} ({nparams / 1e6:.1f}M params), {comm.size} ranks, batch {args.batch}"
             f"/rank, {args.image}x{args.image}x4, buckets {args.bucket_mb} MiB, transport "
-            f"{comm.transport.name}; medians of {len(times['compute'])} steps", "",
+            f"{comm.transport.name} (ringflow all_reduce algorithm: {select.last.get('all_reduce')}"
+            f"); medians of {len(times['compute'])} steps", "",
             "| mode | step (ms) | vs torch_ddp | hidden comm |", "|---|---|---|---|"]
-    comm_of = {"ringflow_dp": med.get("comm_ring"), "ringflow_zero2": med.get("comm_ring"),
+    comm_of = {"ringflow_dp": med.get("comm_ringflow"), "ringflow_zero2": med.get("comm_ringflow"),
                "torch_ddp": med.get("comm_gloo")}
     for mode, value in med.items():
         hidden = ""

@@ -15,7 +15,7 @@ start=$(date +%s)
 set -x
 torchrun --standalone --nproc_per_node="$NPROC" -m ringflow.train \
     --model dit --objective rectified_flow --data digits \
-    --steps 1200 --sample-every 300 --ckpt-every 300 --out "$OUT" "$@"
+    --steps 800 --sample-every 200 --ckpt-every 200 --out "$OUT" "$@"
 { set +x; } 2>/dev/null
 echo
 echo "demo finished in $(( $(date +%s) - start )) s on $NPROC processes"

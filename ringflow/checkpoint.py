@@ -162,13 +162,14 @@ def newest_valid(root) -> Path | None:
 
 def find_latest(root, comm) -> Path | None:
     """Collective: rank 0 picks the newest valid checkpoint, every rank gets the same answer."""
-    step = torch.tensor([-1], dtype=torch.int64)
+    step = -1
     if comm.rank == 0:
         found = newest_valid(root)
-        if found is not None:
-            step[0] = int(found.name[len(PREFIX):])
+        step = -1 if found is None else int(found.name[len(PREFIX):])
+    step = torch.tensor([step], dtype=torch.int64, device=comm.device)   # NCCL moves GPU tensors
     rc.broadcast(step, src=0, group=comm)
-    return None if step.item() < 0 else step_dir(root, int(step.item()))
+    step = int(step.item())
+    return None if step < 0 else step_dir(root, step)
 
 
 def read(folder: Path, name: str):

@@ -65,7 +65,8 @@ def sharded_nll(objective, net, x, comm, device, data_name: str, seed: int) -> d
         values = bits_per_dim(logp, x[0].numel(), levels)
     else:
         values = -objective.log_likelihood(net, mine)
-    total = torch.tensor([values.double().sum().item(), float(len(mine))], dtype=torch.float64)
+    total = torch.tensor([values.double().sum().item(), float(len(mine))], dtype=torch.float64,
+                         device=comm.device)
     rc.all_reduce(total, group=comm)
     return {"bits_per_dim" if levels else "nll_nats": total[0].item() / total[1].item()}
 

@@ -24,7 +24,7 @@ from . import collectives as rc
 def reduce_metrics(comm, values: dict[str, float]) -> dict[str, float]:
     """Collective: the mean of each value over ranks (keys in sorted order on every rank)."""
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=comm.device)
     rc.all_reduce(t, op=rc.ReduceOp.AVG, group=comm)
     return dict(zip(keys, t.tolist()))
 

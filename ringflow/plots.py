@@ -66,8 +66,8 @@ def save_loss_curve(metrics_path, path) -> Path | None:
     steps = np.array([r["step"] for r in rows])
     loss = np.array([r["loss"] for r in rows])
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, loss, alpha=0.35, label="loss (mean over ranks)")
     k = max(1, len(loss) // 20)
+    ax.plot(steps, loss, alpha=0.35 if k > 1 else 1.0, label="loss (mean over ranks)")
     if k > 1:
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
         ax.plot(steps[k - 1:], smooth, label=f"moving average of {k}")

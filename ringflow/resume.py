@@ -71,13 +71,14 @@ def _explicit(path: Path, comm) -> Path | None:
     if not path.name.startswith(ckpt.PREFIX):
         root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
         return ckpt.find_latest(root, comm)
-    ok = torch.tensor([1], dtype=torch.int64)
+    ok = 1
     if comm.rank == 0:
         try:
             ckpt.verify(path)
         except ckpt.CheckpointError as e:
             warnings.warn(str(e), stacklevel=2)
-            ok[0] = 0
+            ok = 0
+    ok = torch.tensor([ok], dtype=torch.int64, device=comm.device)
     rc.broadcast(ok, src=0, group=comm)
     return path if ok.item() else None
 

@@ -107,7 +107,8 @@ class Communicator:
     def isend(self, tensor: torch.Tensor, dst: int) -> Work:
         if tensor.numel() == 0:
             return DoneWork()
-        return self._post(lambda: self.transport.isend(tensor, self.ranks[dst], self.tag), dst)
+        return self._post(lambda: self.transport.isend(tensor, self.ranks[dst], self.tag), dst,
+                          receives=False)
 
     def irecv(self, tensor: torch.Tensor, src: int) -> Work:
         if tensor.numel() == 0:
@@ -116,7 +117,7 @@ class Communicator:
 
     def sendrecv(self, send: torch.Tensor, dst: int, recv: torch.Tensor, src: int) -> tuple[Work, Work]:
         """Post a send to ``dst`` and a receive from ``src`` together."""
-        if send.numel() == 0 or recv.numel() == 0:
+        if send.numel() == 0 or recv.numel() == 0 or self._early_send():
             return self.isend(send, dst), self.irecv(recv, src)
         return self._post(lambda: self.transport.sendrecv(send, self.ranks[dst], recv,
                                                           self.ranks[src], self.tag), src)
@@ -132,11 +133,16 @@ class Communicator:
         return self._post(lambda: self.transport.irecv_reduce(out, first, self.ranks[src], self.tag,
                                                               combine), src)
 
-    def _post(self, post: Callable, peer: int):
+    def _early_send(self) -> bool:
+        """RINGFLOW_DEBUG: send now and post the receive after the fingerprint check, so the check
+        overlaps the transfer (not with NCCL, whose send and receive must be posted together)."""
+        return self._owner()._check is not None and getattr(self.transport, "backend", "") != "nccl"
+
+    def _post(self, post: Callable, peer: int, receives: bool = True):
         """Post a send/receive; a transport that finds the peer gone while posting is a failure of
         the running collective too (gloo reports a closed connection here, not in the wait)."""
         owner = self._owner()
-        if owner._check is not None:         # RINGFLOW_DEBUG: no data message before the check
+        if receives and owner._check is not None:   # RINGFLOW_DEBUG: no receive before the check
             owner._verify_check(owner.timeout)
         try:
             return post()

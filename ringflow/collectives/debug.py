@@ -6,9 +6,10 @@ rank raises the same CollectiveMismatch naming the first differing field and
 which ranks hold which value, instead of hanging or mixing bytes.
 
 The exchange is posted when the collective starts and completed before its first
-data message is posted: a receive posted for the wrong size would already be
-fatal (gloo aborts the process when a larger message lands in a smaller buffer).
-So the check costs one small message exchange (one latency) per collective.
+data receive is posted: a receive of the wrong size would already be fatal (gloo
+aborts the process when a larger message lands in a smaller buffer). Sends go out
+at once (the receiver decides what to accept), so the check overlaps the first
+transfer instead of adding a round trip before it.
 
     RINGFLOW_DEBUG=1 torchrun --nproc_per_node=4 train.py
 """

@@ -19,7 +19,6 @@ copy less than receive-then-reduce); ring algorithms use it when present.
 from __future__ import annotations
 
 import atexit
-import collections
 import os
 import threading
 import time
@@ -34,7 +33,6 @@ from .shm_channel import CODES, Inbox, Message, Outbox
 from .shm_ring import HEADER, STATE_CLOSED, fence
 
 _LIVE: "weakref.WeakSet[ShmTransport]" = weakref.WeakSet()
-_GENERATION = collections.Counter()   # per (prefix, rank): re-inits use fresh store keys
 _MAX_SLEEP = 0.02                     # bound on one futex wait (liveness checks, lost wake-ups)
 
 
@@ -72,9 +70,7 @@ class ShmTransport(Transport):
         self._closed = False
         self._pid = os.getpid()             # a forked child must not close the parent's rings
         if exchange is None and size > 1:
-            _GENERATION[prefix, rank] += 1
-            exchange = StoreExchange(store, f"ringflow/shm/{prefix}{_GENERATION[prefix, rank]}",
-                                     rank, size, timeout)
+            exchange = StoreExchange(store, f"ringflow/shm/{prefix}", rank, size, timeout)
         self.own, self.peers, inbound, outbound = map_segments(exchange, rank, size, ring_bytes)
         piece = max(HEADER, ring_bytes // 4)            # publish often enough to overlap copies
         self.inboxes = {s: Inbox(ring, self.peers[s], piece, rank, s)

@@ -9,7 +9,7 @@ default process group's store) or MPI (mpirun: ``MPI.COMM_WORLD``).
 3. barrier; then each rank unlinks its own name. From here on nothing is left in
    /dev/shm even if a rank is killed: the kernel frees the pages with the last map.
 
-    ex = StoreExchange(store, "ringflow/shm/1", r, n, timeout=60)
+    ex = StoreExchange(store, "ringflow/shm", r, n, timeout=60)
     own, peers, inbound, outbound = map_segments(ex, r, n, ring_bytes=8 << 20)
 """
 from __future__ import annotations
@@ -24,11 +24,16 @@ from .shm_ring import Ring, Segment
 
 
 class StoreExchange:
-    """All-gather and barrier over a torch.distributed Store (keys under ``prefix``)."""
+    """All-gather and barrier over a torch.distributed Store (keys under ``prefix``).
+
+    Each rank counts its own handshakes on the store, so the k-th transport built on a
+    store uses fresh keys ``prefix/k/...`` on every rank (re-init, several groups).
+    """
 
     def __init__(self, store, prefix: str, rank: int, size: int, timeout: float):
-        self.store, self.prefix, self.rank, self.size = store, prefix, rank, size
+        self.store, self.rank, self.size = store, rank, size
         self.timeout = datetime.timedelta(seconds=timeout)
+        self.prefix = f"{prefix}/{store.add(f'{prefix}/generation/{rank}', 1)}"
 
     def allgather(self, value: str) -> list[str]:
         self.store.set(f"{self.prefix}/info/{self.rank}", value)

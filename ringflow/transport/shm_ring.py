@@ -11,8 +11,9 @@ the copy returned; a reader loads the counter first and copies after. On x86-64
 (TSO) stores become visible in program order and loads are not reordered with
 older loads, so a reader that sees the new counter sees the bytes (glibc's
 memmove ends its non-temporal path with an sfence). Counters are aligned 8-byte
-ctypes values, read and written with single moves. On weaker CPUs the GIL hand-off
-inside ctypes calls adds barriers in practice, but x86-64 is what we test.
+ctypes values, read and written with single moves. On weakly ordered CPUs (ARM)
+this leans on the barriers of the GIL release around every ctypes call; only
+x86-64 is tested.
 
 Sleeping: each rank owns a 32-bit doorbell (a Linux futex word) and a count of
 its sleeping threads. A waiter reads the doorbell *before* checking its rings,
@@ -25,7 +26,9 @@ word, which needs a StoreLoad fence on both sides. Python has no fence, but a
 threading.Lock acquire/release is a LOCK-prefixed compare-and-swap/add in glibc's
 semaphores, a full fence on x86-64; ``fence()`` uses one. Should a wake-up still
 be lost (another platform), waits are bounded at 20 ms, never a hang. No core is
-burnt while ranks outnumber cores.
+burnt while ranks outnumber cores. A receiver that frees space wakes the sender
+only if the sender raised the ring's ``want`` flag (it is blocked on a full ring),
+by the same store-fence-load handshake.
 
     seg = Segment.create(path, Segment.bytes_for(peers=3, ring_bytes=8 << 20))
     ring = Ring(seg, index=0, ring_bytes=8 << 20)
@@ -226,7 +229,7 @@ def _probe_futex() -> bool:
     if _SYS_FUTEX is None:
         return False
     word = ctypes.c_uint32(0)
-    ok = _libc.syscall(_SYS_FUTEX, ctypes.byref(word), _FUTEX_WAKE_OP | 0, 1, None,
+    ok = _libc.syscall(_SYS_FUTEX, ctypes.byref(word), _FUTEX_WAKE_OP, 1, None,
                        ctypes.byref(word), _WAKE_ADD_ONE)
     return ok >= 0 and word.value == 1
 

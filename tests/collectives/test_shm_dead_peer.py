@@ -62,7 +62,7 @@ def test_survivors_fail_fast_when_a_rank_dies(tmp_path):
     assert outcomes[2][0] == "ready", outcomes
     for rank, (kind, _, text) in enumerate(outcomes[:2]):
         assert kind == "error", f"rank {rank}: {kind}: {text}"
-        assert float(text.split("s ")[0]) < 5, f"rank {rank} took too long to notice: {text}"
+        assert float(text.split("s ")[0]) < 10, f"rank {rank} took too long to notice: {text}"
     # Rank 0 waits on the dead rank 2 and sees its pid gone; rank 1 then sees rank 0 leave.
     assert "peer rank 2" in outcomes[0][2] and "exited" in outcomes[0][2], outcomes[0]
     assert "closed" in outcomes[1][2] or "exited" in outcomes[1][2], outcomes[1]

@@ -138,7 +138,8 @@ def test_queued_async_collectives_fail_fast_after_a_failure():
         return errors
     outs = run_world(3, body, timeout=T)
     for o in (outs[0], outs[2]):
-        assert len(o.value) == 10 and o.seconds < T + SLACK, (o.seconds, o.value[:2])
+        # (#0 may still complete: the victim posted its sends before vanishing)
+        assert len(o.value) >= 9 and o.seconds < T + SLACK, (o.seconds, o.value[:2])
         assert "not started: an earlier collective failed" in o.value[-1]
 
 

@@ -83,8 +83,8 @@ def inject(comm, fault: Fault | None):
 
 
 def _kill_inside(comm, fault: Fault) -> None:
-    """SIGKILL this process ``fault.seconds`` after collective ``fault.seq`` starts running."""
-    while comm.current is None or comm.current.seq != fault.seq:
+    """SIGKILL this process ``fault.seconds`` after collective ``fault.seq`` is issued."""
+    while comm.seq <= fault.seq:      # collective #seq has been issued (a fast one may be over)
         time.sleep(0.0005)
     time.sleep(fault.seconds)
     os.kill(os.getpid(), signal.SIGKILL)
