@@ -4,8 +4,8 @@
     mpirun -np 2 python benchmarks/bench_debug_overhead.py --size 1MiB
 
 Both modes run in the same launch, alternating in blocks (absolute figures drift 2-3x
-between launches here, ratios inside one launch do not); rank 0 prints medians per block
-and the overhead ratio of the medians.
+between launches here, ratios inside one launch do not). Rank 0 prints one markdown row:
+transport | ranks | size | algorithm | wall ms off | on | overhead | CPU us off | on | overhead.
 """
 from __future__ import annotations
 
@@ -28,15 +28,19 @@ def parse_size(text: str) -> int:
     return int(low)
 
 
-def block(comm, x: torch.Tensor, algorithm: str, iters: int) -> float:
-    """Median seconds per all-reduce over ``iters`` calls (a barrier first lines ranks up)."""
+def block(comm, x: torch.Tensor, algorithm: str, iters: int) -> tuple[float, float]:
+    """(median wall seconds, mean CPU seconds) per all-reduce over ``iters`` calls.
+
+    CPU time (this process, all threads) leaves out waiting for the scheduler, which on an
+    oversubscribed machine swamps the wall time of a latency-bound step.
+    """
     rc.barrier()
-    times = []
+    times, cpu0 = [], time.process_time()
     for _ in range(iters):
         t0 = time.perf_counter()
         rc.all_reduce(x, algorithm=algorithm)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), (time.process_time() - cpu0) / iters
 
 
 def main() -> None:
@@ -55,9 +59,12 @@ def main() -> None:
         result[comm.debug].append(block(comm, x, a.algorithm, a.iters))
     comm.debug = False
     if comm.rank == 0:
-        off, on = statistics.median(result[False]), statistics.median(result[True])
+        off, on = (statistics.median(w for w, _ in result[k]) for k in (False, True))
+        c_off, c_on = (statistics.median(c for _, c in result[k]) for k in (False, True))
         print(f"| {comm.transport.name} | {comm.size} | {a.size} | {a.algorithm} | "
-              f"{off * 1e3:.3f} | {on * 1e3:.3f} | {100 * (on / off - 1):+.1f} % |", flush=True)
+              f"{off * 1e3:.3f} | {on * 1e3:.3f} | {100 * (on / off - 1):+.1f} % | "
+              f"{c_off * 1e6:.0f} | {c_on * 1e6:.0f} | {100 * (c_on / c_off - 1):+.1f} % |",
+              flush=True)
     ringflow.shutdown()
 
 

@@ -114,8 +114,9 @@ def run_8gaussians(args):
 
 
 def digits_network(num_classes=10):
+    """A small DiT for 8x8 digits: 2x2 patches -> 16 tokens of width 64, 4 blocks, 4 heads."""
     return build_network("dit", in_channels=1, image_size=8, num_classes=num_classes,
-                         patch_size=2, hidden_size=128, depth=6, num_heads=4)
+                         patch_size=2, hidden_size=64, depth=4, num_heads=4)
 
 
 def run_digits(args):
@@ -124,17 +125,17 @@ def run_digits(args):
     train_idx, held = order[:1617], order[1617:]                     # 180 held out for bits/dim
     clf = train_classifier(x, y)
     report(task="digits", classifier_heldout_accuracy=round(clf.val_accuracy.item(), 4))
-    labels = torch.arange(10).repeat(100)                            # 1000 samples, 100 per class
+    labels = torch.arange(10).repeat(args.samples // 10)             # balanced classes
     objectives = {"rf-logit-normal": build_objective("rectified_flow"),
                   "ddpm-eps-linear": build_objective("ddpm", clip_denoised=1.0)}
     table, nets = {}, {}
     for name, obj in objectives.items():
         torch.manual_seed(0)
         nets[name] = train(digits_network(), obj, x[train_idx], y[train_idx],
-                           steps=args.steps, batch=128, lr=3e-4)
+                           steps=args.steps, batch=64, lr=1e-3)
         for steps in (10, 25, 50):
             kw = dict(sampler="ddim") if name.startswith("ddpm") else {}
-            samples = obj.sample(nets[name], (1000, 1, 8, 8), steps=steps, y=labels,
+            samples = obj.sample(nets[name], (len(labels), 1, 8, 8), steps=steps, y=labels,
                                  generator=torch.Generator().manual_seed(1), **kw).clamp(-1, 1)
             m = image_metrics(clf, samples, x, sample_labels=labels)
             table[(name, steps)] = m
@@ -142,7 +143,7 @@ def run_digits(args):
                    **{k: round(v, 4) for k, v in m.items()})
     rf = objectives["rf-logit-normal"]
     for scale in (2.0, 3.0):
-        samples = rf.sample(nets["rf-logit-normal"], (1000, 1, 8, 8), steps=50, y=labels,
+        samples = rf.sample(nets["rf-logit-normal"], (len(labels), 1, 8, 8), steps=50, y=labels,
                             cfg_scale=scale, generator=torch.Generator().manual_seed(1))
         m = image_metrics(clf, samples.clamp(-1, 1), x, sample_labels=labels)
         report(task="digits", objective="rf-logit-normal", sampling_steps=50, cfg_scale=scale,
@@ -169,15 +170,15 @@ def plot_sd3_table(table):
 
 
 def bits_per_dim_digits(args, x, train_idx, held, objectives, nets):
-    """NICE, RealNVP, RF and DDPM in the same bits/dim on 180 held-out dequantized digits."""
+    """NICE, RealNVP, RF and DDPM in the same bits/dim on held-out dequantized digits."""
     g = torch.Generator().manual_seed(5)
-    test = dequantize(x[held], LEVELS["digits"], g)
+    test = dequantize(x[held[:args.nll_images]], LEVELS["digits"], g)
     for name in ("nice", "realnvp"):
         torch.manual_seed(0)
         flow = build_network(name, in_channels=1, image_size=8, hidden=256,
                              num_layers=6 if name == "realnvp" else 4)
         ema = train(flow, build_objective(name, levels=LEVELS["digits"]), x[train_idx],
-                    steps=args.steps, batch=128, lr=1e-3)
+                    steps=args.steps, batch=64, lr=1e-3)
         with torch.no_grad():
             bpd = bits_per_dim(ema.log_prob(test), 64, LEVELS["digits"]).mean().item()
         report(task="digits", objective=name, heldout_bits_per_dim=round(bpd, 4))
@@ -192,15 +193,18 @@ def bits_per_dim_digits(args, x, train_idx, held, objectives, nets):
 TASKS = {  # name: (function, default training steps)
     "rf-moons": (run_rf_moons, 5000), "ddpm-moons": (run_ddpm_moons, 5000),
     "realnvp-moons": (run_realnvp_moons, 5000), "8gaussians": (run_8gaussians, 3000),
-    "digits": (run_digits, 4000)}
+    "digits": (run_digits, 2000)}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
-    parser.add_argument("--ode-steps", type=int, default=40, help="RK4 steps for ODE NLL")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ode-steps", type=int, default=20, help="RK4 steps for ODE NLL")
+    parser.add_argument("--samples", type=int, default=500, help="digits samples per setting")
+    parser.add_argument("--nll-images", type=int, default=100, help="held-out digits for NLL")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; 1 avoids oversubscription on shared cores")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run, default_steps = TASKS[args.task]

@@ -22,6 +22,9 @@ from ringflow.transport.torch_dist import init_process_group
 DTYPES = (torch.float32, torch.bfloat16, torch.int64)
 OPS = ("sum", "max", "min", "product", "avg")
 NUMEL = 1003                 # not divisible by 2, 3 or 4 ranks
+# torch 2.13 renamed the tensor forms (*_single); older releases only have the old names
+TORCH_REDUCE_SCATTER = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+TORCH_ALL_GATHER = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 def values(rank: int, numel: int, dtype: torch.dtype, op: str) -> torch.Tensor:
@@ -48,12 +51,12 @@ def cases(rank: int, size: int):
         out_a, out_b = torch.empty(NUMEL, dtype=dtype), torch.empty(NUMEL, dtype=dtype)
         yield (f"reduce_scatter_tensor sum {name} x{NUMEL * size}", out_a, out_b,
                lambda o=out_a, i=x: rc.reduce_scatter_tensor(o, i),
-               lambda o=out_b, i=x: dist.reduce_scatter_tensor(o, i))
+               lambda o=out_b, i=x: TORCH_REDUCE_SCATTER(o, i))
         x = values(rank, NUMEL, dtype, "sum")
         out_a, out_b = torch.empty(NUMEL * size, dtype=dtype), torch.empty(NUMEL * size, dtype=dtype)
         yield (f"all_gather_into_tensor {name} x{NUMEL}", out_a, out_b,
                lambda o=out_a, i=x: rc.all_gather_into_tensor(o, i),
-               lambda o=out_b, i=x: dist.all_gather_into_tensor(o, i))
+               lambda o=out_b, i=x: TORCH_ALL_GATHER(o, i))
         root = size - 1
         a, b = x.clone(), x.clone()
         yield (f"broadcast from {root} {name} x{NUMEL}", a, b,

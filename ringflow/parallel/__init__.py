@@ -21,10 +21,13 @@ The user keeps their loop and changes a line or two:
     broadcast_optimizer_state(opt, root_rank=0)
 
     idx = shard_indices(len(ds), comm.rank, comm.size, epoch=e, seed=0)   # or DistributedSampler
+    for batch in even_batches(loader, group=comm): ...    # uneven inputs: all stop together
+    if all_finite(grads, group=comm): opt.step()           # a NaN anywhere: every rank skips
 
 ``NaiveDataParallel`` (one blocking all-reduce per gradient) is the oracle the tests compare with.
 """
 from .data_parallel import DataParallel
+from .guards import all_finite, even_batches
 from .hooks import (DistributedOptimizer, broadcast_optimizer_state, broadcast_parameters,
                     ring_allreduce_hook)
 from .naive import NaiveDataParallel
@@ -36,4 +39,4 @@ from .zero import ZeroOptimizer
 __all__ = ["DataParallel", "ZeroOptimizer", "ring_allreduce_hook", "DistributedOptimizer",
            "broadcast_parameters", "broadcast_optimizer_state", "shard_indices",
            "DistributedSampler", "NaiveDataParallel", "UnusedParametersError",
-           "broadcast_coalesced", "broadcast_object"]
+           "broadcast_coalesced", "broadcast_object", "all_finite", "even_batches"]

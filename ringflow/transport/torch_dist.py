@@ -85,9 +85,20 @@ def _mpi_bootstrap_store(launch, timeout: datetime.timedelta) -> dist.Store:
     return store
 
 
+def _attempt_store(launch, timeout: datetime.timedelta) -> dist.Store:
+    """torchrun's agent serves one store across restarts (--max-restarts): a prefix per attempt
+    keeps a restarted group from reading the dead group's addresses (gloo then hangs)."""
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                           launch.size, False, timeout=timeout)
+    return dist.PrefixStore(f"ringflow/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}",
+                            client)
+
+
 def _store_for(launch, timeout: datetime.timedelta) -> dict:
     """init_process_group keyword arguments that say how ranks find each other."""
     if "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ:
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            return {"store": _attempt_store(launch, timeout)}
         return {"init_method": "env://"}
     if launch.size == 1:
         return {"store": dist.HashStore()}

@@ -10,6 +10,7 @@ from ringflow import collectives as rc
 from ringflow import runtime
 from ringflow.transport.backoff import wait_until
 from ringflow.transport.base import PeerTimeout
+from tests.launchers import run_cmd
 
 LAUNCHERS = {
     "torchrun": ({"RANK": "2", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2",
@@ -47,7 +48,7 @@ def test_transport_choice():
         runtime._pick_transport(env("none"), "carrier-pigeon")
 
 
-@pytest.mark.parametrize("transport", ["local", "torch", "mpi"])
+@pytest.mark.parametrize("transport", ["local", "torch"])
 def test_init_world_of_one_is_idempotent_and_shuts_down(transport, monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID",
                 "MASTER_ADDR", "MASTER_PORT"):
@@ -64,6 +65,25 @@ def test_init_world_of_one_is_idempotent_and_shuts_down(transport, monkeypatch):
     assert not ringflow.is_initialized()
     if transport == "torch":
         assert not torch.distributed.is_initialized()   # the process group was destroyed
+
+
+MPI_WORLD_OF_ONE = """
+import ringflow, torch
+from ringflow import collectives as rc
+comm = ringflow.init(transport="mpi", timeout=20)
+assert ringflow.init() is comm and comm.size == 1 and comm.transport.name == "mpi"
+t = torch.arange(5.0); rc.all_reduce(t, algorithm="native"); rc.all_reduce(t)
+assert torch.equal(t, torch.arange(5.0)), t
+ringflow.shutdown(); ringflow.shutdown()
+print("MPI WORLD OF ONE OK")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_mpi_world_of_one_in_a_fresh_process():
+    """A singleton MPI (plain python, no mpirun); own process, so pytest never initialises MPI."""
+    _, out = run_cmd([sys.executable, "-c", MPI_WORLD_OF_ONE], timeout=50)
+    assert "MPI WORLD OF ONE OK" in out, out
 
 
 def test_missing_mpi4py_says_how_to_install(monkeypatch):

@@ -35,7 +35,12 @@ def _child(rank: int, nproc: int, port: int, args: list[str], env: dict, log: st
         sys.stderr = open(2, "w", buffering=1, closefd=False)
         os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(rank),
                            "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1",
-                           "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", **env})
+                           "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
+        for name, value in env.items():               # None: leave the variable unset
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         import torch
         torch.set_num_threads(1)                      # never touch the parent's thread pool
         os.chdir(ROOT)
@@ -56,7 +61,8 @@ def launch_bare(nproc: int, args: list[str], env: dict | None = None,
                 timeout: float = 90) -> list[tuple[int, str]]:
     """Run script ``args[0]`` (argv ``args``) as ranks 0..nproc-1 of one torch world.
 
-    Returns [(exit code, or -signal if killed; output)] per rank. A rank still running after
+    ``env`` adds variables (None unsets one). Returns [(exit code, or -signal if killed; output)]
+    per rank. A rank still running after
     ``timeout`` is a hang: every rank is killed and the test fails with their output.
     """
     port, pids, logs = free_port(), [], []

@@ -5,13 +5,12 @@ One torchrun run of 6 steps is the reference; the other runs must reproduce its 
 for bit (same world size, per-rank seeds, sampler position and RNG states restored).
 """
 import json
-import sys
 
 import pytest
 import torch
 
 from ringflow import checkpoint as ckpt
-from tests.launchers import free_port, run_cmd, run_mpirun, run_torchrun
+from tests.launchers import run_mpirun, run_torchrun
 
 TINY = ("--preset", "tiny", "--steps", "6")
 
@@ -68,11 +67,9 @@ def test_mpirun_then_torchrun_resume_is_bitwise(reference, tmp_path):
 @pytest.mark.timeout(400)
 def test_killed_rank_restarts_and_resumes_without_lost_or_repeated_steps(reference, tmp_path):
     # rank 1 dies abruptly in step 5 (after the checkpoint of step 3 and the log line of step 4)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
-           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}",
-           "tests/workers/train_crash.py", *TINY, "--out", str(tmp_path)]
-    _, log = run_cmd(cmd, timeout=300, env={"CRASH_AT": "5"})
-    assert "exitcode: 17" in log or "(exitcode: 17)" in log
+    _, log = run_torchrun(2, "tests/workers/train_crash.py", *TINY, "--out", str(tmp_path),
+                          timeout=300, env={"CRASH_AT": "5"}, extra=("--max-restarts=1",))
+    assert "(exitcode: 17)" in log
     assert "resumed from" in log and "step-00000003" in log
     _assert_same_weights(reference[0], tmp_path)
     assert _steps_logged(tmp_path) == [2, 4, 6]      # step 4's line from the dead attempt dropped
