@@ -109,6 +109,7 @@ def run_8gaussians(args):
     centres = 2 * torch.stack([angles.cos(), angles.sin()], 1)
     cov = mode_coverage(samples, centres, radius=3 * 0.15)
     report(task="8gaussians", objective="rectified_flow", sampler="euler-50",
+           train_steps=args.steps,
            mode_percent=[round(100 * f, 2) for f in cov["fractions"].tolist()],
            within_3_std_percent=round(100 * cov["in_radius"], 2))
 
@@ -192,8 +193,8 @@ def bits_per_dim_digits(args, x, train_idx, held, objectives, nets):
 
 TASKS = {  # name: (function, default training steps)
     "rf-moons": (run_rf_moons, 5000), "ddpm-moons": (run_ddpm_moons, 5000),
-    "realnvp-moons": (run_realnvp_moons, 5000), "8gaussians": (run_8gaussians, 3000),
-    "digits": (run_digits, 2000)}
+    "realnvp-moons": (run_realnvp_moons, 3000), "8gaussians": (run_8gaussians, 2000),
+    "digits": (run_digits, 1000)}
 
 
 def main():

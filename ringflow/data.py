@@ -145,7 +145,8 @@ def _default_range(array, source):
     for rng in ((0.0, 1.0), (-1.0, 1.0)):
         if rng[0] <= lo and hi <= rng[1]:
             return rng
-    raise ValueError(f"{source!r}: float values span [{lo:.3g}, {hi:.3g}]; pass value_range=(lo, hi)")
+    raise ValueError(f"{source!r}: float values span [{lo:.3g}, {hi:.3g}]; "
+                     "pass value_range=(lo, hi)")
 
 
 def _to_points(array, source):

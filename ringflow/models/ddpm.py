@@ -142,7 +142,8 @@ class DDPM:
     def time_of_log_abar(self, log_abar):
         """Continuous time t in [0, 1] where the interpolated log alpha_bar equals ``log_abar``."""
         grid = -self.log_abar                                       # increasing in k
-        k = torch.searchsorted(grid, torch.tensor([-log_abar], dtype=torch.float64)).clamp(1, self.T)
+        target = torch.tensor([-log_abar], dtype=torch.float64)
+        k = torch.searchsorted(grid, target).clamp(1, self.T)
         lo, hi = grid[k - 1], grid[k]
         frac = ((-log_abar - lo) / (hi - lo)).clamp(0, 1)
         return ((k - 1 + frac) / self.T).item()

@@ -11,7 +11,6 @@ Size presets (hidden, depth, heads) in ``DIT_PRESETS``: "T" (tiny, for CPU), "S"
     net = DiT(in_channels=1, image_size=8, patch_size=2, preset="T", num_classes=10)
     out = net(torch.randn(4, 1, 8, 8), torch.rand(4), torch.tensor([0, 1, 2, -1]))
 """
-import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -108,7 +107,8 @@ class Patchify(nn.Module):
     def __init__(self, in_channels, image_size, patch_size, dim):
         super().__init__()
         if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} must be divisible by patch_size {patch_size}")
+            raise ValueError(f"image_size {image_size} must be divisible by "
+                             f"patch_size {patch_size}")
         self.c, self.p, self.grid = in_channels, patch_size, image_size // patch_size
         self.proj = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
         self.register_buffer("pos", sincos_pos_embed_2d(dim, self.grid, self.grid)[None],

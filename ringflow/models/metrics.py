@@ -59,7 +59,8 @@ def mode_coverage(samples, centres, radius):
     dist = torch.cdist(samples.double(), centres.double())        # (N, K)
     nearest = dist.argmin(1)
     fractions = torch.bincount(nearest, minlength=len(centres)).double() / len(samples)
-    return {"fractions": fractions, "in_radius": (dist.min(1).values <= radius).double().mean().item()}
+    in_radius = (dist.min(1).values <= radius).double().mean().item()
+    return {"fractions": fractions, "in_radius": in_radius}
 
 
 class SmallClassifier(nn.Module):

@@ -69,7 +69,8 @@ class JointBlock(nn.Module):
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0):
         super().__init__()
-        self.img, self.ctx = StreamHalf(dim, num_heads, mlp_ratio), StreamHalf(dim, num_heads, mlp_ratio)
+        self.img = StreamHalf(dim, num_heads, mlp_ratio)               # image-token weights
+        self.ctx = StreamHalf(dim, num_heads, mlp_ratio)               # context-token weights
 
     def forward(self, x, ctx, c):
         qi, ki, vi, mod_i = self.img.qkv_heads(x, c)

@@ -29,7 +29,7 @@ def shift_time(t, shift):
 
 
 def resolution_shift(num_pixels, base_pixels=256 * 256):
-    """Shift factor sqrt(m / n) for m = target and n = base resolution in pixels (SD3 sec. 5.3.2)."""
+    """Shift factor sqrt(m / n), m = target and n = base resolution in pixels (SD3 sec. 5.3.2)."""
     return math.sqrt(num_pixels / base_pixels)
 
 

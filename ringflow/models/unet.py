@@ -134,7 +134,8 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(Upsample(ch, upsample))
                 res *= 2
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels, 3, padding=1))
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(),
+                                 nn.Conv2d(ch, in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 

@@ -90,9 +90,10 @@ class MpiTransport(Transport):
         MPI = load_mpi()
         world = MPI.COMM_WORLD
         if launch.launcher != "none" and world.Get_size() != launch.size:
-            raise RuntimeError(f"MPI sees a world of {world.Get_size()} ranks but {launch.launcher} "
-                               f"announced {launch.size}; launch with mpirun/srun --mpi=pmix, or "
-                               "use RINGFLOW_TRANSPORT=torch under torchrun")
+            raise RuntimeError(f"MPI sees a world of {world.Get_size()} ranks but "
+                               f"{launch.launcher} announced {launch.size}; launch with mpirun "
+                               "(or srun --mpi=pmix), or use RINGFLOW_TRANSPORT=torch under "
+                               "torchrun")
         device = torch.device(device)
         if device.type == "cuda" and not cuda_aware():
             device = torch.device("cpu")   # internal buffers stay on the host; see check_tensor
@@ -104,12 +105,13 @@ class MpiTransport(Transport):
         if tensor.device.type == "cuda" and not self.gpu:
             raise ValueError(f"the mpi transport got a tensor on {tensor.device}, but this MPI "
                              "build is not CUDA-aware; move it to cpu, use a CUDA-aware MPI "
-                             "(RINGFLOW_MPI_CUDA_AWARE=1 to assert it), or RINGFLOW_TRANSPORT=torch")
+                             "(RINGFLOW_MPI_CUDA_AWARE=1 to assert it), or "
+                             "RINGFLOW_TRANSPORT=torch")
         if tensor.device.type not in ("cpu", "cuda"):
             raise ValueError(f"the mpi transport moves cpu (or CUDA) tensors, got {tensor.device}")
 
     def _bytes(self, tensor: torch.Tensor):
-        """A zero-copy uint8 view MPI can read or write (numpy on cpu, CUDA array interface on gpu)."""
+        """A zero-copy uint8 view for MPI (numpy on cpu, the CUDA array interface on gpu)."""
         self.check_tensor(tensor)
         flat = tensor.detach().reshape(-1).view(torch.uint8)
         if flat.is_cuda:

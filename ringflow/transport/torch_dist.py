@@ -22,7 +22,8 @@ from .backoff import wait_until
 from .base import PeerTimeout, Transport, TransportError, Work, require_contiguous
 
 
-# torch 2.13 renamed the tensor forms (*_single) and deprecated the old names; older torch lacks the new.
+# torch 2.13 renamed the tensor forms (*_single) and deprecated the old names; older torch has
+# only the old ones.
 _REDUCE_SCATTER = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 _ALL_GATHER = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
@@ -63,7 +64,7 @@ class _TorchWork(Work):
 
 
 def _mpi_bootstrap_store(launch, timeout: datetime.timedelta) -> dist.Store:
-    """Under mpirun without MASTER_ADDR/PORT: rank 0 opens a TCPStore, MPI tells the others where."""
+    """Under mpirun without MASTER_ADDR/PORT: rank 0 opens a TCPStore; MPI says where it is."""
     try:
         from mpi4py import MPI
     except ImportError:
@@ -145,7 +146,7 @@ class TorchTransport(Transport):
         self.device = torch.device(device)
         self.owns_group = owns_group
         self.poll = self.backend == "nccl"
-        # gloo/TCP: slicing a segment only adds per-call overhead (MACHINE-FACTS); NCCL pipelines itself.
+        # gloo/TCP: slicing only adds per-call overhead (MACHINE-FACTS); NCCL pipelines itself.
         self.slice_bytes = None
         self.name = f"torch/{self.backend}"
 

@@ -37,7 +37,8 @@ class GaussianVelocity(_AffineOracle):
 
 
 class GaussianEps(_AffineOracle):
-    """Exact DDPM noise prediction E[eps | x_t] = sqrt(1-a) C^-1 (x - sqrt(a) mu), C = a S + (1-a) I.
+    """Exact DDPM noise prediction E[eps | x_t] = sqrt(1-a) C^-1 (x - sqrt(a) mu),
+    with C = a S + (1-a) I.
 
     alpha_bar a(t) is the objective's continuous schedule (log-linear between grid points).
     """

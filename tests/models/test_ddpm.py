@@ -51,7 +51,7 @@ def test_eta_one_full_step_is_ho_et_al_ancestral_step():
     x, eps, z = torch.randn(3, 8, dtype=torch.float64).unbind(0)
     for i in (999, 500, 1):
         beta = ddpm.betas[i].item()
-        a, a_prev = ddpm.alpha_bar(torch.tensor(i)).item(), ddpm.alpha_bar(torch.tensor(i - 1)).item()
+        a, a_prev = (ddpm.alpha_bar(torch.tensor(k)).item() for k in (i, i - 1))
         var = (1 - a_prev) / (1 - a) * beta                          # beta tilde, eq. 7
         expected = (x - beta / math.sqrt(1 - a) * eps) / math.sqrt(1 - beta) + math.sqrt(var) * z
         assert torch.allclose(ddpm.ddim_step(x, eps, i, i - 1, 1.0, z), expected, atol=1e-10)

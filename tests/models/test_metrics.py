@@ -23,8 +23,8 @@ def test_sliced_wasserstein_small_for_same_law_large_for_shift():
 
 def test_mode_coverage():
     centres = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
-    samples = torch.cat([centres[0] + 0.1 * torch.randn(60, 2), centres[1] + 0.1 * torch.randn(40, 2),
-                         torch.tensor([[2.5, 2.5]])])
+    samples = torch.cat([centres[0] + 0.1 * torch.randn(60, 2),
+                         centres[1] + 0.1 * torch.randn(40, 2), torch.tensor([[2.5, 2.5]])])
     cov = mode_coverage(samples, centres, radius=1.0)
     assert torch.allclose(cov["fractions"], torch.tensor([60, 40, 1]).double() / 101, atol=0.011)
     assert abs(cov["in_radius"] - 100 / 101) < 1e-9
