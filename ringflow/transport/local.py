@@ -103,10 +103,3 @@ class LocalTransport(Transport):
         with self.hub.cond:
             self.hub.failed[self.rank] = why
             self.hub.cond.notify_all()
-
-
-def __getattr__(name):  # TEMP-MOVED: remove before release
-    if name == "run_ranks":
-        raise ImportError("run_ranks moved to ringflow.collectives.threads (transport must not "
-                          "import collectives): from ringflow.collectives.threads import run_ranks")
-    raise AttributeError(name)
