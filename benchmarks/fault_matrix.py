@@ -35,7 +35,7 @@ FAULTS = {   # name: (what, where, contract, function)
     "mismatch_debug": ("mismatched call, RINGFLOW_DEBUG=1", "local threads",
                        "every rank names field+ranks", local.mismatch_local),
     "mismatch_plain": ("mismatched call, no debug", "local threads", "no hang past timeout",
-                       lambda rng: mismatch_local(rng, debug=False)),
+                       lambda rng: local.mismatch_local(rng, debug=False)),
     "nonfinite": ("NaN/Inf on one rank", "local threads", "all skip the same step",
                   local.nonfinite_local),
     "uneven": ("uneven batches per rank", "local threads", "all stop together", local.uneven_local),

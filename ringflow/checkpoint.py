@@ -48,7 +48,7 @@ def step_dir(root: Path, step: int) -> Path:
 
 
 def encode(name: str, value) -> bytes:
-    """Bytes of one checkpoint file: tensor dicts as safetensors, dicts as JSON, others torch.save."""
+    """A checkpoint file's bytes: tensor dicts as safetensors, .json as JSON, else torch.save."""
     if name.endswith(".safetensors"):
         # clone: safetensors refuses tensors that share storage (views, tied weights)
         return st_save({k: v.detach().to("cpu", copy=True).contiguous() for k, v in value.items()})

@@ -2,10 +2,10 @@
 
 Precedence, lowest first: the dataclass defaults (a known-good recipe: a small class-conditional
 DiT with rectified flow on digits), ``--preset NAME``, ``--config file.json|yaml``, then flags.
-``validate`` rejects bad combinations before any process group starts.
+``config_checks.validate`` rejects bad combinations before any process group starts.
 
     cfg = config.parse(["--preset", "digits-dit", "--steps", "100", "--out", "runs/x"])
-    config.validate(cfg, world_size=2)            # raises ConfigError with the fix
+    config.save(cfg, "runs/x/config.json")        # --config reads it back
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _f(default, help: str, choices=None):
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a training run needs; defaults are the digits DiT recipe (2 CPU ranks, minutes)."""
+    """Everything a training run needs; defaults: the digits DiT recipe (2 CPU ranks, minutes)."""
     # ---- what to train
     model: str = _f("dit", "network name in ringflow.models.NETWORKS")
     model_kwargs: dict = _f({}, "network arguments (JSON), replacing the preset's; {} = the "
@@ -59,8 +59,8 @@ class TrainConfig:
     parallel: str = _f("ddp", "how gradients meet: ringflow DataParallel, ZeRO-1/2, or torch "
                        "DDP with ringflow's ring as its comm hook",
                        ["ddp", "zero1", "zero2", "torch-ddp-hook"])
-    algorithm: str = _f("auto", "collective algorithm (auto picks per size)",
-                        ["auto", "ring", "naive", "tree", "hierarchical"])
+    algorithm: str = _f("auto", "collective algorithm: auto (per collective and size), a name "
+                        "forced wherever it applies (ring, ...), or all_reduce=ring,broadcast=tree")
     transport: str = _f("auto", "point-to-point transport (auto: torch under torchrun, mpi "
                         "under mpirun)", ["auto", "torch", "mpi", "shm"])
     compress: str = _f("none", "gradient compression on the wire", ["none", "bf16"])
@@ -196,109 +196,3 @@ def save(cfg: TrainConfig, path) -> None:
 
 def from_dict(data: dict) -> TrainConfig:
     return apply(TrainConfig(), data, "saved config")
-
-
-FLOW_OBJECTIVES = ("nice", "realnvp")        # maximum likelihood: the network is the flow itself
-VECTOR_NETWORKS = ("mlp", "nice", "realnvp")  # networks that also take (N, D) vectors
-
-
-def validate(cfg: TrainConfig, world_size: int, launcher: str = "none",
-             data_shape: tuple | None = None) -> None:
-    """Raise ConfigError for a configuration that cannot run; called before any process group."""
-    from .models import NETWORKS, OBJECTIVES
-    if cfg.model not in NETWORKS:
-        raise ConfigError(f"--model {cfg.model!r} is unknown; choose one of {sorted(NETWORKS)}")
-    if cfg.objective not in OBJECTIVES:
-        raise ConfigError(f"--objective {cfg.objective!r} is unknown; choose one of "
-                          f"{sorted(OBJECTIVES)}")
-    from .data import DATASETS
-    if cfg.data not in DATASETS and not Path(cfg.data).exists():
-        raise ConfigError(f"--data {cfg.data!r} is neither a built-in dataset {list(DATASETS)} "
-                          "nor an existing .npy file or image folder")
-    _check_pairing(cfg)
-    _check_numbers(cfg)
-    _check_batch(cfg, world_size)
-    _check_launch(cfg, world_size, launcher)
-    if data_shape is not None:
-        _check_data_shape(cfg, data_shape)
-
-
-def check_out_folder(cfg: TrainConfig) -> None:
-    """--resume against what --out holds (read-only; every rank sees the same folder)."""
-    ckpts = Path(cfg.out) / "checkpoints"
-    has = ckpts.is_dir() and any(p.name.startswith("step-") for p in ckpts.iterdir())
-    if cfg.resume == "never" and has:
-        raise ConfigError(f"--out {cfg.out} already holds checkpoints and --resume is 'never'; "
-                          "choose a new --out, delete the folder, or resume (--resume auto)")
-    if cfg.resume == "must" and not has:
-        raise ConfigError(f"--resume: --out {cfg.out} holds no checkpoints to resume from")
-    if cfg.resume not in ("auto", "must", "never") and not Path(cfg.resume).exists():
-        raise ConfigError(f"--resume {cfg.resume}: no such checkpoint folder")
-
-
-def _check_pairing(cfg: TrainConfig) -> None:
-    if cfg.objective in FLOW_OBJECTIVES and cfg.model != cfg.objective:
-        raise ConfigError(f"--objective {cfg.objective} is a normalizing flow's exact likelihood:"
-                          f" it trains the flow network of the same name (--model "
-                          f"{cfg.objective}), not {cfg.model!r}. For --model {cfg.model} use "
-                          "--objective rectified_flow or ddpm")
-    if cfg.model in FLOW_OBJECTIVES and cfg.objective != cfg.model:
-        raise ConfigError(f"--model {cfg.model} is a normalizing flow; train it with --objective "
-                          f"{cfg.model} (maximum likelihood), not {cfg.objective!r}")
-
-
-def _check_numbers(cfg: TrainConfig) -> None:
-    rules = [("steps", cfg.steps >= 1, "at least 1"), ("lr", cfg.lr > 0, "positive"),
-             ("grad_accum", cfg.grad_accum >= 1, "at least 1"),
-             ("warmup_steps", cfg.warmup_steps >= 0, "0 or more"),
-             ("grad_clip", cfg.grad_clip >= 0, "0 (off) or positive"),
-             ("ema_decay", 0 <= cfg.ema_decay < 1, "in [0, 1)"),
-             ("label_dropout", 0 <= cfg.label_dropout < 1, "in [0, 1)"),
-             ("log_every", cfg.log_every >= 1, "at least 1"),
-             ("ckpt_every", cfg.ckpt_every >= 1, "at least 1"),
-             ("keep_last", cfg.keep_last >= 1, "at least 1"),
-             ("sample_every", cfg.sample_every >= 0, "0 (only at the end) or more"),
-             ("num_samples", cfg.num_samples >= 1, "at least 1"),
-             ("sample_steps", cfg.sample_steps >= 1, "at least 1"),
-             ("timeout", cfg.timeout > 0, "positive seconds"),
-             ("bucket_cap_mb", cfg.bucket_cap_mb > 0, "positive")]
-    for name, ok, want in rules:
-        if not ok:
-            raise ConfigError(f"--{name.replace('_', '-')} must be {want}, got "
-                              f"{getattr(cfg, name)!r}")
-
-
-def _check_batch(cfg: TrainConfig, world_size: int) -> None:
-    if cfg.batch_size % world_size:
-        lo = cfg.batch_size // world_size * world_size
-        raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch and must divide "
-                          f"evenly over {world_size} ranks ({cfg.batch_size} % {world_size} = "
-                          f"{cfg.batch_size % world_size}); use {lo or world_size} or "
-                          f"{lo + world_size}")
-    per_rank = cfg.batch_size // world_size
-    if per_rank % cfg.grad_accum:
-        raise ConfigError(f"each rank's batch ({cfg.batch_size} / {world_size} ranks = "
-                          f"{per_rank}) must divide into --grad-accum {cfg.grad_accum} "
-                          "micro-batches; change --batch-size or --grad-accum")
-
-
-def _check_launch(cfg: TrainConfig, world_size: int, launcher: str) -> None:
-    if cfg.transport == "mpi" and world_size > 1 and launcher not in ("mpirun", "pmi"):
-        raise ConfigError(f"--transport mpi needs an MPI launcher (mpirun -np N python -m "
-                          f"ringflow.train ...); this process was started by {launcher}. "
-                          "Use --transport torch under torchrun")
-    if cfg.compress != "none" and cfg.parallel != "ddp":
-        raise ConfigError(f"--compress {cfg.compress} is implemented by ringflow's DataParallel "
-                          f"(--parallel ddp), not by --parallel {cfg.parallel}")
-
-
-def _check_data_shape(cfg: TrainConfig, shape: tuple) -> None:
-    if len(shape) == 2 and cfg.model not in VECTOR_NETWORKS:
-        raise ConfigError(f"--data {cfg.data} holds {shape[1]}-D points, but --model {cfg.model} "
-                          f"takes images; use --model mlp (or nice / realnvp)")
-    if len(shape) == 4 and cfg.model == "mlp":
-        raise ConfigError(f"--data {cfg.data} holds images {tuple(shape[1:])}; --model mlp takes "
-                          "points: use --model dit, unet or mmdit")
-    if shape[0] < cfg.batch_size:
-        raise ConfigError(f"--data {cfg.data} has {shape[0]} examples, fewer than one global "
-                          f"batch (--batch-size {cfg.batch_size}); lower the batch size")

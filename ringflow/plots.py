@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 1, scale: int = 4) -> np.ndarray:
+def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 1,
+               scale: int = 4) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] -> uint8 (rows, cols, 3) with ``pad`` pixel gutters, upscaled."""
     x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     n, c, h, w = x.shape

@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from . import config, plots, runtime
+from . import config, config_checks, plots, runtime
 from .data import load_dataset
 from .ema import EMA
 from .logging_rank0 import RunLog, reduce_metrics
 from .resume import (check_config, checkpoint_files, find_checkpoint, restore_model,
-                     restore_rest)
+                     restore_rest, truncate_metrics)
 from .sampler import ShardedBatches
 from .sampling import sample_sharded
 from .strategy import LossModule, build_parallel
@@ -77,7 +77,7 @@ def build_network(cfg, x, num_classes):
 def build_objective(cfg):
     from .models import build_objective as build
     kw = dict(cfg.objective_kwargs)
-    if cfg.objective not in config.FLOW_OBJECTIVES:   # flows are unconditional: no labels
+    if cfg.objective not in config_checks.FLOW_OBJECTIVES:     # flows take no labels
         kw.setdefault("label_dropout", cfg.label_dropout)
     try:
         return build(cfg.objective, **kw)
@@ -97,7 +97,7 @@ def build_run(cfg, comm, device, data, net, objective) -> Run:
     x, y, num_classes = data
     found = find_checkpoint(cfg, comm)
     if found is not None:
-        check_config(found, cfg)                      # another model's weights: refuse, with the diff
+        check_config(found, cfg)                      # another model's weights: refuse
         restore_model(found, net)                     # before wrapping: every rank loads it
     net.to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + 1 + comm.rank)
@@ -108,6 +108,8 @@ def build_run(cfg, comm, device, data, net, objective) -> Run:
               log=None)
     if found is not None:
         restore_rest(found, run)
+    elif comm.rank == 0:   # a restart before the first checkpoint starts over: so does the log
+        truncate_metrics(Path(cfg.out) / "metrics.jsonl", 0)
     run.log = RunLog(Path(cfg.out), comm, cfg.steps, run.step, cfg.progress)
     if found is not None:
         run.log.info(f"resumed from {found} at step {run.step}")
@@ -196,9 +198,9 @@ def prepare(argv) -> tuple:
     """Everything that can fail for a user's reason, before any process group exists."""
     cfg = config.parse(argv)
     launch = runtime.read_launch_env()
-    config.check_out_folder(cfg)
+    config_checks.check_out_folder(cfg)
     data = build_data(cfg)
-    config.validate(cfg, launch.size, launch.launcher, tuple(data[0].shape))
+    config_checks.validate(cfg, launch.size, launch.launcher, tuple(data[0].shape))
     return cfg, launch, data, build_network(cfg, data[0], data[2]), build_objective(cfg)
 
 
@@ -231,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
             config.save(cfg, Path(cfg.out) / "config.json")
         loop(run, autocast)
         finish(run, autocast)
+    except ckpt.CheckpointError as e:               # every rank read the same files
+        if comm.rank == 0:
+            print(f"ringflow.train: error: {e}", file=sys.stderr)
+        return 2
     finally:
         runtime.shutdown()
     return 0

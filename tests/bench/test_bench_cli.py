@@ -51,7 +51,7 @@ def row(label, t_us, size=1 << 20):
 
 
 def test_rows_ratio_and_footer():
-    rows = [row("ring", 100.0), row("builtin", 150.0)]
+    rows = [row("ring", 100.0), row("builtin:gloo", 150.0)]
     add_ratios(rows)
     assert rows[0]["ratio"] == pytest.approx(1.5)
     text = line(rows[0])
@@ -70,9 +70,18 @@ def test_two_rank_torchrun_bench_checks_and_writes_json(tmp_path):
                           env={"RINGFLOW_CACHE": str(tmp_path)})
     data = json.loads(out_json.read_text())
     labels = {r["label"] for r in data["rows"]}
-    assert {"ring", "rd", "rhd", "builtin"} <= labels and any(l.startswith("auto:") for l in labels)
+    assert {"ring", "rd", "rhd", "builtin:gloo"} <= labels and any(l.startswith("auto:") for l in labels)
     for r in data["rows"]:
         for mode in ("oop", "ip"):
             assert r[mode]["wrong"] == 0, (r["label"], mode)
             assert r[mode]["p10_us"] <= r[mode]["time_us"] <= r[mode]["p90_us"]
     assert "peak busbw" in out and "vs-builtin" in out
+
+
+def test_plot_writes_a_png(tmp_path):
+    from ringflow.bench.plot import plot
+    rows = [row("ring", 100.0, 1 << 20), row("ring", 300.0, 4 << 20),
+            row("builtin:gloo", 150.0, 1 << 20), row("builtin:gloo", 320.0, 4 << 20)]
+    path = tmp_path / "p.png"
+    plot(rows, str(path), "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

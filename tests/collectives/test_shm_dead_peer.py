@@ -1,7 +1,8 @@
 """A rank of a shared-memory world dies: the others must fail fast, naming it, and leak nothing.
 
-Ranks are forked processes (no launcher start-up to pay) meeting at a TCPStore in the test;
-each writes "<kind> <pid> <text>" to a file of its own.
+Ranks are processes of a forkserver (torch is imported once, and never forked after its
+thread pools started) meeting at a TCPStore in the test; each writes "<kind> <pid> <text>"
+to a file of its own.
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def test_survivors_fail_fast_when_a_rank_dies(tmp_path):
     size, port = 3, free_port()
     store = dist.TCPStore("127.0.0.1", port, size, True, datetime.timedelta(seconds=20),
                           wait_for_workers=False)
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "ringflow.collectives", "ringflow.transport.shm"])
     procs = [ctx.Process(target=rank_main, args=(r, size, port, tmp_path)) for r in range(size)]
     for p in procs:
         p.start()

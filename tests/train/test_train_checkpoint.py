@@ -16,7 +16,8 @@ def _save_steps(root, steps, keep_last=3, world=2):
     def body(comm):
         out = []
         for s in steps:
-            files = {f"optim.rank{comm.rank}.pt": {"step": s, "m": torch.full((3,), float(comm.rank))}}
+            shard = {"step": s, "m": torch.full((3,), float(comm.rank))}
+            files = {f"optim.rank{comm.rank}.pt": shard}
             if comm.rank == 0:
                 files["model.safetensors"] = {"w": torch.arange(4.0) + s, "v": torch.ones(2)[:1]}
                 files["state.json"] = {"step": s}

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ringflow import config, runtime, train
+from ringflow import config, config_checks, runtime, train
 
 
 def test_precedence_defaults_preset_file_flags(tmp_path):
@@ -40,7 +40,7 @@ def test_resume_flag_without_value_means_must():
 ])
 def test_validate_rejects_with_the_fix(argv, words):
     with pytest.raises(config.ConfigError) as err:
-        config.validate(config.parse(argv), world_size=4, launcher="torchrun")
+        config_checks.validate(config.parse(argv), world_size=4, launcher="torchrun")
     for w in words:
         assert w in str(err.value)
 
@@ -58,7 +58,7 @@ def test_unknown_and_mistyped_fields_name_their_source(tmp_path):
 def test_points_data_needs_a_vector_network():
     cfg = config.parse(["--data", "moons", "--batch-size", "8"])
     with pytest.raises(config.ConfigError, match="--model mlp"):
-        config.validate(cfg, 1, data_shape=(1000, 2))
+        config_checks.validate(cfg, 1, data_shape=(1000, 2))
 
 
 def test_cli_errors_exit_2_before_any_process_group(monkeypatch, capsys, tmp_path):
