@@ -1,7 +1,7 @@
 """The fault matrix: every fault of issue 7 injected many times, counted as errors, hangs, data lost.
 
-    python benchmarks/fault_matrix.py --trials 20 --out benchmarks/results/fault_matrix.md
-    python benchmarks/fault_matrix.py --only dead_gloo,local.ckpt_kill --trials 5     # a subset
+    python benchmarks/fault_matrix.py --trials 20 --out /tmp/fault_matrix_table.md
+    python benchmarks/fault_matrix.py --only dead_gloo,ckpt_kill --trials 5     # a subset
 
 Each trial draws its fault point at random (victim rank, collective number, ring step,
 algorithm, checkpoint kill point, ...; seeded, so a run can be repeated) and checks the

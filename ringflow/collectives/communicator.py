@@ -107,8 +107,7 @@ class Communicator:
     def isend(self, tensor: torch.Tensor, dst: int) -> Work:
         if tensor.numel() == 0:
             return DoneWork()
-        return self._post(lambda: self.transport.isend(tensor, self.ranks[dst], self.tag), dst,
-                          receives=False)
+        return self._post(lambda: self.transport.isend(tensor, self.ranks[dst], self.tag), dst)
 
     def irecv(self, tensor: torch.Tensor, src: int) -> Work:
         if tensor.numel() == 0:
@@ -117,7 +116,7 @@ class Communicator:
 
     def sendrecv(self, send: torch.Tensor, dst: int, recv: torch.Tensor, src: int) -> tuple[Work, Work]:
         """Post a send to ``dst`` and a receive from ``src`` together."""
-        if send.numel() == 0 or recv.numel() == 0 or self._early_send():
+        if send.numel() == 0 or recv.numel() == 0:
             return self.isend(send, dst), self.irecv(recv, src)
         return self._post(lambda: self.transport.sendrecv(send, self.ranks[dst], recv,
                                                           self.ranks[src], self.tag), src)
@@ -133,16 +132,11 @@ class Communicator:
         return self._post(lambda: self.transport.irecv_reduce(out, first, self.ranks[src], self.tag,
                                                               combine), src)
 
-    def _early_send(self) -> bool:
-        """RINGFLOW_DEBUG: send now and post the receive after the fingerprint check, so the check
-        overlaps the transfer (not with NCCL, whose send and receive must be posted together)."""
-        return self._owner()._check is not None and getattr(self.transport, "backend", "") != "nccl"
-
-    def _post(self, post: Callable, peer: int, receives: bool = True):
+    def _post(self, post: Callable, peer: int):
         """Post a send/receive; a transport that finds the peer gone while posting is a failure of
         the running collective too (gloo reports a closed connection here, not in the wait)."""
         owner = self._owner()
-        if receives and owner._check is not None:   # RINGFLOW_DEBUG: no receive before the check
+        if owner._check is not None:         # RINGFLOW_DEBUG: no message before the check
             owner._verify_check(owner.timeout)
         try:
             return post()

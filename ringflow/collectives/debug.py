@@ -6,10 +6,11 @@ rank raises the same CollectiveMismatch naming the first differing field and
 which ranks hold which value, instead of hanging or mixing bytes.
 
 The exchange is posted when the collective starts and completed before its first
-data receive is posted: a receive of the wrong size would already be fatal (gloo
-aborts the process when a larger message lands in a smaller buffer). Sends go out
-at once (the receiver decides what to accept), so the check overlaps the first
-transfer instead of adding a round trip before it.
+data message is posted: a receive of the wrong size would already be fatal (gloo
+aborts the process when a larger message lands in a smaller buffer), and posting
+sends early would need transport-specific rules (NCCL and the shared-memory ring
+want a step's send and receive together). So the check costs one small exchange,
+one latency, per collective: see benchmarks/bench_debug_overhead.py.
 
     RINGFLOW_DEBUG=1 torchrun --nproc_per_node=4 train.py
 """

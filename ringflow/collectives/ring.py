@@ -57,6 +57,24 @@ def reduce_scatter_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[in
         _reduce_step(comm, buf[sa:sb], buf[ra:rb], buf[ra:rb], landing, nslices, op, step)
 
 
+def _fused_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst: torch.Tensor,
+                sends, recvs, op: ReduceOp, step: int) -> None:
+    """The step on a transport that reduces as it receives (shm): no landing copy, all slices
+    posted at once, the transport combining each arrived piece with ``mine`` into ``dst``."""
+    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+    tr, peer = comm.transport, comm.ranks[left]
+
+    def combine(out, first, arrived):
+        reduce_out(out, first, arrived, op)          # same operand order as the landing path
+    works = []
+    for (sa, sb), (ra, rb) in zip(sends, recvs):
+        if rb > ra:
+            works.append((left, tr.irecv_reduce(dst[ra:rb], mine[ra:rb], peer, comm.tag, combine)))
+        works.append((right, comm.isend(src[sa:sb], right)))
+    for who, work in works:
+        comm.wait(work, peer=who, step=step)
+
+
 def all_gather_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[int, int]]) -> None:
     """Each rank starts owning chunk ``comm.rank`` of ``buf``; afterwards all chunks are everywhere."""
     n, r = comm.size, comm.rank
@@ -116,6 +134,9 @@ def _reduce_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst:
     """Send ``src`` right while dst = mine (op) what arrives from the left, slice by slice."""
     right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
     sends, recvs = _slices((0, src.numel()), nslices), _slices((0, mine.numel()), nslices)
+    if hasattr(comm.transport, "irecv_reduce"):
+        _fused_step(comm, src, mine, dst, sends, recvs, op, step)
+        return
     if hasattr(comm.transport, "irecv_reduce"):       # shm: reduce straight from its ring
         _fused_reduce_step(comm, src, mine, dst, sends, recvs, op, step)
         return

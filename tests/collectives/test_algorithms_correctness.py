@@ -136,3 +136,41 @@ def test_all_gather_out_of_place_and_in_place(alg, n):
         want = torch.cat([data(r, m, torch.int64, "sum") for r in range(n)])
         for out, inplace in run_ranks(n, body, timeout=30):
             assert torch.equal(out, want) and torch.equal(inplace, want)
+
+
+class _ReduceOnArrival:
+    """Work of a fake ``irecv_reduce``: finish the receive, then combine (what shm does in place)."""
+
+    def __init__(self, work, out, first, landing, combine):
+        self.work, self.out, self.first, self.landing, self.combine = work, out, first, landing, combine
+
+    def wait(self, timeout=None):
+        self.work.wait(timeout)
+        self.combine(self.out, self.first, self.landing)
+
+    def is_completed(self):
+        return self.work.is_completed()
+
+
+def test_ring_uses_a_transport_that_reduces_on_arrival(monkeypatch):
+    from ringflow.transport.local import LocalTransport
+    calls = []
+
+    def irecv_reduce(self, out, first, src, tag, combine):
+        calls.append(out.numel())
+        landing = torch.empty_like(out)
+        return _ReduceOnArrival(self.irecv(landing, src, tag), out, first, landing, combine)
+    monkeypatch.setattr(LocalTransport, "irecv_reduce", irecv_reduce, raising=False)
+    for n in (2, 3):
+        expected = run_all_reduce(n, 1001, torch.float32, "sum", "naive")[0]
+        assert_same_everywhere(run_all_reduce(n, 1001, torch.float32, "sum", "ring"), expected)
+        for m in (0, 7):
+            def body(comm):
+                out = torch.empty(m)
+                rc.reduce_scatter_tensor(out, data(comm.rank, m * n, torch.float32, "sum"),
+                                         group=comm, algorithm="ring")
+                return out
+            total = sum(data(r, m * n, torch.float32, "sum") for r in range(n))
+            for r, out in enumerate(run_ranks(n, body, timeout=30)):
+                assert torch.equal(out, total[r * m:(r + 1) * m])
+    assert calls, "the fused receive-and-reduce path was not taken"
