@@ -122,7 +122,8 @@ def learning_rate(cfg, step: int) -> float:
 
 
 def train_step(run: Run, autocast) -> torch.Tensor:
-    """One optimizer step over grad_accum micro-batches -> (summed loss, grad norm)."""
+    """One optimizer step over grad_accum micro-batches -> (loss, grad norm, 1), or zeros when
+    the gradient is not finite and the update was skipped."""
     cfg, idx = run.cfg, run.batches.next()
     for group in run.opt.param_groups:
         group["lr"] = learning_rate(cfg, run.step)
@@ -135,11 +136,14 @@ def train_step(run: Run, autocast) -> torch.Tensor:
             loss = run.model(run.x[micro], None if run.y is None else run.y[micro])
         (loss / cfg.grad_accum).backward()
         total += loss.detach().float() / cfg.grad_accum
-    norm = run.clip(cfg.grad_clip)
+    norm = run.clip(cfg.grad_clip).detach().float().reshape(())
+    run.step += 1
+    # The norm is computed from synchronised gradients, so every rank skips the same step.
+    if not torch.isfinite(norm):
+        return torch.zeros(3, device=run.device)
     run.opt.step()
     run.ema.update(run.net)
-    run.step += 1
-    return torch.stack([total, norm.detach().float().reshape(())])
+    return torch.stack([total, norm, torch.ones((), device=run.device)])
 
 
 def sample_grid(run: Run, autocast, name: str) -> None:
@@ -159,20 +163,22 @@ def save_checkpoint(run: Run) -> None:
 
 
 def loop(run: Run, autocast) -> None:
-    cfg, sums, t0 = run.cfg, torch.zeros(2, device=run.device), time.perf_counter()
+    cfg, sums, t0 = run.cfg, torch.zeros(3, device=run.device), time.perf_counter()
     window = 0
     while run.step < cfg.steps:
         sums += train_step(run, autocast)
         window += 1
         run.log.advance()
         if run.step % cfg.log_every == 0 or run.step == cfg.steps:
-            elapsed, (loss, norm) = time.perf_counter() - t0, (sums / window).tolist()
-            m = reduce_metrics(run.comm, {"loss": loss, "grad_norm": norm,
+            elapsed, (loss, norm, applied) = time.perf_counter() - t0, sums.tolist()
+            if applied == 0:
+                raise FloatingPointError(f"every step of the last {window} had a non-finite "
+                                         f"gradient (up to step {run.step}); lower --lr or raise "
+                                         "--warmup-steps")
+            m = reduce_metrics(run.comm, {"loss": loss / applied, "grad_norm": norm / applied,
                                           "img_per_s": cfg.batch_size * window / elapsed})
-            if not all(map(torch.isfinite, torch.tensor(list(m.values())))):
-                raise FloatingPointError(f"loss or gradient is not finite at step {run.step} "
-                                         f"({m}); lower --lr or raise --warmup-steps")
-            run.log.metrics(run.step, {**m, "lr": learning_rate(cfg, run.step - 1)})
+            run.log.metrics(run.step, {**m, "skipped_steps": window - applied,
+                                       "lr": learning_rate(cfg, run.step - 1)})
             sums.zero_()
             window, t0 = 0, time.perf_counter()
         if cfg.sample_every and run.step % cfg.sample_every == 0 and run.step < cfg.steps:

@@ -68,3 +68,23 @@ def test_ema_warms_up_then_tracks():
     assert ema.current_decay() == 0.9
     assert torch.allclose(ema.model.weight, torch.ones(1, 2))
     assert not ema.model.weight.requires_grad
+
+
+def test_non_finite_gradient_skips_that_update_and_training_goes_on(tmp_path, monkeypatch):
+    calls, real_build = {"n": 0}, train.build_run
+
+    def build_run(*args, **kwargs):               # poison the 3rd backward's gradient
+        run = real_build(*args, **kwargs)
+
+        def poison(grad):
+            calls["n"] += 1
+            return grad * float("nan") if calls["n"] == 3 else grad
+        next(run.net.parameters()).register_hook(poison)
+        return run
+
+    monkeypatch.setattr(train, "build_run", build_run)
+    assert train.main(TINY + ["--out", str(tmp_path)]) == 0
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["skipped_steps"] for r in rows) == 1
+    assert all(torch.isfinite(t).all() for w in _weights(tmp_path) for t in w.values())
+    assert all(r["loss"] == r["loss"] for r in rows)     # no NaN reached the log
