@@ -38,12 +38,13 @@ def _run(comm: Communicator, collective: str, *args) -> None:
         raise comm.backend_failure(e) from e
 
 
+# Transports sit below collectives, so they take the op by name ("sum", "avg", ...).
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
-    _run(comm, "all_reduce", buf, op)
+    _run(comm, "all_reduce", buf, op.value)
 
 
 def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op: ReduceOp) -> None:
-    _run(comm, "reduce_scatter", out, inp, op)
+    _run(comm, "reduce_scatter", out, inp, op.value)
 
 
 def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None:
@@ -55,4 +56,4 @@ def broadcast(comm: Communicator, buf: torch.Tensor, root: int = 0) -> None:
 
 
 def reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp, root: int = 0) -> None:
-    _run(comm, "reduce", buf, root, op)
+    _run(comm, "reduce", buf, root, op.value)

@@ -153,15 +153,13 @@ class MpiTransport(Transport):
             return flat
         return flat.numpy()
 
-    def _op(self, op):
-        from ..collectives.ops import ReduceOp
+    def _op(self, op: str):
+        """MPI's op for a reduction named "sum" | "avg" | "max" | "min" | "product"."""
         M = self.MPI
-        return {ReduceOp.SUM: M.SUM, ReduceOp.AVG: M.SUM, ReduceOp.MAX: M.MAX,
-                ReduceOp.MIN: M.MIN, ReduceOp.PRODUCT: M.PROD}[op]
+        return {"sum": M.SUM, "avg": M.SUM, "max": M.MAX, "min": M.MIN, "product": M.PROD}[op]
 
-    def _avg(self, t: torch.Tensor, op) -> None:
-        from ..collectives.ops import ReduceOp
-        if op is ReduceOp.AVG and t.numel():
+    def _avg(self, t: torch.Tensor, op: str) -> None:
+        if op == "avg" and t.numel():
             t.div_(self.size)
 
     def native_all_reduce(self, t: torch.Tensor, op) -> None:

@@ -203,17 +203,15 @@ class TorchTransport(Transport):
         self.owns_group = False
 
     # ---- the backend's own collectives (the baseline for algorithm="native") -----------------
-    def _op(self, op):
-        from ..collectives.ops import ReduceOp
-        if op is ReduceOp.AVG and self.backend != "nccl":
+    def _op(self, op: str):
+        """torch's op for a reduction named "sum" | "avg" | "max" | "min" | "product"."""
+        if op == "avg" and self.backend != "nccl":
             return dist.ReduceOp.SUM       # gloo's AVG is missing in older torch: SUM, then divide
-        return {ReduceOp.SUM: dist.ReduceOp.SUM, ReduceOp.AVG: dist.ReduceOp.AVG,
-                ReduceOp.MAX: dist.ReduceOp.MAX, ReduceOp.MIN: dist.ReduceOp.MIN,
-                ReduceOp.PRODUCT: dist.ReduceOp.PRODUCT}[op]
+        return {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.AVG, "max": dist.ReduceOp.MAX,
+                "min": dist.ReduceOp.MIN, "product": dist.ReduceOp.PRODUCT}[op]
 
-    def _avg(self, t: torch.Tensor, op) -> None:
-        from ..collectives.ops import ReduceOp
-        if op is ReduceOp.AVG and self.backend != "nccl" and t.numel():
+    def _avg(self, t: torch.Tensor, op: str) -> None:
+        if op == "avg" and self.backend != "nccl" and t.numel():
             t.div_(self.size)
 
     def native_all_reduce(self, t: torch.Tensor, op) -> None:
