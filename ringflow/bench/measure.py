@@ -59,7 +59,7 @@ def builtin_impl(transport, case: Case, label: str = "builtin", own: bool = True
 
     ``own``: ``transport`` is the one ringflow runs over (so the tuned native line predicts it).
     """
-    op, root = _op(case.op), case.root
+    op, root = _op(case.op).value, case.root       # transports take the op by name
     method = getattr(transport, f"native_{case.collective}", None)
     if method is None:
         return None

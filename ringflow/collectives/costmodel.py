@@ -72,7 +72,9 @@ _LOADED: dict[tuple, Model] = {}
 def load(comm) -> Model:
     """The model for ``comm``: its tune file if present (read once per process), else defaults."""
     tr = comm.transport
-    key = (kind(tr), comm.size, comm.local_size, str(cache_dir()))
+    # keyed on the env var itself, not cache_dir(): resolving the home folder costs more than a
+    # small collective, and this runs on every "auto" call
+    key = (kind(tr), comm.size, comm.local_size, os.environ.get("RINGFLOW_CACHE"))
     if key not in _LOADED:
         path = cache_path(key[0], comm.size, comm.local_size)
         if path.exists():

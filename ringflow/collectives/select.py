@@ -58,6 +58,23 @@ def forced(collective: str, env: str | None = None) -> str | None:
     return None
 
 
+_FASTEST: dict[tuple, tuple] = {}   # (model id, group, collective, nbytes, exclude) -> (model, pick)
+
+
+def fastest(comm, collective: str, nbytes: int, exclude: Iterable[str] = ()) -> str:
+    """auto's pick, memoised: the ranking is pure in its inputs and "auto" runs on every call."""
+    model = costmodel.load(comm)
+    key = (id(model), comm.size, tuple(comm.ranks), collective, nbytes, tuple(exclude))
+    hit = _FASTEST.get(key)
+    if hit is None:
+        best = ranked(comm, collective, nbytes, exclude)
+        if len(_FASTEST) > 4096:
+            _FASTEST.clear()
+        # the entry holds the model, so its id cannot be reused by a newer model while cached
+        hit = _FASTEST[key] = (model, best[0][0] if best else DEFAULT[collective])
+    return hit[1]
+
+
 def ranked(comm, collective: str, nbytes: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
     """(name, predicted seconds) of the auto candidates for ``collective``, fastest first."""
     model = costmodel.load(comm)
@@ -82,8 +99,7 @@ def choose(comm, collective: str, nbytes: int, algorithm: str = "auto",
     if algorithm == "auto":
         algorithm = forced(collective)
         if algorithm is None or algorithm in exclude or algorithm not in available(comm, collective):
-            best = ranked(comm, collective, nbytes, exclude)
-            algorithm = best[0][0] if best else DEFAULT[collective]
+            algorithm = fastest(comm, collective, nbytes, exclude)
     if algorithm not in table:
         raise ValueError(f"algorithm {algorithm!r} is not available for {collective}; "
                          f"choose one of {sorted(table) + ['auto']}")
