@@ -23,7 +23,7 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash benchmarks/demo.sh
 
 bench: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash benchmarks/run_all.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash benchmarks/bench_collectives.sh 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -94,3 +94,26 @@ def test_without_debug_a_mismatch_never_hangs_past_the_timeout(field):
     # Different ops cannot be seen without fingerprints; anything that changes the messages can.
     if field != "op":
         assert any(isinstance(o.error, rc.CollectiveError) for o in outs), [o.error for o in outs]
+
+
+def test_debug_check_survives_a_job_that_calls_verbs_on_its_own_group():
+    # A compressed-gradient job runs a verb inside comm.run; with RINGFLOW_DEBUG the outer call's
+    # fingerprint exchange must still complete, and the flight recorder must keep the outer call.
+    import torch
+    from ringflow import collectives as rc
+    from ringflow.collectives.threads import run_ranks
+
+    def body(comm):
+        t = torch.full((1000,), float(comm.rank + 1))
+        seen = []
+
+        def job():
+            rc.all_reduce(t, group=comm)
+            seen.append(comm.current.name)
+        comm.run("outer_job", job, tensor=t)
+        rc.all_reduce(t, group=comm)               # the group still works afterwards
+        return t, seen
+
+    for t, seen in run_ranks(2, body, timeout=10, debug=True):
+        assert torch.equal(t, torch.full((1000,), 6.0))
+        assert seen == ["outer_job"]
