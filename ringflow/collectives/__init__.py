@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from . import exchange, select
-from .chunking import chunk_bounds
 from .communicator import Communicator
 from .engine import CollectiveWork
 from .errors import CollectiveError, CollectiveMismatch, CollectiveTimeout

@@ -33,11 +33,3 @@ def reduce_scatter_chunks(rank: int, size: int, step: int) -> tuple[int, int]:
 def all_gather_chunks(rank: int, size: int, step: int) -> tuple[int, int]:
     """(chunk sent, chunk received) by ``rank`` at ring all-gather ``step``; rank r starts owning chunk r."""
     return (rank - step) % size, (rank - step - 1) % size
-
-
-def slice_bounds(start: int, stop: int, slice_elems: int) -> list[tuple[int, int]]:
-    """Cut [start, stop) into pieces of at most ``slice_elems`` (pipelining the ring)."""
-    if stop <= start:
-        return [(start, start)]
-    slice_elems = max(1, slice_elems)
-    return [(s, min(s + slice_elems, stop)) for s in range(start, stop, slice_elems)]

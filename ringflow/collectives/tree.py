@@ -82,18 +82,24 @@ def _real(v: int, rem: int) -> int:
     return 2 * v + 1 if v < rem else v + rem
 
 
-def _fold(comm: Communicator, buf: torch.Tensor, op: ReduceOp, tmp: torch.Tensor) -> int | None:
-    """Fold the world onto a power of two; my virtual rank, or None when I sit out."""
+def _fold(comm: Communicator, buf: torch.Tensor, op: ReduceOp):
+    """Fold the world onto p = 2^k ranks (the rem extra ranks hand their data to a neighbour).
+
+    Returns (tmp, v, p, rem): a scratch buffer of buf's size, my virtual rank (None when I sit
+    out), p and rem.
+    """
     n, r = comm.size, comm.rank
-    rem = n - _pow2_below(n)
+    tmp = comm.scratch(buf.dtype, buf.numel(), buf.device)
+    p = _pow2_below(n)
+    rem = n - p
     if r >= 2 * rem:
-        return r - rem
+        return tmp, r - rem, p, rem
     if r % 2 == 0:
         comm.wait(comm.isend(buf, r + 1), peer=r + 1)
-        return None
+        return tmp, None, p, rem
     comm.wait(comm.irecv(tmp, r - 1), peer=r - 1)
     reduce_out(buf, tmp, buf, op)        # x_{r-1} (op) x_r: lower rank first
-    return r // 2
+    return tmp, r // 2, p, rem
 
 
 def _unfold(comm: Communicator, buf: torch.Tensor, step: int) -> None:
@@ -126,9 +132,7 @@ def all_reduce_rd(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
     n = comm.size
     if n == 1:
         return
-    tmp = comm.scratch(buf.dtype, buf.numel(), buf.device)
-    v = _fold(comm, buf, op, tmp)
-    p, rem = _pow2_below(n), n - _pow2_below(n)
+    tmp, v, p, rem = _fold(comm, buf, op)
     step, mask = 1, 1
     while v is not None and mask < p:
         pv = v ^ mask
@@ -150,9 +154,7 @@ def all_reduce_rhd(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
     n = comm.size
     if n == 1:
         return
-    tmp = comm.scratch(buf.dtype, buf.numel(), buf.device)
-    v = _fold(comm, buf, op, tmp)
-    p, rem = _pow2_below(n), n - _pow2_below(n)
+    tmp, v, p, rem = _fold(comm, buf, op)
     step = 1
     if v is not None:
         bounds = chunk_bounds(buf.numel(), p)

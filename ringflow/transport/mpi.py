@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import subprocess
 
-import numpy as np
 import torch
 
 from .backoff import wait_until
