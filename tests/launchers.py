@@ -48,6 +48,8 @@ def run_cmd(cmd: list[str], timeout: float, env: dict | None = None, check: bool
 
 def run_torchrun(nproc: int, script: str, *args: str, timeout: float = 120, env: dict | None = None,
                  check: bool = True, extra: tuple[str, ...] = ()):
+    """The torch transport unless ``env`` names one (auto would pick shm on this one node)."""
+    env = {"RINGFLOW_TRANSPORT": "torch", **(env or {})}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", *extra, script, *args]
     return run_cmd(cmd, timeout, env, check)

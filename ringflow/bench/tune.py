@@ -2,7 +2,9 @@
 
 alpha and beta come from a ring step (every rank sends to its right neighbour
 and receives from its left, the pattern of every algorithm here), gamma from
-reducing two local buffers, and one line a + b*size per built-in collective.
+reducing two local buffers, and one line a + b*size per built-in collective; then
+every algorithm auto may pick is timed at every tune size, and predictions go
+through those points (costmodel).
 Times are medians, maxed over ranks, so every rank fits the same numbers and
 every node writes the same file (the selector's choice must agree everywhere).
 """
@@ -72,13 +74,32 @@ def fit_native(comm, sizes, a) -> dict:
     return out
 
 
+def measure_candidates(comm, sizes, a) -> dict:
+    """{"collective/alg": [[bytes, seconds], ...]} for every algorithm auto may pick, timed
+    side by side (one row per size, interleaved) so that the points compare like with like."""
+    out = {}
+    for coll in select.ALGORITHMS:
+        names = [n for n in select.available(comm, coll) if n not in select.NEVER_AUTO]
+        for s in sizes:
+            case = _case(comm, coll, s)
+            impls = [builtin_impl(comm.transport, case) if n == "native" else
+                     ringflow_impl(comm, case, n) for n in names]
+            impls = [i for i in impls if i is not None]
+            secs = time_row(comm, case, impls, a.iters, a.warmup_iters, comm.device)
+            for impl in impls:
+                t = secs.get((impl.label, "ip"), secs.get((impl.label, "oop")))
+                out.setdefault(f"{coll}/{impl.algorithm}", []).append([case.size, float(np.median(t))])
+    return out
+
+
 def tune(comm, a, say) -> costmodel.Model:
     """Measure, fit, write the cache on every node, print the model and the choices it implies."""
     sizes = _sizes(a)
     say(f"# tuning {comm.transport.name}, {comm.size} ranks: sizes {[human(s) for s in sizes]}")
     alpha, beta = fit_link(comm, sizes, a)
     gamma = fit_gamma([s for s in sizes if s >= 1 << 20] or sizes[-2:], comm.device)
-    model = costmodel.Model(alpha, beta, gamma, fit_native(comm, sizes, a), comm.local_size,
+    model = costmodel.Model(alpha, beta, gamma, fit_native(comm, sizes, a),
+                            measure_candidates(comm, sizes, a), comm.local_size,
                             comm.slice_bytes or 0)
     path = costmodel.cache_path(costmodel.kind(comm.transport), comm.size, comm.local_size)
     if comm.local_rank == 0:

@@ -4,8 +4,11 @@ A message of m bytes between two ranks costs alpha + beta*m; reducing m bytes
 costs gamma*m (Hockney's model, with the reduction term of Thakur, Rabenseifner &
 Gropp 2005). Each algorithm's cost is a formula in (n, m, alpha, beta, gamma); the
 backend's own collective ("native") is a fitted line a + b*m per collective.
-``ringflow-bench --tune`` measures alpha, beta, gamma and the native lines and
-caches them in ``$RINGFLOW_CACHE`` (default ``~/.cache/ringflow``)/tune-<kind>-n<N>-l<L>.json;
+``ringflow-bench --tune`` measures alpha, beta, gamma and the native lines, and also
+times every candidate at the tune sizes: where those points exist the prediction
+goes through them (log-log between points; beyond them, the formula scaled to the
+nearest point), so a protocol switch inside MPI or gloo, or a cost the formula
+misses, cannot make auto pick a loser at a size it has measured. It caches them in ``$RINGFLOW_CACHE`` (default ``~/.cache/ringflow``)/tune-<kind>-n<N>-l<L>.json;
 without that file the defaults below are used and "native" is a candidate only
 on CUDA (where NCCL's kernels are known to win).
 
@@ -29,6 +32,7 @@ class Model:
     beta: float                      # seconds per byte on the wire
     gamma: float                     # seconds per byte reduced
     native: dict = dataclasses.field(default_factory=dict)  # collective -> [a, b]
+    measured: dict = dataclasses.field(default_factory=dict)  # "collective/alg" -> [[bytes, s]]
     local_size: int = 0              # ranks per node (0: unknown, one node)
     slice_bytes: int = 0             # ring pipeline slice (0: whole chunks)
     source: str = "default"          # "default" or the tune file it came from
@@ -150,6 +154,34 @@ def _all_reduce(alg: str, n: int, m: float, md: Model) -> float | None:
 
 def predict(md: Model, collective: str, alg: str, n: int, nbytes: float) -> float | None:
     """Predicted seconds of ``alg`` for ``collective`` on ``nbytes`` (nccl-tests size), or None."""
+    if n == 1:
+        return 0.0
+    points = md.measured.get(f"{collective}/{alg}")
+    if not points:
+        return formula(md, collective, alg, n, nbytes)
+    return _through(points, float(nbytes), lambda m: formula(md, collective, alg, n, m))
+
+
+def _through(points: list, m: float, shape) -> float:
+    """The time at ``m`` bytes on the measured curve ``points`` ([[bytes, seconds], ...]):
+    log-log between neighbours; outside them ``shape`` (the model) scaled to the end point."""
+    pts = sorted((float(b), float(t)) for b, t in points if b > 0 and t > 0)
+    (b0, t0), (b1, t1) = pts[0], pts[-1]
+    if m <= b0 or m >= b1:
+        b, t = (b0, t0) if m <= b0 else (b1, t1)
+        model_m, model_b = shape(m), shape(b)
+        if model_m is not None and model_b:
+            return t * model_m / model_b
+        return t * max(1.0, m / b)            # no model (native without a line): bandwidth-bound
+    for (lo, tlo), (hi, thi) in zip(pts, pts[1:]):
+        if lo <= m <= hi:
+            w = math.log(m / lo) / math.log(hi / lo) if hi > lo else 0.0
+            return math.exp(math.log(tlo) + w * (math.log(thi) - math.log(tlo)))
+    return t1
+
+
+def formula(md: Model, collective: str, alg: str, n: int, nbytes: float) -> float | None:
+    """The alpha-beta(-gamma) time of ``alg``, or the native line (None: no formula for it)."""
     if n == 1:
         return 0.0
     if alg == "native":

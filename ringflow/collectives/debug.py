@@ -5,12 +5,15 @@ dtype, op, root, sequence number) of the call it is making. If any differ, every
 rank raises the same CollectiveMismatch naming the first differing field and
 which ranks hold which value, instead of hanging or mixing bytes.
 
-The exchange is posted when the collective starts and completed before its first
-data message is posted: a receive of the wrong size would already be fatal (gloo
-aborts the process when a larger message lands in a smaller buffer), and posting
-sends early would need transport-specific rules (NCCL and the shared-memory ring
-want a step's send and receive together). So the check costs one small exchange,
-one latency, per collective: see benchmarks/bench_debug_overhead.py.
+The exchange is posted when the collective starts, ahead of its data on every link,
+so each rank's first message to a peer is its fingerprint (messages between two ranks
+keep their order). Where a receive of the wrong size only raises (threads, MPI, shared
+memory: ``Transport.checks_message_size``), data is posted at once and the fingerprints
+are compared before the first wait returns, so the check adds a small message beside the
+data rather than a latency in front of it. Over gloo a larger message landing in a
+smaller buffer aborts the process, so there the fingerprints are compared before any
+data is posted: one extra message latency per collective. See
+benchmarks/bench_debug_overhead.py.
 
     RINGFLOW_DEBUG=1 torchrun --nproc_per_node=4 train.py
 """
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import zlib
 
-import numpy as np
 import torch
 
 from .errors import CollectiveMismatch
@@ -35,10 +37,16 @@ _KNOWN = ("all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor", "broa
           "all_to_all_single", "barrier", "sum", "avg", "max", "min", "product", "-",
           "float32", "float64", "float16", "bfloat16", "int8", "int32", "int64", "uint8")
 _NAMES = {_code(t): t for t in _KNOWN}
+_CODES = {t: c for c, t in _NAMES.items()}
+
+
+def _coded(text: str) -> int:
+    code = _CODES.get(text)
+    return _code(text) if code is None else code
 
 
 def fingerprint(rec) -> list[int]:
-    return [_code(rec.name), rec.numel, _code(rec.dtype), _code(rec.op), rec.root, rec.seq]
+    return [_coded(rec.name), rec.numel, _coded(rec.dtype), _coded(rec.op), rec.root, rec.seq]
 
 
 def describe(values: dict[int, str]) -> str:
@@ -72,14 +80,25 @@ class PendingCheck:
     def __init__(self, comm, rec):
         n, r = comm.size, comm.rank
         self.rank, self.rec = r, rec
-        self.mine = fingerprint(rec)
-        table = np.empty((n, len(FIELDS)), dtype=np.int64)   # numpy: a few µs, not torch's tens
-        table[r] = self.mine
-        self.table = torch.from_numpy(table).to(comm.device)
+        # One table per communicator, reused: its collectives run one at a time and each check's
+        # messages are finished before the next one posts. numpy writes and compares it in a
+        # few us where torch indexing takes tens (this runs on every call).
+        table, rows, views = getattr(comm, "_fingerprint_table", (None, None, None))
+        if table is None:
+            table = torch.zeros((n, len(FIELDS)), dtype=torch.int64, device=comm.device)
+            rows = table.numpy() if table.device.type == "cpu" else None
+            views = list(table)                      # row tensors, made once
+            comm._fingerprint_table = (table, rows, views)
+        self.table, self.rows = table, rows
+        mine = fingerprint(rec)
+        if rows is not None:
+            rows[r] = mine
+        else:
+            table[r] = torch.tensor(mine, dtype=torch.int64)
         self.recvs, self.sends = [], []
         for shift in range(1, n):
             dst, src = (r + shift) % n, (r - shift) % n
-            sw, rw = comm.sendrecv(self.table[r], dst, self.table[src], src)
+            sw, rw = comm.sendrecv(views[r], dst, views[src], src)
             self.recvs.append((rw, src))
             self.sends.append((sw, dst))
 
@@ -87,6 +106,9 @@ class PendingCheck:
         """Wait for every peer's fingerprint and compare; the sends are finished by ``finish``."""
         for work, peer in self.recvs:
             wait(work, peer)
+        rows = self.rows
+        if rows is not None and (rows == rows[self.rank]).all():
+            return                                   # the common case, without building lists
         compare(self.table.tolist(), self.rank, self.rec)
 
     def finish(self, wait) -> None:

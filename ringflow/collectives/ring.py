@@ -137,9 +137,6 @@ def _reduce_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst:
     if hasattr(comm.transport, "irecv_reduce"):
         _fused_step(comm, src, mine, dst, sends, recvs, op, step)
         return
-    if hasattr(comm.transport, "irecv_reduce"):       # shm: reduce straight from its ring
-        _fused_reduce_step(comm, src, mine, dst, sends, recvs, op, step)
-        return
 
     def post(k: int):
         (sa, sb), (ra, rb) = sends[k], recvs[k]
@@ -156,21 +153,6 @@ def _reduce_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst:
         reduce_out(dst[ra:rb], mine[ra:rb], landing[k % 2, : rb - ra], op)   # same order as in place
     for w in send_works:
         comm.wait(w, peer=right, step=step)
-
-
-def _fused_reduce_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst: torch.Tensor,
-                       sends: list, recvs: list, op: ReduceOp, step: int) -> None:
-    """_reduce_step without a landing buffer: the transport reduces as the bytes arrive."""
-    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
-
-    def combine(out: torch.Tensor, first: torch.Tensor, arrived: torch.Tensor) -> None:
-        reduce_out(out, first, arrived, op)                 # same operand order as the landing path
-
-    works = [(comm.irecv_reduce(dst[ra:rb], mine[ra:rb], left, combine),
-              comm.isend(src[sa:sb], right)) for (sa, sb), (ra, rb) in zip(sends, recvs)]
-    for recv_work, send_work in works:
-        comm.wait(recv_work, peer=left, step=step)
-        comm.wait(send_work, peer=right, step=step)
 
 
 def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None:

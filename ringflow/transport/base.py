@@ -62,6 +62,9 @@ class Transport(abc.ABC):
     name: str = "abstract"
     rank: int
     size: int
+    # True when a receive posted for fewer bytes than arrive fails with an error instead of
+    # crashing the process (gloo aborts): RINGFLOW_DEBUG may then post data before comparing.
+    checks_message_size: bool = False
 
     @abc.abstractmethod
     def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0) -> Work:

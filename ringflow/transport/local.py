@@ -65,6 +65,7 @@ class LocalTransport(Transport):
     """One rank of an in-process world; build all ranks with :meth:`group`."""
 
     name = "local"
+    checks_message_size = True        # see Transport
 
     def __init__(self, hub: _Hub, rank: int):
         self.hub, self.rank, self.size = hub, rank, hub.size

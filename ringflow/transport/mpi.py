@@ -17,7 +17,7 @@ import subprocess
 
 import torch
 
-from .backoff import wait_until
+from .backoff import spin_seconds, wait_until
 from .base import Transport, TransportError, Work, require_contiguous
 
 # 512 KiB-4 MiB slices were fastest over Open MPI's shared memory (MACHINE-FACTS).
@@ -50,9 +50,9 @@ def cuda_aware() -> bool:
 class _MpiWork(Work):
     """An MPI request and the buffers it must keep alive until it completes."""
 
-    def __init__(self, request, keep, peer: int, what: str):
+    def __init__(self, request, keep, peer: int, what: str, spin: float):
         self.request, self.keep, self.peer, self.what = request, keep, peer, what
-        self.done = False
+        self.spin, self.done = spin, False
 
     def is_completed(self) -> bool:
         if not self.done:
@@ -63,7 +63,7 @@ class _MpiWork(Work):
 
     def wait(self, timeout: float | None = None) -> None:
         try:
-            wait_until(self.is_completed, timeout, self.peer, self.what)
+            wait_until(self.is_completed, timeout, self.peer, self.what, self.spin)
         except Exception as e:
             if type(e).__module__.startswith("mpi4py"):
                 raise TransportError(f"{self.what} failed: {e}") from e
@@ -74,6 +74,7 @@ class MpiTransport(Transport):
     """One rank of MPI_COMM_WORLD (a private duplicate, so user MPI traffic never mixes in)."""
 
     name = "mpi"
+    checks_message_size = True        # see Transport
     slice_bytes = SLICE_BYTES
 
     def __init__(self, comm, device: torch.device):
@@ -82,6 +83,9 @@ class MpiTransport(Transport):
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.device = torch.device(device)
         self.gpu = self.device.type == "cuda"
+        local = comm.Split_type(self.MPI.COMM_TYPE_SHARED)     # ranks sharing this node's cores
+        self.spin = spin_seconds(local.Get_size())
+        local.Free()
 
     @classmethod
     def from_launch(cls, launch, device: torch.device, timeout: float) -> "MpiTransport":
@@ -127,12 +131,12 @@ class MpiTransport(Transport):
     def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0) -> Work:
         buf = self._bytes(tensor)
         req = self.comm.Isend(buf, dest=self._peer(dst), tag=tag)
-        return _MpiWork(req, (buf, tensor), dst, f"send to rank {dst}")
+        return _MpiWork(req, (buf, tensor), dst, f"send to rank {dst}", self.spin)
 
     def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0) -> Work:
         buf = self._bytes(tensor)
         req = self.comm.Irecv(buf, source=self._peer(src), tag=tag)
-        return _MpiWork(req, (buf, tensor), src, f"receive from rank {src}")
+        return _MpiWork(req, (buf, tensor), src, f"receive from rank {src}", self.spin)
 
     def close(self) -> None:
         if self.comm is not None and not self.MPI.Is_finalized():

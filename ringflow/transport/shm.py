@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from .backoff import cores
 from .base import PeerTimeout, Transport, TransportError, Work, require_contiguous
 from .shm_bootstrap import StoreExchange, launch_exchange, map_segments
 from .shm_channel import CODES, Inbox, Message, Outbox
@@ -48,6 +49,7 @@ class ShmTransport(Transport):
     """
 
     name = "shm"
+    checks_message_size = True        # see Transport
     device = torch.device("cpu")
 
     def __init__(self, rank: int, size: int, *, store=None, exchange=None, prefix: str = "",
@@ -64,7 +66,7 @@ class ShmTransport(Transport):
             raise ValueError(f"ring_bytes must be a multiple of 4096 and >= 4096, got {ring_bytes}")
         self.ring_bytes = ring_bytes
         self.slice_bytes = slice_bytes or int(os.environ.get("RINGFLOW_SHM_SLICE_BYTES", 2 << 20))
-        self.oversubscribed = size > _cores()
+        self.oversubscribed = size > cores()
         self.spin = _spin_seconds(size, spin_us)
         self._lock = threading.RLock()
         self._closed = False
@@ -254,13 +256,9 @@ def _verb(msg: Message) -> str:
     return "send to" if msg.kind == "send" else "receive from"
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _spin_seconds(size: int, spin_us: float | None) -> float:
     """Spinning pays only while every rank has a core; oversubscribed it steals the peer's."""
-    default = 50.0 if size <= _cores() else 0.0
+    default = 50.0 if size <= cores() else 0.0
     return (spin_us if spin_us is not None else
             float(os.environ.get("RINGFLOW_SHM_SPIN_US", default))) * 1e-6
 

@@ -20,7 +20,7 @@ import secrets
 import socket
 import tempfile
 
-from .shm_ring import Ring, Segment
+from .shm_ring import Ring, Segment, ShmUnavailable
 
 
 class StoreExchange:
@@ -106,12 +106,22 @@ def map_segments(exchange, rank: int, size: int, ring_bytes: int):
     """(own segment, {peer: segment}, {src: inbound Ring}, {dst: outbound Ring}) for this rank."""
     nbytes = Segment.bytes_for(max(size - 1, 1), ring_bytes)
     path = os.path.join(_shm_dir(), f"ringflow-{os.getpid()}-{secrets.token_hex(4)}-r{rank}")
-    own = Segment.create(path, nbytes)
+    try:
+        own = Segment.create(path, nbytes)
+    except ShmUnavailable as e:
+        if size > 1:                             # the peers must not wait for our segment
+            exchange.allgather(f"!{e}")
+        raise
     if size == 1:
         own.unlink()
         return own, {}, {}, {}
     try:
-        infos = [i.split("|") for i in exchange.allgather(f"{_node_id()}|{path}|{ring_bytes}")]
+        said = exchange.allgather(f"{_node_id()}|{path}|{ring_bytes}")
+        failed = [(p, text[1:]) for p, text in enumerate(said) if text.startswith("!")]
+        if failed:                               # every rank raises alike: callers may fall back
+            own.close()
+            raise ShmUnavailable(f"rank {failed[0][0]}: {failed[0][1]}")
+        infos = [i.split("|") for i in said]
         _check_same_node(infos, rank)
         peers = {p: Segment.open(infos[p][1], nbytes) for p in range(size) if p != rank}
         exchange.barrier()                       # everybody mapped everything: the names can go

@@ -39,6 +39,7 @@ import ctypes
 import mmap
 import os
 import platform
+import shutil
 import struct
 import threading
 import time
@@ -70,6 +71,10 @@ def footprint(nbytes: int) -> int:
     return HEADER + -(-nbytes // ALIGN) * ALIGN
 
 
+class ShmUnavailable(RuntimeError):
+    """This node cannot give a rank its shared-memory segment (raised on every rank alike)."""
+
+
 class Segment:
     """One rank's shared file: control page, then one (ctrl page + data) ring per peer."""
 
@@ -99,10 +104,22 @@ class Segment:
     def create(cls, path: str, nbytes: int) -> "Segment":
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.ftruncate(fd, nbytes)          # tmpfs: pages are allocated on first touch only
+            os.ftruncate(fd, nbytes)
+            # tmpfs hands out pages on first touch: a full /dev/shm (Docker's is 64 MiB) would
+            # kill us with SIGBUS mid-collective. Reserving them now turns that into an error.
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, nbytes)
             mm = mmap.mmap(fd, nbytes)
-        finally:
+        except OSError as e:
             os.close(fd)
+            os.unlink(path)
+            free = shutil.disk_usage(os.path.dirname(path)).free
+            raise ShmUnavailable(
+                f"cannot reserve {nbytes >> 20} MiB of shared memory in {os.path.dirname(path)} "
+                f"({free >> 20} MiB free): {e.strerror or e}. Enlarge it (docker run --shm-size=1g),"
+                " lower RINGFLOW_SHM_RING_BYTES, point RINGFLOW_SHM_DIR elsewhere, or use "
+                "RINGFLOW_TRANSPORT=torch") from e
+        os.close(fd)
         seg = cls(path, mm, created=True)
         seg.pid.value, seg.state.value = os.getpid(), STATE_OPEN
         return seg

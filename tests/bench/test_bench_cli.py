@@ -1,5 +1,6 @@
 """ringflow-bench: flag parsing, nccl-tests row format, and a real 2-rank run with --check."""
 import json
+import re
 
 import pytest
 import torch
@@ -85,3 +86,19 @@ def test_plot_writes_a_png(tmp_path):
     path = tmp_path / "p.png"
     plot(rows, str(path), "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(150)
+def test_tune_writes_the_model_and_measured_points_that_auto_then_follows(tmp_path):
+    _, out = run_torchrun(2, "-m", "ringflow.bench", "--tune", "-b", "4K", "-e", "64K", "-f", "4",
+                          "-n", "2", "-w", "1", timeout=140, env={"RINGFLOW_CACHE": str(tmp_path)})
+    model = json.loads((tmp_path / "tune-torch-gloo-n2-l2.json").read_text())
+    assert model["alpha"] > 0 and model["beta"] > 0 and "all_reduce" in model["native"]
+    for key in ("all_reduce/ring", "all_reduce/rd", "all_reduce/native", "reduce_scatter/ring",
+                "all_gather/direct", "broadcast/tree", "reduce/native"):
+        assert [b for b, _ in model["measured"][key]] == [4096, 16384, 65536], key
+    # at a measured size auto picks the algorithm measured fastest there
+    points = {k.split("/")[1]: dict(v) for k, v in model["measured"].items()
+              if k.startswith("all_reduce/")}
+    best = min(points, key=lambda alg: points[alg][65536])
+    assert re.search(rf"all_reduce +64 KiB: {best} ", out), out[-3000:]

@@ -39,6 +39,24 @@ def test_model_prefers_few_rounds_small_and_ring_large():
     assert costmodel.predict(md, "all_reduce", "native", 4, 4096) is None   # untuned: no line
 
 
+def test_measured_points_override_the_formula_where_they_exist():
+    """The formula ranks rhd first at 4 MiB; tune measured it slower than ring there."""
+    mib = 1 << 20
+    md = model(measured={"all_reduce/rhd": [[mib, 2e-3], [4 * mib, 9e-3]],
+                         "all_reduce/ring": [[mib, 1e-3], [4 * mib, 4e-3]]})
+    plain = model()
+    assert costmodel.predict(plain, "all_reduce", "rhd", 4, 4 * mib) <= \
+        costmodel.predict(plain, "all_reduce", "ring", 4, 4 * mib)
+    assert costmodel.predict(md, "all_reduce", "rhd", 4, 4 * mib) == pytest.approx(9e-3)
+    assert costmodel.predict(md, "all_reduce", "ring", 4, 2 * mib) == pytest.approx(2e-3)  # log-log
+    # beyond the points: the formula's shape, scaled to the nearest point
+    f = lambda m: costmodel.formula(md, "all_reduce", "ring", 4, m)  # noqa: E731
+    assert costmodel.predict(md, "all_reduce", "ring", 4, 64 * mib) == \
+        pytest.approx(4e-3 * f(64 * mib) / f(4 * mib))
+    assert costmodel.predict(md, "all_reduce", "rd", 4, mib) == \
+        costmodel.predict(plain, "all_reduce", "rd", 4, mib)            # unmeasured: the formula
+
+
 def test_two_level_pays_less_across_nodes_than_flat_ring_latency():
     md = model(local_size=2)
     flat = costmodel.predict(md, "all_reduce", "ring", 8, 1 << 10)

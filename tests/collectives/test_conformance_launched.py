@@ -43,5 +43,16 @@ def test_example_matches_torch(launcher, transport):
     env = {"RINGFLOW_TRANSPORT": transport}
     run = run_torchrun if launcher == "torchrun" else run_mpirun
     _, out = run(3, EXAMPLE, timeout=120, env=env)
-    want = "transport=mpi" if (launcher, transport) == ("mpirun", "auto") else "transport=torch/gloo"
+    # auto: MPI under mpirun, shared memory under torchrun on one CPU node
+    want = {("mpirun", "auto"): "transport=mpi", ("torchrun", "auto"): "transport=shm"}.get(
+        (launcher, transport), "transport=torch/gloo")
     assert "ALL MATCH" in out and want in out and "world=3" in out, out[-3000:]
+
+
+@pytest.mark.timeout(150)
+def test_auto_falls_back_to_torch_when_shared_memory_is_too_small():
+    """Every rank fails to reserve its segment alike (1 TiB rings), so all pick torch together."""
+    _, out = run_torchrun(2, EXAMPLE, timeout=120,
+                          env={"RINGFLOW_TRANSPORT": "auto", "RINGFLOW_SHM_RING_BYTES": str(1 << 40)})
+    assert "shared memory unavailable (cannot reserve" in out and "using the torch transport" in out
+    assert "ALL MATCH" in out and "transport=torch/gloo" in out, out[-3000:]

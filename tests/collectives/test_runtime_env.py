@@ -40,7 +40,10 @@ def test_launch_env_errors_name_the_variable():
 
 def test_transport_choice():
     env = lambda name: runtime.read_launch_env(LAUNCHERS[name][0])  # noqa: E731
-    assert runtime._pick_transport(env("torchrun"), "auto") == "torch"
+    assert runtime._pick_transport(env("torchrun"), "auto") == "torch"      # two nodes
+    one_node = runtime.LaunchEnv("torchrun", 1, 2, 1, 2)
+    assert runtime._pick_transport(one_node, "auto") == "shm|torch"         # shm, else torch
+    assert runtime._pick_transport(one_node, "auto", torch.device("cuda", 0)) == "torch"  # NCCL
     assert runtime._pick_transport(env("mpirun"), "auto") == "mpi"       # mpi4py is installed
     assert runtime._pick_transport(env("none"), "auto") == "local"
     assert runtime._pick_transport(env("mpirun"), "torch") == "torch"

@@ -227,3 +227,31 @@ def test_forked_child_exiting_does_not_close_the_parents_rings(group):
     rw.wait(5)
     sw.wait(5)
     assert torch.equal(x, torch.arange(3.0))
+
+
+class _Told:
+    """A handshake whose all-gather returns what the other rank is scripted to say."""
+
+    def __init__(self, rank: int, other: str):
+        self.rank, self.other, self.said = rank, other, None
+
+    def allgather(self, value: str) -> list[str]:
+        self.said = value
+        return [value, self.other] if self.rank == 0 else [self.other, value]
+
+    def barrier(self) -> None:
+        raise AssertionError("no barrier after a failed handshake")
+
+
+def test_a_rank_without_shared_memory_fails_every_rank_alike(tmp_path, monkeypatch):
+    """Reserving the segment up front (no SIGBUS later); a rank that cannot tells its peers."""
+    from ringflow.transport.shm_bootstrap import map_segments
+    from ringflow.transport.shm_ring import ShmUnavailable
+    monkeypatch.setenv("RINGFLOW_SHM_DIR", str(tmp_path))
+    told = _Told(0, "")
+    with pytest.raises(ShmUnavailable, match="cannot reserve"):    # 1 TiB: more than any disk here
+        map_segments(told, 0, 2, ring_bytes=1 << 40)
+    assert told.said.startswith("!cannot reserve") and not os.listdir(tmp_path)
+    with pytest.raises(ShmUnavailable, match="rank 1: no space left"):
+        map_segments(_Told(0, "!no space left"), 0, 2, ring_bytes=RING)
+    assert not os.listdir(tmp_path)                       # our own segment is gone as well

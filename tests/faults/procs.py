@@ -61,7 +61,7 @@ def launch_bare(nproc: int, args: list[str], env: dict | None = None,
                 timeout: float = 90) -> list[tuple[int, str]]:
     """Run script ``args[0]`` (argv ``args``) as ranks 0..nproc-1 of one torch world.
 
-    ``env`` adds variables (None unsets one). Returns [(exit code, or -signal if killed; output)]
+    ``env`` adds variables (None unsets one); the transport is torch unless it names one. Returns [(exit code, or -signal if killed; output)]
     per rank. A rank still running after
     ``timeout`` is a hang: every rank is killed and the test fails with their output.
     """
@@ -71,7 +71,8 @@ def launch_bare(nproc: int, args: list[str], env: dict | None = None,
         logs.append(os.path.join(folder, f"rank{rank}.log"))
         pid = os.fork()
         if pid == 0:
-            _child(rank, nproc, port, args, env or {}, logs[-1])
+            _child(rank, nproc, port, args, {"RINGFLOW_TRANSPORT": "torch", **(env or {})},
+                   logs[-1])
         pids.append(pid)
     codes = _reap(pids, time.monotonic() + timeout)
     outs = [Path(log).read_text() if os.path.exists(log) else "" for log in logs]

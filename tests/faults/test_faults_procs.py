@@ -49,14 +49,17 @@ def test_torch_stalled_peer_times_out_and_names_it(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_torch_debug_mismatch_named_on_every_rank(tmp_path):
-    outs = launch_bare(2, _worker(tmp_path, "--mismatch", "dtype", "--victim", "1"),
-                       {**ENV, "RINGFLOW_DEBUG": "1"})
+@pytest.mark.parametrize("transport,field,values", [
+    ("torch", "dtype", "ranks [0] have float32; ranks [1] have float64"),
+    # shm posts data beside the fingerprints (debug.py): rank 1's larger message must not land
+    ("shm", "numel", "ranks [0] have 65536; ranks [1] have 65537")])
+def test_debug_mismatch_named_on_every_rank(tmp_path, transport, field, values):
+    outs = launch_bare(2, _worker(tmp_path, "--mismatch", field, "--victim", "1"),
+                       {**ENV, "RINGFLOW_DEBUG": "1", "RINGFLOW_TRANSPORT": transport})
     rep = reports(tmp_path)
     for r in (0, 1):
         assert rep[r]["status"].startswith("CollectiveMismatch"), (rep[r], outs[r][1][-2000:])
-        assert ("collective #2 mismatch in dtype: ranks [0] have float32; ranks [1] have float64"
-                in rep[r]["status"]), rep[r]["status"]
+        assert f"collective #2 mismatch in {field}: {values}" in rep[r]["status"], rep[r]["status"]
 
 
 @pytest.mark.timeout(120)
