@@ -5,7 +5,10 @@ dtype, op, root, sequence number) of the call it is making. If any differ, every
 rank raises the same CollectiveMismatch naming the first differing field and
 which ranks hold which value, instead of hanging or mixing bytes.
 
-The exchange is posted when the collective starts, ahead of its data on every link,
+Over shared memory and MPI the fingerprints skip the message layer: a board
+(``Transport.fingerprint_board``) posts them in place in shared memory, or through
+persistent MPI requests on a tag of their own. Elsewhere the exchange is posted when
+the collective starts, ahead of its data on every link,
 so each rank's first message to a peer is its fingerprint (messages between two ranks
 keep their order). Where a receive of the wrong size only raises (threads, MPI, shared
 memory: ``Transport.checks_message_size``), data is posted at once and the fingerprints
@@ -70,6 +73,16 @@ def compare(table: list[list[int]], rank: int, rec) -> None:
                 "or on data that skips or adds a call")
 
 
+def _board(comm):
+    """The transport's fingerprint board, for the world group only (a board has one sequence
+    of slots; sub-groups, numbered on their own, send their fingerprints as messages)."""
+    board = getattr(comm, "_fingerprint_board", False)
+    if board is False:
+        world = comm.parent is None and comm.ranks == list(range(comm.transport.size))
+        board = comm._fingerprint_board = comm.transport.fingerprint_board() if world else None
+    return board
+
+
 class PendingCheck:
     """A fingerprint exchange in flight: posted as a collective starts, verified before any data.
 
@@ -96,6 +109,11 @@ class PendingCheck:
         else:
             table[r] = torch.tensor(mine, dtype=torch.int64)
         self.recvs, self.sends = [], []
+        board = _board(comm) if rows is not None else None
+        if board is not None:                        # shared memory / MPI: no message per call
+            board.post(rec.seq, mine)
+            self.recvs = [(board.expect(p, rec.seq, rows[p]), p) for p in range(n) if p != r]
+            return
         for shift in range(1, n):
             dst, src = (r + shift) % n, (r - shift) % n
             sw, rw = comm.sendrecv(views[r], dst, views[src], src)

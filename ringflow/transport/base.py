@@ -81,6 +81,15 @@ class Transport(abc.ABC):
         sw = self.isend(send, dst, tag)
         return sw, rw
 
+    def fingerprint_board(self):
+        """A cheaper channel than messages for RINGFLOW_DEBUG's per-call fingerprints, or None.
+
+        A board has ``post(seq, row)`` (this rank's ints for its collective ``seq``) and
+        ``expect(peer, seq, into) -> Work`` (completes once ``peer`` posted ``seq``, its row
+        copied into the int64 array ``into``).
+        """
+        return None
+
     @abc.abstractmethod
     def check_tensor(self, tensor: torch.Tensor) -> None:
         """Raise ValueError if this transport cannot move ``tensor`` (device, layout)."""

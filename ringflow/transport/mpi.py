@@ -138,6 +138,10 @@ class MpiTransport(Transport):
         req = self.comm.Irecv(buf, source=self._peer(src), tag=tag)
         return _MpiWork(req, (buf, tensor), src, f"receive from rank {src}", self.spin)
 
+    def fingerprint_board(self):
+        from .mpi_board import MpiBoard
+        return MpiBoard(self)
+
     def close(self) -> None:
         if self.comm is not None and not self.MPI.Is_finalized():
             self.comm.Free()

@@ -31,6 +31,7 @@ from .backoff import cores
 from .base import PeerTimeout, Transport, TransportError, Work, require_contiguous
 from .shm_bootstrap import StoreExchange, launch_exchange, map_segments
 from .shm_channel import CODES, Inbox, Message, Outbox
+from .shm_board import Board
 from .shm_ring import HEADER, STATE_CLOSED, fence
 
 _LIVE: "weakref.WeakSet[ShmTransport]" = weakref.WeakSet()
@@ -78,6 +79,7 @@ class ShmTransport(Transport):
         self.inboxes = {s: Inbox(ring, self.peers[s], piece, rank, s)
                         for s, ring in inbound.items()}
         self.outboxes = {d: Outbox(ring, self.peers[d], piece) for d, ring in outbound.items()}
+        self._board: Board | None = None
         _LIVE.add(self)
 
     # ---- construction from a launcher ----------------------------------------------------------
@@ -178,16 +180,25 @@ class ShmTransport(Transport):
         return msg.done
 
     def wait_for(self, msg: Message, timeout: float | None) -> None:
+        self.wait_until(lambda: msg.done, msg.peer, f"{_verb(msg)} rank {msg.peer} of "
+                        f"{msg.describe()}", timeout)
+        if msg.error is not None:
+            raise msg.error
+
+    def wait_until(self, done: Callable[[], bool], peer: int, what: str,
+                   timeout: float | None) -> None:
+        """Make progress until ``done()``: spin a little, then sleep on our doorbell; a dead
+        ``peer`` fails it within 0.1 s, a silent one after ``timeout`` seconds."""
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         next_check = start + 0.1
-        while not msg.done:
+        while not done():
             if self._closed:
-                raise TransportError(f"rank {self.rank}: the shm transport was closed while a "
-                                     f"{msg.kind} of {msg.describe()} was pending")
+                raise TransportError(f"rank {self.rank}: the shm transport was closed while "
+                                     f"waiting to {what}")
             bell = self.own.bell.value()        # read before looking, so no wake-up is lost
             with self._lock:
-                if self._progress() or msg.done:
+                if self._progress() or done():
                     continue
             now = time.monotonic()
             if now - start < self.spin:
@@ -195,15 +206,12 @@ class ShmTransport(Transport):
                     os.sched_yield()            # let a peer that shares our core run first
                 continue
             if deadline is not None and now >= deadline:
-                raise PeerTimeout(f"rank {self.rank}: {_verb(msg)} rank {msg.peer} of "
-                                  f"{msg.describe()} timed out after {timeout:.1f}s", msg.peer)
+                raise PeerTimeout(f"rank {self.rank}: {what} timed out after {timeout:.1f}s", peer)
             if now >= next_check:
-                self._check_alive(msg)
+                self._check_alive(peer, done, what)
                 next_check = now + 0.1
             left = _MAX_SLEEP if deadline is None else min(_MAX_SLEEP, deadline - now)
             self._sleep(bell, max(left, 1e-4))
-        if msg.error is not None:
-            raise msg.error
 
     def _sleep(self, bell: int, seconds: float) -> None:
         """Announce the sleep, look once more (Dekker; see shm_ring), then wait on the doorbell."""
@@ -218,9 +226,9 @@ class ShmTransport(Transport):
             with self._lock:
                 self.own.sleepers.value -= 1
 
-    def _check_alive(self, msg: Message) -> None:
-        """A peer that closed or died can no longer complete ``msg``: fail now, not at timeout."""
-        peer = self.peers[msg.peer]
+    def _check_alive(self, rank: int, done: Callable[[], bool], what: str) -> None:
+        """A peer that closed or died can no longer complete our wait: fail now, not at timeout."""
+        peer = self.peers[rank]
         if peer.state.value == STATE_CLOSED:
             why = "closed its transport"
         elif not _pid_alive(peer.pid.value):
@@ -229,10 +237,16 @@ class ShmTransport(Transport):
             return
         with self._lock:
             self._progress()                    # whatever it sent before leaving still counts
-            if msg.done:
+            if done():
                 return
-        raise TransportError(f"rank {self.rank}: peer rank {msg.peer} {why} while a "
-                             f"{msg.kind} of {msg.describe()} with it was pending")
+        raise TransportError(f"rank {self.rank}: peer rank {rank} {why} while waiting to {what}")
+
+    # ---- RINGFLOW_DEBUG fingerprints without messages --------------------------------------------
+    def fingerprint_board(self) -> "Board":
+        """Each rank's fingerprints in its own control page, read in place by its peers."""
+        if self._board is None:
+            self._board = Board(self)
+        return self._board
 
     # ---- shutdown ----------------------------------------------------------------------------
     def close(self) -> None:
