@@ -31,14 +31,23 @@ launch() {  # transport ranks -- bench args...
   esac
 }
 
+# auto's model comes from a tune of each transport and world size, cached under $OUT/cache
+export RINGFLOW_CACHE=${RINGFLOW_CACHE:-$OUT/cache}
+for tr in $TRANSPORTS; do
+  for n in $RANKS; do
+    [ -n "${SKIP_DONE:-}" ] && [ -s "$OUT/tune-$tr-n$n.txt" ] || \
+    launch "$tr" "$n" --tune -n 20 -w 3 > "$OUT/tune-$tr-n$n.txt" 2>&1 || true
+  done
+done
+
 for l in $(seq 1 "$LAUNCHES"); do
   for tr in $TRANSPORTS; do
     for n in $RANKS; do
       for coll in $COLLECTIVES; do
         # with 2 ranks rhd and direct move the same messages as the ring: measured at 4 ranks
-        small="ring,direct"; big="ring,direct"; modes=oop
-        [ "$coll" = all_reduce ] && small="ring,rd,rhd,direct,auto" && big="ring,rhd,direct" && modes=ip
-        [ "$n" = 2 ] && big="ring" && small="${small/,direct/}"
+        small="ring,direct,auto"; big="ring,direct,auto"; modes=oop
+        [ "$coll" = all_reduce ] && small="ring,rd,rhd,direct,auto" && big="ring,rhd,direct,auto" && modes=ip
+        [ "$n" = 2 ] && big="ring,auto" && small="${small/,direct/}"
         tag="$tr-n$n-$coll"
         echo "== launch $l: $tag" >&2
         # SKIP_DONE=1 resumes an interrupted campaign

@@ -19,6 +19,7 @@ TARGETS = {("torch-gloo", "builtin:gloo"): 1.0, ("mpi", "builtin:mpi"): 0.9,
            ("shm", "builtin:gloo"): 3.0, ("shm", "builtin:mpi"): 0.7}
 LATENCY_TARGET = 1 / 1.5          # time <= 1.5x the built-in, as a busbw ratio
 MIB = 1 << 20
+PICKS: dict = {}                  # (size, algorithm auto ran) seen in the current table
 
 
 def human(n: int) -> str:
@@ -47,7 +48,11 @@ def cells(runs) -> tuple[dict, dict]:
         by_size = collections.defaultdict(dict)
         for r in rows:
             res = r[mode_of(r)]
-            by_size[r["size"]][r["label"]] = (res["busbw"], res["time_us"])
+            label = r["label"]
+            if label.startswith("auto:"):            # one "auto" row; what it ran is noted
+                PICKS[(r["size"], label.split(":", 1)[1])] = True
+                label = "auto"
+            by_size[r["size"]][label] = (res["busbw"], res["time_us"])
         for size, labels in by_size.items():
             for label, (v, t) in labels.items():
                 bw[(size, label)].append(v if size >= MIB else t)
@@ -58,6 +63,7 @@ def cells(runs) -> tuple[dict, dict]:
 
 
 def table(key, runs) -> tuple[list[str], dict]:
+    PICKS.clear()
     bw, ratio = cells(runs)
     sizes = sorted({s for s, _ in bw})
     labels = sorted(dict.fromkeys(l for _, l in bw), key=lambda l: l.startswith("builtin"))
@@ -65,7 +71,8 @@ def table(key, runs) -> tuple[list[str], dict]:
     bases = [l for l in labels if l.startswith("builtin")]
     pairs = [(l, b) for l in ours for b in bases]
     launches = len({name.rsplit("-L", 1)[-1] for name, _ in runs})
-    head = (["size"] + labels + [f"{l} / {b.split(':')[1]}" for l, b in pairs])
+    head = (["size"] + labels + [f"{l} / {b.split(':')[1]}" for l, b in pairs] +
+            (["auto ran"] if "auto" in labels else []))
     lines = [f"### {key[2]}, transport {key[0]}, {key[1]} ranks ({launches} launch(es); "
              "median time in us below 1 MiB, median busbw in GB/s from 1 MiB; ratios = busbw "
              "ratio in the same run)",
@@ -79,6 +86,8 @@ def table(key, runs) -> tuple[list[str], dict]:
             vals = ratio.get((s, l, b))
             med[(s, l, b)] = statistics.median(vals) if vals else None
             row.append(f"{med[(s, l, b)]:.2f}x" if vals else "-")
+        if "auto" in labels:
+            row.append(", ".join(sorted(a for (size, a) in PICKS if size == s)) or "-")
         lines.append("| " + " | ".join(row) + " |")
     return lines + [""], med
 
@@ -98,11 +107,20 @@ def verdicts(key, med: dict) -> list[str]:
             if not best:
                 continue
             worst = min(best, key=lambda s: best[s][1])
-            ring = [v for (s, l, b), v in med.items() if l == "ring" and b == base and lo <= s <= hi]
-            ok = "MET" if best[worst][1] >= goal else "missed"
+
+            def low(alg):
+                vals = {s: v for (s, l, b), v in med.items()
+                        if l == alg and b == base and lo <= s <= hi and v is not None}
+                return (min(vals.values()), human(min(vals, key=vals.get))) if vals else None
+            auto, ring = low("auto"), low("ring")
+            judged = auto or (best[worst][1], human(worst))
+            ok = "MET" if judged[0] >= goal else "missed"
             out.append(f"- {key[2]}, {key[1]} ranks, {tr} vs {base}, {name}: need >= {goal:.2f}x; "
-                       f"best algorithm per size: worst {best[worst][1]:.2f}x at {human(worst)} "
-                       f"({best[worst][0]}) -> **{ok}**; ring alone: worst {min(ring):.2f}x")
+                       + (f"auto: worst {auto[0]:.2f}x at {auto[1]} -> **{ok}**; " if auto else
+                          f"best algorithm per size: worst {judged[0]:.2f}x -> **{ok}**; ")
+                       + (f"ring alone: worst {ring[0]:.2f}x at {ring[1]}; " if ring else "")
+                       + f"best per size: worst {best[worst][1]:.2f}x at {human(worst)} "
+                       f"({best[worst][0]})")
     return out
 
 
