@@ -52,17 +52,29 @@ def dead_gloo(rng) -> dict:
     return _bare(rng, fault, n, ["--algorithm", algo], _proc_env(), rng.randrange(n))
 
 
+def dead_shm(rng) -> dict:
+    """The same kill over shared memory (no native collective there): peers see the pid go."""
+    n, algo, seq = rng.choice([2, 3]), rng.choice(ALGOS), 2 * rng.randrange(3)
+    step = rng.randrange(2 * n - 2) if algo == "ring" else 0
+    return _bare(rng, f"kill:{seq}:{step}", n, ["--algorithm", algo],
+                 _proc_env(RINGFLOW_TRANSPORT="shm"), rng.randrange(n))
+
+
 def stall_gloo(rng) -> dict:
     return _bare(rng, f"stall:{2 * rng.randrange(3)}:0:{PROC_T * 1.6}", 2,
                  ["--algorithm", rng.choice(ALGOS)], _proc_env(), rng.randrange(2))
 
 
-def mismatch_gloo(rng) -> dict:
+def mismatch_gloo(rng, transport: str = "torch") -> dict:
     field = rng.choice(["numel", "dtype", "op", "collective"])
     folder = tempfile.mkdtemp(prefix="rf-matrix-")
+    args = ["--report", folder, "--victim", "1", "--mismatch", field]
+    env = _proc_env(RINGFLOW_DEBUG="1", RINGFLOW_TRANSPORT=transport)
     try:
-        launch_bare(2, [WORKER, "--report", folder, "--victim", "1", "--mismatch", field],
-                    _proc_env(RINGFLOW_DEBUG="1"), timeout=60)
+        if transport == "mpi":
+            run_mpirun(2, WORKER, *args, env=env, check=False, timeout=120)
+        else:
+            launch_bare(2, [WORKER, *args], env, timeout=60)
     except AssertionError:
         return trial(False, hang=True)
     rep = reports(Path(folder))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import runtime
 from . import exchange, select
 from .communicator import Communicator
 from .engine import CollectiveWork
@@ -26,8 +27,7 @@ __all__ = ["all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor", "bro
 
 def _group(group: Communicator | None) -> Communicator:
     if group is None:
-        from ..runtime import world
-        return world()
+        return runtime._WORLD or runtime.world()      # world() raises the helpful error
     if not isinstance(group, Communicator):
         raise TypeError(f"group must be a ringflow Communicator or None, got {type(group).__name__}"
                         " (torch.distributed process groups are not accepted; use ringflow.init())")

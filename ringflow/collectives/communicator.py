@@ -24,6 +24,7 @@ from .debug import PendingCheck
 from .engine import CollectiveWork, Engine
 from .errors import CollectiveError, CollectiveMismatch, CollectiveTimeout
 from .flight import CallRecord, FlightRecorder
+from .ops import ReduceOp
 
 def default_timeout() -> float:
     """$RINGFLOW_TIMEOUT (seconds), read when a communicator is made (not at import), else 300."""
@@ -35,6 +36,17 @@ def default_timeout() -> float:
     if value <= 0:
         raise ValueError(f"RINGFLOW_TIMEOUT={text!r} must be positive seconds")
     return value
+_DTYPE_NAMES: dict = {}
+_OP_NAMES = {op: op.name.lower() for op in ReduceOp}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
 # One engine per transport, dropped with it (keyed weakly: a new transport never inherits the
 # engine, or the failure mark, of a dead one that happened to share its id).
 _ENGINES: "weakref.WeakKeyDictionary[Transport, Engine]" = weakref.WeakKeyDictionary()
@@ -58,6 +70,7 @@ class Communicator:
                              f"{self.local_size} ranks ({self.size} % {self.local_size} != 0)")
         self.local_rank = self.rank % self.local_size
         self.tag = 0 if ranks is None else 1 + zlib.crc32(repr(self.ranks).encode()) % 30000
+        self.is_world = self.ranks == list(range(transport.size))   # every rank of the transport
         self.debug = os.environ.get("RINGFLOW_DEBUG", "0") not in ("", "0") if debug is None else debug
         self.engine = _ENGINES.setdefault(transport, Engine())
         self._owns_engine = ranks is None
@@ -218,8 +231,8 @@ class Communicator:
             op=None, root: int = -1, async_op: bool = False) -> CollectiveWork | None:
         """Number, record, (optionally) fingerprint-check and execute one collective."""
         rec = CallRecord(self.seq, name, tensor.numel() if tensor is not None else 0,
-                         str(tensor.dtype).replace("torch.", "") if tensor is not None else "-",
-                         getattr(op, "name", "-").lower(), root)
+                         _dtype_name(tensor.dtype) if tensor is not None else "-",
+                         _OP_NAMES.get(op) or getattr(op, "name", "-").lower(), root)
         self.seq += 1
         self.recorder.add(rec)
 

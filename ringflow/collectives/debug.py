@@ -5,18 +5,19 @@ dtype, op, root, sequence number) of the call it is making. If any differ, every
 rank raises the same CollectiveMismatch naming the first differing field and
 which ranks hold which value, instead of hanging or mixing bytes.
 
-Over shared memory and MPI the fingerprints skip the message layer: a board
-(``Transport.fingerprint_board``) posts them in place in shared memory, or through
-persistent MPI requests on a tag of their own. Elsewhere the exchange is posted when
-the collective starts, ahead of its data on every link,
-so each rank's first message to a peer is its fingerprint (messages between two ranks
-keep their order). Where a receive of the wrong size only raises (threads, MPI, shared
-memory: ``Transport.checks_message_size``), data is posted at once and the fingerprints
-are compared before the first wait returns, so the check adds a small message beside the
-data rather than a latency in front of it. Over gloo a larger message landing in a
-smaller buffer aborts the process, so there the fingerprints are compared before any
-data is posted: one extra message latency per collective. See
-benchmarks/bench_debug_overhead.py.
+How the fingerprints travel decides what the check costs (benchmarks/bench_debug_overhead.py):
+- on a board (``Transport.fingerprint_board``) when the transport has one: with every
+  rank on one node, each writes its fingerprint in place in a shared-memory page that
+  its peers read (shm, torch and MPI transports: transport/shm_board.py); MPI across
+  nodes starts persistent requests on a tag of their own (transport/mpi_board.py);
+- else as messages, posted as the collective starts, so each rank's first message to
+  a peer is its fingerprint (messages between two ranks keep their order).
+Where a receive of the wrong size only raises (threads, MPI, shared memory:
+``Transport.checks_message_size``) data is posted at once and the fingerprints are
+compared before the first wait returns, so the check runs beside the data. Over gloo a
+larger message landing in a smaller buffer aborts the process, so the fingerprints are
+compared before any data is posted: on one node that waits only for the slowest rank to
+arrive, which the data would wait for anyway; across nodes it is one more message latency.
 
     RINGFLOW_DEBUG=1 torchrun --nproc_per_node=4 train.py
 """
@@ -78,7 +79,7 @@ def _board(comm):
     of slots; sub-groups, numbered on their own, send their fingerprints as messages)."""
     board = getattr(comm, "_fingerprint_board", False)
     if board is False:
-        world = comm.parent is None and comm.ranks == list(range(comm.transport.size))
+        world = comm.parent is None and comm.is_world
         board = comm._fingerprint_board = comm.transport.fingerprint_board() if world else None
     return board
 

@@ -17,9 +17,7 @@ from .ops import ReduceOp
 
 def supports(comm: Communicator, collective: str) -> bool:
     """True when ``comm``'s transport runs ``collective`` itself for this whole group."""
-    tr = comm.transport
-    return (hasattr(tr, f"native_{collective}") and comm.ranks == list(range(tr.size))
-            and comm.size == tr.size)
+    return comm.is_world and hasattr(comm.transport, f"native_{collective}")
 
 
 def _require(comm: Communicator, collective: str):

@@ -48,17 +48,24 @@ def cuda_aware() -> bool:
 
 
 class _MpiWork(Work):
-    """An MPI request and the buffers it must keep alive until it completes."""
+    """An MPI request and the buffers it must keep alive until it completes.
 
-    def __init__(self, request, keep, peer: int, what: str, spin: float):
+    ``inflight`` (the transport's) holds every unfinished one: a collective that fails
+    (a mismatch, a dead peer) drops its works with requests still posted, and MPI may
+    write into their buffers later, so those buffers must never be freed.
+    """
+
+    def __init__(self, request, keep, peer: int, what: str, spin: float, inflight: set):
         self.request, self.keep, self.peer, self.what = request, keep, peer, what
-        self.spin, self.done = spin, False
+        self.spin, self.done, self.inflight = spin, False, inflight
+        inflight.add(self)
 
     def is_completed(self) -> bool:
         if not self.done:
             self.done = bool(self.request.Test())
             if self.done:
                 self.keep = None
+                self.inflight.discard(self)
         return self.done
 
     def wait(self, timeout: float | None = None) -> None:
@@ -84,8 +91,11 @@ class MpiTransport(Transport):
         self.device = torch.device(device)
         self.gpu = self.device.type == "cuda"
         local = comm.Split_type(self.MPI.COMM_TYPE_SHARED)     # ranks sharing this node's cores
-        self.spin = spin_seconds(local.Get_size())
+        self.local_size = local.Get_size()
+        self.spin = spin_seconds(self.local_size)
         local.Free()
+        self._board = None
+        self._inflight: set = set()        # unfinished works (see _MpiWork)
 
     @classmethod
     def from_launch(cls, launch, device: torch.device, timeout: float) -> "MpiTransport":
@@ -131,18 +141,36 @@ class MpiTransport(Transport):
     def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0) -> Work:
         buf = self._bytes(tensor)
         req = self.comm.Isend(buf, dest=self._peer(dst), tag=tag)
-        return _MpiWork(req, (buf, tensor), dst, f"send to rank {dst}", self.spin)
+        return _MpiWork(req, (buf, tensor), dst, f"send to rank {dst}", self.spin,
+                        self._inflight)
 
     def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0) -> Work:
         buf = self._bytes(tensor)
         req = self.comm.Irecv(buf, source=self._peer(src), tag=tag)
-        return _MpiWork(req, (buf, tensor), src, f"receive from rank {src}", self.spin)
+        return _MpiWork(req, (buf, tensor), src, f"receive from rank {src}", self.spin,
+                        self._inflight)
 
     def fingerprint_board(self):
-        from .mpi_board import MpiBoard
-        return MpiBoard(self)
+        """RINGFLOW_DEBUG's fingerprints: in shared memory when every rank is on this node
+        (shm_board), else through persistent MPI requests (mpi_board). Collective, made once."""
+        if self._board is None:
+            from .mpi_board import MpiBoard
+            self._board = MpiBoard(self)
+            if self.local_size == self.size > 1 and not self.gpu:
+                from .shm_board import node_board
+                from .shm_bootstrap import MpiExchange
+                from .shm_ring import ShmUnavailable
+                try:
+                    self._board = node_board(MpiExchange(self.comm), self.rank, self.size,
+                                             self.spin)
+                except ShmUnavailable:         # every rank alike
+                    pass
+        return self._board
 
     def close(self) -> None:
+        if self._board is not None:
+            self._board.close()
+            self._board = None
         if self.comm is not None and not self.MPI.Is_finalized():
             self.comm.Free()
         self.comm = None

@@ -42,6 +42,12 @@ class MpiBoard:
     def expect(self, peer: int, seq: int, into: np.ndarray) -> Work:
         return _Arrived(self, peer, seq, into)
 
+    def close(self) -> None:
+        for request in self.all:
+            if request.Test():                 # an unfinished one belongs to a failed job
+                request.Free()
+        self.all, self.sends, self.recvs = [], [], {}
+
 
 class _Arrived(Work):
     def __init__(self, board: MpiBoard, peer: int, seq: int, into: np.ndarray):

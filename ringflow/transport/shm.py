@@ -32,7 +32,7 @@ from .base import PeerTimeout, Transport, TransportError, Work, require_contiguo
 from .shm_bootstrap import StoreExchange, launch_exchange, map_segments
 from .shm_channel import CODES, Inbox, Message, Outbox
 from .shm_board import Board
-from .shm_ring import HEADER, STATE_CLOSED, fence
+from .shm_ring import HEADER, STATE_CLOSED, fence, pid_alive
 
 _LIVE: "weakref.WeakSet[ShmTransport]" = weakref.WeakSet()
 _MAX_SLEEP = 0.02                     # bound on one futex wait (liveness checks, lost wake-ups)
@@ -231,7 +231,7 @@ class ShmTransport(Transport):
         peer = self.peers[rank]
         if peer.state.value == STATE_CLOSED:
             why = "closed its transport"
-        elif not _pid_alive(peer.pid.value):
+        elif not pid_alive(peer.pid.value):
             why = f"(pid {peer.pid.value}) exited"
         else:
             return
@@ -245,7 +245,7 @@ class ShmTransport(Transport):
     def fingerprint_board(self) -> "Board":
         """Each rank's fingerprints in its own control page, read in place by its peers."""
         if self._board is None:
-            self._board = Board(self)
+            self._board = Board(self.own, self.peers, self.wait_until)
         return self._board
 
     # ---- shutdown ----------------------------------------------------------------------------
@@ -275,23 +275,6 @@ def _spin_seconds(size: int, spin_us: float | None) -> float:
     default = 50.0 if size <= cores() else 0.0
     return (spin_us if spin_us is not None else
             float(os.environ.get("RINGFLOW_SHM_SPIN_US", default))) * 1e-6
-
-
-def _pid_alive(pid: int) -> bool:
-    """True unless ``pid`` is gone or a zombie (a dead child its launcher has not reaped yet)."""
-    if pid <= 0:                      # unknown (another PID namespace): rely on the timeout
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except OSError:
-        return True
 
 
 @atexit.register

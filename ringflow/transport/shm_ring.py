@@ -71,6 +71,23 @@ def footprint(nbytes: int) -> int:
     return HEADER + -(-nbytes // ALIGN) * ALIGN
 
 
+def pid_alive(pid: int) -> bool:
+    """True unless ``pid`` is gone or a zombie (a dead child its launcher has not reaped yet)."""
+    if pid <= 0:                      # unknown (another PID namespace): rely on the timeout
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except OSError:
+        return True
+
+
 class ShmUnavailable(RuntimeError):
     """This node cannot give a rank its shared-memory segment (raised on every rank alike)."""
 

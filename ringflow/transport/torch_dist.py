@@ -151,10 +151,35 @@ class TorchTransport(Transport):
         self.slice_bytes = None
         self.name = f"torch/{self.backend}"
 
+    one_node = False                       # every rank on this node (a shared-memory board)
+    timeout = 300.0
+    _board = None
+
     @classmethod
     def from_launch(cls, launch, device: torch.device, timeout: float) -> "TorchTransport":
         """Join (or reuse) the default process group: gloo for a cpu device, NCCL for cuda."""
-        return cls(device, owns_group=init_process_group(launch, device, timeout))
+        tr = cls(device, owns_group=init_process_group(launch, device, timeout))
+        tr.one_node, tr.timeout = launch.local_size == launch.size, timeout
+        return tr
+
+    def fingerprint_board(self):
+        """RINGFLOW_DEBUG on one node of gloo ranks: fingerprints through shared memory
+        (shm_board), microseconds where a gloo message costs hundreds; else None (messages)."""
+        if self._board is None:
+            self._board = False
+            if self.one_node and self.size > 1 and self.backend == "gloo":
+                from .backoff import spin_seconds
+                from .shm_board import node_board
+                from .shm_bootstrap import StoreExchange
+                from .shm_ring import ShmUnavailable
+                exchange = StoreExchange(dist.distributed_c10d._get_default_store(),
+                                         "ringflow/board", self.rank, self.size, self.timeout)
+                try:
+                    self._board = node_board(exchange, self.rank, self.size,
+                                             spin_seconds(self.size))
+                except ShmUnavailable:         # every rank alike: fingerprints go as messages
+                    pass
+        return self._board or None
 
     # ---- point to point ---------------------------------------------------------------------
     def check_tensor(self, tensor: torch.Tensor) -> None:
@@ -203,6 +228,8 @@ class TorchTransport(Transport):
                 _TorchWork(recv_w, src, f"receive from rank {src}", self.poll))
 
     def close(self) -> None:
+        if self._board:
+            self._board.close()
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
         self.owns_group = False
