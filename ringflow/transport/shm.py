@@ -75,6 +75,9 @@ class ShmTransport(Transport):
         if exchange is None and size > 1:
             exchange = StoreExchange(store, f"ringflow/shm/{prefix}", rank, size, timeout)
         self.own, self.peers, inbound, outbound = map_segments(exchange, rank, size, ring_bytes)
+        # Rank 0 may host the rendezvous store (no torchrun agent): freeing it now would reset
+        # peers still inside the last barrier of the handshake.
+        self._exchange = exchange
         piece = max(HEADER, ring_bytes // 4)            # publish often enough to overlap copies
         self.inboxes = {s: Inbox(ring, self.peers[s], piece, rank, s)
                         for s, ring in inbound.items()}
