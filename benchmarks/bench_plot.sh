@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's plots: all-reduce busbw against size, ringflow's algorithms beside the built-ins,
-# with the tuned model's predictions (dashed). Run benchmarks/bench_tune.sh first.
+# with the tuned model's predictions (dashed). Run benchmarks/bench_collectives.sh first (it tunes).
 #
 #   bash benchmarks/bench_plot.sh
 set -euo pipefail
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 R=benchmarks/results
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export PATH="$(dirname "$PY"):$PATH" RINGFLOW_CACHE=${RINGFLOW_CACHE:-$R/tune-cache}
+export PATH="$(dirname "$PY"):$PATH" RINGFLOW_CACHE=${RINGFLOW_CACHE:-$R/raw/cache}
 timeout 900 torchrun --nproc_per_node=2 --master_port=$((29700 + RANDOM % 200)) -m ringflow.bench \
   --transport torch -b 4K -e 128M -f 4 -n 5 -w 1 --modes ip --algorithm ring,rd,rhd,auto \
   --json $R/plot_all_reduce_gloo_n2.json --plot $R/all_reduce_gloo_n2.png > $R/plot_all_reduce_gloo_n2.txt 2>&1

@@ -52,7 +52,7 @@ FAULTS = {   # name: (what, where, contract, function)
                  "every survivor raises", procs.dead_shm),
     "mismatch_shm": ("mismatched call, RINGFLOW_DEBUG=1", "shm (fingerprint board)",
                      "both name the field", lambda rng: procs.mismatch_gloo(rng, "shm")),
-    "mismatch_mpi": ("mismatched call, RINGFLOW_DEBUG=1", "mpirun, mpi (persistent requests)",
+    "mismatch_mpi": ("mismatched call, RINGFLOW_DEBUG=1", "mpirun, mpi (one node: shared-memory board)",
                      "both name the field", lambda rng: procs.mismatch_gloo(rng, "mpi")),
     "dead_torchrun": ("kill -9 mid all-reduce", "torchrun, gloo", "launcher exits non-zero",
                       procs.dead_torchrun),
