@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         run = build_run(cfg, comm, device, data, net, objective)
         if comm.rank == 0:
             config.save(cfg, Path(cfg.out) / "config.json")
+            print(f"ringflow.train: {comm.size} rank(s) on {device}, transport "
+                  f"{comm.transport.name}, --parallel {cfg.parallel}", file=sys.stderr, flush=True)
         loop(run, autocast)
         finish(run, autocast)
     except ckpt.CheckpointError as e:               # every rank read the same files
