@@ -183,22 +183,26 @@ class ShmTransport(Transport):
         return msg.done
 
     def wait_for(self, msg: Message, timeout: float | None) -> None:
-        self.wait_until(lambda: msg.done, msg.peer, f"{_verb(msg)} rank {msg.peer} of "
-                        f"{msg.describe()}", timeout)
+        if not msg.done:
+            self.wait_until(lambda: msg.done, msg.peer,
+                            lambda: f"{_verb(msg)} rank {msg.peer} of {msg.describe()}", timeout)
         if msg.error is not None:
             raise msg.error
 
-    def wait_until(self, done: Callable[[], bool], peer: int, what: str,
+    def wait_until(self, done: Callable[[], bool], peer: int, what,
                    timeout: float | None) -> None:
         """Make progress until ``done()``: spin a little, then sleep on our doorbell; a dead
-        ``peer`` fails it within 0.1 s, a silent one after ``timeout`` seconds."""
+        ``peer`` fails it within 0.1 s, a silent one after ``timeout`` seconds. ``what``
+        (a string, or a callable making one) names the wait in errors."""
+        if done():
+            return
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         next_check = start + 0.1
         while not done():
             if self._closed:
                 raise TransportError(f"rank {self.rank}: the shm transport was closed while "
-                                     f"waiting to {what}")
+                                     f"waiting to {_text(what)}")
             bell = self.own.bell.value()        # read before looking, so no wake-up is lost
             with self._lock:
                 if self._progress() or done():
@@ -209,7 +213,8 @@ class ShmTransport(Transport):
                     os.sched_yield()            # let a peer that shares our core run first
                 continue
             if deadline is not None and now >= deadline:
-                raise PeerTimeout(f"rank {self.rank}: {what} timed out after {timeout:.1f}s", peer)
+                raise PeerTimeout(f"rank {self.rank}: {_text(what)} timed out after {timeout:.1f}s",
+                                  peer)
             if now >= next_check:
                 self._check_alive(peer, done, what)
                 next_check = now + 0.1
@@ -242,7 +247,8 @@ class ShmTransport(Transport):
             self._progress()                    # whatever it sent before leaving still counts
             if done():
                 return
-        raise TransportError(f"rank {self.rank}: peer rank {rank} {why} while waiting to {what}")
+        raise TransportError(f"rank {self.rank}: peer rank {rank} {why} while waiting to "
+                             f"{_text(what)}")
 
     # ---- RINGFLOW_DEBUG fingerprints without messages --------------------------------------------
     def fingerprint_board(self) -> "Board":
@@ -267,6 +273,10 @@ class ShmTransport(Transport):
             for seg in [self.own, *self.peers.values()]:
                 seg.close()
         _LIVE.discard(self)
+
+
+def _text(what) -> str:
+    return what() if callable(what) else what
 
 
 def _verb(msg: Message) -> str:
