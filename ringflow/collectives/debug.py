@@ -87,34 +87,29 @@ def _board(comm):
 class PendingCheck:
     """A fingerprint exchange in flight: posted as a collective starts, verified before any data.
 
-        check = PendingCheck(comm, rec)       # posts n-1 sends and n-1 receives
+        check = PendingCheck(comm, rec)       # posts n-1 sends and n-1 receives (or a board row)
         check.verify(wait)                    # wait(work, peer) each; raises on a mismatch
     """
 
     def __init__(self, comm, rec):
         n, r = comm.size, comm.rank
-        self.rank, self.rec = r, rec
-        # One table per communicator, reused: its collectives run one at a time and each check's
-        # messages are finished before the next one posts. numpy writes and compares it in a
-        # few us where torch indexing takes tens (this runs on every call).
-        table, rows, views = getattr(comm, "_fingerprint_table", (None, None, None))
+        self.rank, self.rec, self.size = r, rec, n
+        self.mine = mine = fingerprint(rec)
+        self.recvs, self.sends, self.table = [], [], None
+        board = _board(comm)
+        if board is not None:          # one node / MPI: no message per call, plain lists (fast)
+            board.post(rec.seq, mine)
+            self.recvs = [(board.expect(p, rec.seq, len(mine)), p) for p in range(n) if p != r]
+            return
+        # Messages: one table per communicator, reused (its collectives run one at a time and
+        # each check's messages finish before the next one posts).
+        table, views = getattr(comm, "_fingerprint_table", (None, None))
         if table is None:
             table = torch.zeros((n, len(FIELDS)), dtype=torch.int64, device=comm.device)
-            rows = table.numpy() if table.device.type == "cpu" else None
             views = list(table)                      # row tensors, made once
-            comm._fingerprint_table = (table, rows, views)
-        self.table, self.rows = table, rows
-        mine = fingerprint(rec)
-        if rows is not None:
-            rows[r] = mine
-        else:
-            table[r] = torch.tensor(mine, dtype=torch.int64)
-        self.recvs, self.sends = [], []
-        board = _board(comm) if rows is not None else None
-        if board is not None:                        # shared memory / MPI: no message per call
-            board.post(rec.seq, mine)
-            self.recvs = [(board.expect(p, rec.seq, rows[p]), p) for p in range(n) if p != r]
-            return
+            comm._fingerprint_table = (table, views)
+        self.table = table
+        table[r] = torch.tensor(mine, dtype=torch.int64)
         for shift in range(1, n):
             dst, src = (r + shift) % n, (r - shift) % n
             sw, rw = comm.sendrecv(views[r], dst, views[src], src)
@@ -125,10 +120,14 @@ class PendingCheck:
         """Wait for every peer's fingerprint and compare; the sends are finished by ``finish``."""
         for work, peer in self.recvs:
             wait(work, peer)
-        rows = self.rows
-        if rows is not None and (rows == rows[self.rank]).all():
-            return                                   # the common case, without building lists
-        compare(self.table.tolist(), self.rank, self.rec)
+        if self.table is not None:
+            compare(self.table.tolist(), self.rank, self.rec)
+            return
+        if all(work.row == self.mine for work, _ in self.recvs):
+            return                                   # the common case
+        rows = {peer: work.row for work, peer in self.recvs}
+        rows[self.rank] = self.mine
+        compare([rows[p] for p in range(self.size)], self.rank, self.rec)
 
     def finish(self, wait) -> None:
         for work, peer in self.sends:

@@ -85,8 +85,8 @@ class Transport(abc.ABC):
         """A cheaper channel than messages for RINGFLOW_DEBUG's per-call fingerprints, or None.
 
         A board has ``post(seq, row)`` (this rank's ints for its collective ``seq``) and
-        ``expect(peer, seq, into) -> Work`` (completes once ``peer`` posted ``seq``, its row
-        copied into the int64 array ``into``).
+        ``expect(peer, seq, width) -> Work`` (completes once ``peer`` posted ``seq``; its
+        ``.row`` is then that rank's list of ``width`` ints).
         """
         return None
 

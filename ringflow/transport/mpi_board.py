@@ -5,7 +5,7 @@ once (MPI_Send_init / MPI_Recv_init) and each collective only starts them: a few
 microseconds where a message through the transport layer costs tens. They use a tag of
 their own, so they never meet a collective's data.
 
-    board = MpiBoard(transport); board.post(seq, row); board.expect(peer, seq, into).wait(30)
+    board = MpiBoard(transport); board.post(seq, row); w = board.expect(peer, seq, 6); w.wait(30)
 """
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ class MpiBoard:
         self.table[self.tr.rank] = row
         self.tr.MPI.Prequest.Startall(self.all)
 
-    def expect(self, peer: int, seq: int, into: np.ndarray) -> Work:
-        return _Arrived(self, peer, seq, into)
+    def expect(self, peer: int, seq: int, width: int) -> Work:
+        """A Work that completes when ``peer``'s row has come; then ``.row`` is its list."""
+        return _Arrived(self, peer, seq)
 
     def close(self) -> None:
         for request in self.all:
@@ -50,15 +51,14 @@ class MpiBoard:
 
 
 class _Arrived(Work):
-    def __init__(self, board: MpiBoard, peer: int, seq: int, into: np.ndarray):
-        self.board, self.peer, self.seq, self.into = board, peer, seq, into
-        self.request, self.done = board.recvs[peer], False
+    def __init__(self, board: MpiBoard, peer: int, seq: int):
+        self.board, self.peer, self.seq = board, peer, seq
+        self.request, self.row = board.recvs[peer], None
 
     def is_completed(self) -> bool:
-        if not self.done and self.request.Test():
-            self.into[:] = self.board.table[self.peer]
-            self.done = True
-        return self.done
+        if self.row is None and self.request.Test():
+            self.row = self.board.table[self.peer].tolist()
+        return self.row is not None
 
     def wait(self, timeout: float | None = None) -> None:
         wait_until(self.is_completed, timeout, self.peer,

@@ -11,15 +11,13 @@ their ranks share a node, map a page per rank just for this (``node_board``), so
 check costs microseconds instead of a message over gloo or MPI.
 
     board = transport.fingerprint_board()
-    board.post(seq, [3, 1024, 7, 1, -1, seq]); board.expect(peer, seq, into=row).wait(30)
+    board.post(seq, [3, 1024, 7, 1, -1, seq]); w = board.expect(peer, seq, 6); w.wait(30); w.row
 """
 from __future__ import annotations
 
 import os
 import time
 from typing import Callable
-
-import numpy as np
 
 from .base import PeerTimeout, TransportError, Work
 from .shm_ring import STATE_CLOSED, fence, pid_alive
@@ -29,13 +27,14 @@ SLOTS, WIDTH = 2, 8           # marker + up to 7 values per slot
 _NAP = 0.02                   # longest doorbell sleep between liveness checks
 
 
-def _table(segment) -> np.ndarray:
-    return np.frombuffer(segment.mm, dtype=np.int64, count=SLOTS * WIDTH,
-                         offset=OFFSET).reshape(SLOTS, WIDTH)
+def _slots(segment) -> memoryview:
+    """The board's int64 words in ``segment``'s control page (plain Python reads and writes:
+    for seven integers numpy's per-call overhead is the larger cost)."""
+    return memoryview(segment.mm)[OFFSET:OFFSET + SLOTS * WIDTH * 8].cast("q")
 
 
 class Board:
-    """This rank's fingerprint slots and read-only views of every peer's.
+    """This rank's fingerprint slots and views of every peer's.
 
     ``wait_until(done, peer, what, timeout)`` blocks until ``done()`` or raises
     (PeerTimeout, or TransportError when ``peer`` is gone).
@@ -43,28 +42,31 @@ class Board:
 
     def __init__(self, own, peers: dict, wait_until: Callable, owns_segments: bool = False):
         self.own, self.peers, self.wait_until = own, peers, wait_until
-        self.mine = _table(own)
-        self.theirs = {p: _table(seg) for p, seg in peers.items()}
+        self.mine = _slots(own)
+        self.theirs = {p: _slots(seg) for p, seg in peers.items()}
         self.owns_segments = owns_segments
 
     def post(self, seq: int, row) -> None:
         if len(row) >= WIDTH:
             raise ValueError(f"a fingerprint holds at most {WIDTH - 1} values, got {len(row)}")
-        slot = self.mine[seq % SLOTS]
-        slot[1:1 + len(row)] = row
-        slot[0] = seq + 1                     # the marker last: a reader that sees it sees the row
+        base, mine = (seq % SLOTS) * WIDTH, self.mine
+        for i, value in enumerate(row):
+            mine[base + 1 + i] = value
+        mine[base] = seq + 1                  # the marker last: a reader that sees it sees the row
         for segment in self.peers.values():
             segment.notify()                  # wake a peer asleep waiting for it
 
-    def expect(self, peer: int, seq: int, into: np.ndarray) -> Work:
-        """A Work that completes when ``peer`` has posted ``seq``, copying its row ``into``."""
-        return _Read(self, peer, seq, into)
+    def expect(self, peer: int, seq: int, width: int) -> Work:
+        """A Work that completes when ``peer`` has posted ``seq``; then ``.row`` is its list."""
+        return _Read(self, peer, seq, width)
 
     def close(self) -> None:
         """Release segments mapped for the board alone (a transport's own are left to it)."""
+        for view in [self.mine, *self.theirs.values()]:
+            view.release()                    # or the mapping could not close
+        self.theirs = {}
         if not self.owns_segments:
             return
-        self.mine = self.theirs = None
         self.own.state.value = STATE_CLOSED
         for seg in self.peers.values():
             seg.notify()
@@ -74,16 +76,15 @@ class Board:
 
 
 class _Read(Work):
-    def __init__(self, board: Board, peer: int, seq: int, into: np.ndarray):
-        self.board, self.peer, self.seq, self.into = board, peer, seq, into
-        self.line = board.theirs[peer][seq % SLOTS]
-        self.done = False
+    def __init__(self, board: Board, peer: int, seq: int, width: int):
+        self.board, self.peer, self.seq = board, peer, seq
+        self.view, self.base, self.width = board.theirs[peer], (seq % SLOTS) * WIDTH, width
+        self.row: list[int] | None = None
 
     def is_completed(self) -> bool:
-        if not self.done and self.line[0] == self.seq + 1:
-            self.into[:] = self.line[1:1 + len(self.into)]
-            self.done = True
-        return self.done
+        if self.row is None and self.view[self.base] == self.seq + 1:
+            self.row = self.view[self.base + 1:self.base + 1 + self.width].tolist()
+        return self.row is not None
 
     def wait(self, timeout: float | None = None) -> None:
         if not self.is_completed():

@@ -9,7 +9,6 @@ import os
 import threading
 import time
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -265,16 +264,15 @@ def test_node_board_carries_fingerprints_between_ranks_and_times_out_alone():
     store = dist.HashStore()
     boards = in_threads([lambda r=r: node_board(StoreExchange(store, "t/board", r, 2, 10), r, 2,
                                                 spin=0.0) for r in range(2)])
-    rows = [np.zeros(3, dtype=np.int64) for _ in range(2)]
-
     def rank(r):
         for seq in range(5):                  # more calls than slots: slots are reused safely
             boards[r].post(seq, [r, seq, 7])
-            boards[r].expect(1 - r, seq, rows[r]).wait(10)
-            assert rows[r].tolist() == [1 - r, seq, 7]
+            work = boards[r].expect(1 - r, seq, 3)
+            work.wait(10)
+            assert work.row == [1 - r, seq, 7]
     in_threads([lambda: rank(0), lambda: rank(1)])
     boards[0].post(5, [0, 5, 7])              # rank 1 never posts #5
     with pytest.raises(PeerTimeout, match="rank 1's fingerprint of collective #5 timed out"):
-        boards[0].expect(1, 5, rows[0]).wait(0.2)
+        boards[0].expect(1, 5, 3).wait(0.2)
     for b in boards:
         b.close()
