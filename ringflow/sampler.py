@@ -3,7 +3,8 @@
 Every epoch is a permutation of all N rows drawn from (seed, epoch), the same on every rank;
 step s takes the s-th global batch of it and rank r takes the r-th contiguous slice, so the
 ranks' rows are disjoint and together they are exactly the global batch a single process
-would draw. The position (epoch, batch) is the whole state: resuming is bitwise.
+would draw. The position (epoch, batch) is the whole state: resuming is bitwise. (For a user's
+own loop, ``ringflow.parallel.shard_indices`` slices the same permutation rank-strided.)
 
     batches = ShardedBatches(n=1797, global_batch=128, rank=comm.rank, world=comm.size, seed=0)
     idx = batches.next()              # LongTensor (128 // world,)
@@ -12,6 +13,8 @@ would draw. The position (epoch, batch) is the whole state: resuming is bitwise.
 from __future__ import annotations
 
 import torch
+
+from .parallel.sampler import epoch_order
 
 
 class ShardedBatches:
@@ -30,8 +33,7 @@ class ShardedBatches:
         self._order = self._permutation(0)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=g)
+        return epoch_order(self.n, epoch, self.seed)      # the same one shard_indices slices
 
     def next(self) -> torch.Tensor:
         """This rank's row indices for the next step (per_rank,)."""

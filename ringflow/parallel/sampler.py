@@ -15,6 +15,12 @@ from __future__ import annotations
 import torch
 
 
+def epoch_order(n: int, epoch: int, seed: int = 0) -> torch.Tensor:
+    """The permutation of ``range(n)`` every rank draws for ``epoch`` (no communication)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
 def shard_indices(n: int, rank: int, world_size: int, epoch: int = 0, seed: int = 0,
                   shuffle: bool = True, drop_last: bool = False) -> list[int]:
     """This rank's sample indices for ``epoch``."""
@@ -23,8 +29,7 @@ def shard_indices(n: int, rank: int, world_size: int, epoch: int = 0, seed: int 
     if n < 0:
         raise ValueError(f"dataset length must be >= 0, got {n}")
     if shuffle:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=g).tolist()
+        order = epoch_order(n, epoch, seed).tolist()
     else:
         order = list(range(n))
     if drop_last:
