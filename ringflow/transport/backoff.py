@@ -27,9 +27,18 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def spin_seconds(local_ranks: int) -> float:
-    """How long a waiter spins: $RINGFLOW_SPIN_US, else 2 ms with a core per local rank, else 50 us."""
-    default = 2000.0 if local_ranks <= cores() else SPIN_SECONDS * 1e6
+def affinity() -> list[int]:
+    """The CPUs this process may run on (what a launcher's binding left it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def spin_seconds(local_ranks: int, node_cpus: int | None = None) -> float:
+    """How long a waiter spins: $RINGFLOW_SPIN_US, else 2 ms while the node's ranks have a core
+    each, else 50 us. ``node_cpus``: the CPUs the node's ranks may use together (mpirun binds
+    each rank to one core, so this process's own affinity undercounts them)."""
+    default = 2000.0 if local_ranks <= (node_cpus or cores()) else SPIN_SECONDS * 1e6
     return float(os.environ.get("RINGFLOW_SPIN_US", default)) * 1e-6
 
 

@@ -17,7 +17,7 @@ import subprocess
 
 import torch
 
-from .backoff import spin_seconds, wait_until
+from .backoff import affinity, spin_seconds, wait_until
 from .base import Transport, TransportError, Work, require_contiguous
 
 # 512 KiB-4 MiB slices were fastest over Open MPI's shared memory (MACHINE-FACTS).
@@ -92,7 +92,8 @@ class MpiTransport(Transport):
         self.gpu = self.device.type == "cuda"
         local = comm.Split_type(self.MPI.COMM_TYPE_SHARED)     # ranks sharing this node's cores
         self.local_size = local.Get_size()
-        self.spin = spin_seconds(self.local_size)
+        node_cpus = set().union(*map(set, local.allgather(affinity())))
+        self.spin = spin_seconds(self.local_size, len(node_cpus))
         local.Free()
         self._board = None
         self._inflight: set = set()        # unfinished works (see _MpiWork)

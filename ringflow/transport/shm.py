@@ -27,7 +27,6 @@ from typing import Callable
 
 import torch
 
-from .backoff import cores
 from .base import PeerTimeout, Transport, TransportError, Work, require_contiguous
 from .shm_bootstrap import StoreExchange, launch_exchange, map_segments
 from .shm_channel import CODES, Inbox, Message, Outbox
@@ -67,14 +66,17 @@ class ShmTransport(Transport):
             raise ValueError(f"ring_bytes must be a multiple of 4096 and >= 4096, got {ring_bytes}")
         self.ring_bytes = ring_bytes
         self.slice_bytes = slice_bytes or int(os.environ.get("RINGFLOW_SHM_SLICE_BYTES", 2 << 20))
-        self.oversubscribed = size > cores()
-        self.spin = _spin_seconds(size, spin_us)
+
         self._lock = threading.RLock()
         self._closed = False
         self._pid = os.getpid()             # a forked child must not close the parent's rings
         if exchange is None and size > 1:
             exchange = StoreExchange(store, f"ringflow/shm/{prefix}", rank, size, timeout)
-        self.own, self.peers, inbound, outbound = map_segments(exchange, rank, size, ring_bytes)
+        self.own, self.peers, inbound, outbound, cpus = map_segments(exchange, rank, size,
+                                                                     ring_bytes)
+        # the ranks' CPUs together: under mpirun each is bound to one core, not oversubscribed
+        self.oversubscribed = size > cpus
+        self.spin = _spin_seconds(self.oversubscribed, spin_us)
         # Rank 0 may host the rendezvous store (no torchrun agent): freeing it now would reset
         # peers still inside the last barrier of the handshake.
         self._exchange = exchange
@@ -283,9 +285,9 @@ def _verb(msg: Message) -> str:
     return "send to" if msg.kind == "send" else "receive from"
 
 
-def _spin_seconds(size: int, spin_us: float | None) -> float:
+def _spin_seconds(oversubscribed: bool, spin_us: float | None) -> float:
     """Spinning pays only while every rank has a core; oversubscribed it steals the peer's."""
-    default = 50.0 if size <= cores() else 0.0
+    default = 0.0 if oversubscribed else 50.0
     return (spin_us if spin_us is not None else
             float(os.environ.get("RINGFLOW_SHM_SPIN_US", default))) * 1e-6
 

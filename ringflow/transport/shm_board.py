@@ -99,7 +99,7 @@ def node_board(exchange, rank: int, size: int, spin: float) -> Board:
     map its page, so callers may fall back to messages together.
     """
     from .shm_bootstrap import map_segments
-    own, peers, _, _ = map_segments(exchange, rank, size, ring_bytes=4096)   # smallest rings
+    own, peers, _, _, _ = map_segments(exchange, rank, size, ring_bytes=4096)   # smallest rings
 
     def wait_until(done, peer: int, what: str, timeout: float | None) -> None:
         start = time.monotonic()

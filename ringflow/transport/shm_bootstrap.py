@@ -10,7 +10,7 @@ default process group's store) or MPI (mpirun: ``MPI.COMM_WORLD``).
    /dev/shm even if a rank is killed: the kernel frees the pages with the last map.
 
     ex = StoreExchange(store, "ringflow/shm", r, n, timeout=60)
-    own, peers, inbound, outbound = map_segments(ex, r, n, ring_bytes=8 << 20)
+    own, peers, inbound, outbound, cpus = map_segments(ex, r, n, ring_bytes=8 << 20)
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import secrets
 import socket
 import tempfile
 
+from .backoff import affinity
 from .shm_ring import Ring, Segment, ShmUnavailable
 
 
@@ -103,7 +104,8 @@ def _shm_dir() -> str:
 
 
 def map_segments(exchange, rank: int, size: int, ring_bytes: int):
-    """(own segment, {peer: segment}, {src: inbound Ring}, {dst: outbound Ring}) for this rank."""
+    """(own segment, {peer: segment}, {src: inbound Ring}, {dst: outbound Ring}, node CPUs) for
+    this rank; node CPUs: how many CPUs the ranks may use together (their affinities' union)."""
     nbytes = Segment.bytes_for(max(size - 1, 1), ring_bytes)
     path = os.path.join(_shm_dir(), f"ringflow-{os.getpid()}-{secrets.token_hex(4)}-r{rank}")
     try:
@@ -114,9 +116,10 @@ def map_segments(exchange, rank: int, size: int, ring_bytes: int):
         raise
     if size == 1:
         own.unlink()
-        return own, {}, {}, {}
+        return own, {}, {}, {}, len(affinity())
     try:
-        said = exchange.allgather(f"{_node_id()}|{path}|{ring_bytes}")
+        said = exchange.allgather(f"{_node_id()}|{path}|{ring_bytes}|"
+                                  + ",".join(map(str, affinity())))
         failed = [(p, text[1:]) for p, text in enumerate(said) if text.startswith("!")]
         if failed:                               # every rank raises alike: callers may fall back
             own.close()
@@ -132,7 +135,8 @@ def map_segments(exchange, rank: int, size: int, ring_bytes: int):
             seg.pid = _Unknown()                # another PID namespace: death shows as timeout
     inbound = {s: Ring(own, s if s < rank else s - 1, ring_bytes) for s in peers}
     outbound = {d: Ring(peers[d], rank if rank < d else rank - 1, ring_bytes) for d in peers}
-    return own, peers, inbound, outbound
+    cpus = {c for info in infos for c in info[3].split(",") if c}
+    return own, peers, inbound, outbound, len(cpus)
 
 
 def _check_same_node(infos: list[list[str]], rank: int) -> None:

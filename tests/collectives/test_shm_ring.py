@@ -276,3 +276,22 @@ def test_node_board_carries_fingerprints_between_ranks_and_times_out_alone():
         boards[0].expect(1, 5, 3).wait(0.2)
     for b in boards:
         b.close()
+
+
+def test_ranks_bound_to_one_core_each_are_not_oversubscribed(monkeypatch, tmp_path):
+    """mpirun binds each rank to its own core: the node's ranks are counted against the union
+    of their affinities, not against this process's single core."""
+    from ringflow.transport import shm_bootstrap
+    from ringflow.transport.shm_bootstrap import StoreExchange, map_segments
+    monkeypatch.setenv("RINGFLOW_SHM_DIR", str(tmp_path))
+    monkeypatch.setattr(shm_bootstrap, "affinity",
+                        lambda: [int(threading.current_thread().name[-1])])   # core = rank
+    store = dist.HashStore()
+
+    def rank(r):
+        threading.current_thread().name = f"rank{r}"
+        own, peers, _, _, cpus = map_segments(StoreExchange(store, "t/bind", r, 2, 10), r, 2, RING)
+        for seg in [own, *peers.values()]:
+            seg.close()
+        return cpus
+    assert in_threads([lambda: rank(0), lambda: rank(1)]) == [2, 2]
