@@ -22,16 +22,16 @@ FIRST_SLEEP = 10e-6
 MAX_SLEEP = 1e-3
 
 
-def cores() -> int:
-    """CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def affinity() -> list[int]:
     """The CPUs this process may run on (what a launcher's binding left it)."""
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return list(range(os.cpu_count() or 1))
+
+
+def cores() -> int:
+    """How many CPUs this process may run on."""
+    return len(affinity())
 
 
 def spin_seconds(local_ranks: int, node_cpus: int | None = None) -> float:

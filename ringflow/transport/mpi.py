@@ -154,18 +154,17 @@ class MpiTransport(Transport):
     def fingerprint_board(self):
         """RINGFLOW_DEBUG's fingerprints: in shared memory when every rank is on this node
         (shm_board), else through persistent MPI requests (mpi_board). Collective, made once."""
+        if self._board is None and self.local_size == self.size > 1 and not self.gpu:
+            from .shm_board import node_board
+            from .shm_bootstrap import MpiExchange
+            from .shm_ring import ShmUnavailable
+            try:
+                self._board = node_board(MpiExchange(self.comm), self.rank, self.size, self.spin)
+            except ShmUnavailable:             # every rank alike: persistent requests below
+                pass
         if self._board is None:
             from .mpi_board import MpiBoard
             self._board = MpiBoard(self)
-            if self.local_size == self.size > 1 and not self.gpu:
-                from .shm_board import node_board
-                from .shm_bootstrap import MpiExchange
-                from .shm_ring import ShmUnavailable
-                try:
-                    self._board = node_board(MpiExchange(self.comm), self.rank, self.size,
-                                             self.spin)
-                except ShmUnavailable:         # every rank alike
-                    pass
         return self._board
 
     def close(self) -> None:
