@@ -119,7 +119,13 @@ class Segment:
 
     @classmethod
     def create(cls, path: str, nbytes: int) -> "Segment":
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        folder = os.path.dirname(path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as e:                  # no such folder, no permission: no shared memory
+            raise ShmUnavailable(f"cannot create a shared-memory segment in {folder}: "
+                                 f"{e.strerror or e}. Point RINGFLOW_SHM_DIR at a writable "
+                                 "tmpfs (/dev/shm) or use RINGFLOW_TRANSPORT=torch") from e
         try:
             os.ftruncate(fd, nbytes)
             # tmpfs hands out pages on first touch: a full /dev/shm (Docker's is 64 MiB) would
@@ -130,9 +136,9 @@ class Segment:
         except OSError as e:
             os.close(fd)
             os.unlink(path)
-            free = shutil.disk_usage(os.path.dirname(path)).free
+            free = shutil.disk_usage(folder).free
             raise ShmUnavailable(
-                f"cannot reserve {nbytes >> 20} MiB of shared memory in {os.path.dirname(path)} "
+                f"cannot reserve {nbytes >> 20} MiB of shared memory in {folder} "
                 f"({free >> 20} MiB free): {e.strerror or e}. Enlarge it (docker run --shm-size=1g),"
                 " lower RINGFLOW_SHM_RING_BYTES, point RINGFLOW_SHM_DIR elsewhere, or use "
                 "RINGFLOW_TRANSPORT=torch") from e

@@ -38,6 +38,14 @@ def test_debug_mismatch_raises_on_every_rank(transport, field):
     assert out.count("MISMATCH OK rank") == 2 and f"mismatch in {field}" in out, out[-3000:]
 
 
+@pytest.mark.timeout(200)
+def test_debug_mismatch_over_mpi_without_shared_memory():
+    """No usable shm folder: MPI sends fingerprints through persistent requests (mpi_board)."""
+    out = launch("mpi", "mismatch", "numel",
+                 env={"RINGFLOW_DEBUG": "1", "RINGFLOW_SHM_DIR": "/nonexistent/ringflow"})
+    assert out.count("MISMATCH OK rank") == 2 and "mismatch in numel" in out, out[-3000:]
+
+
 def _mismatched(comm, field):
     """Rank 1 differs from the others in exactly ``field``."""
     odd = comm.rank == 1
