@@ -77,6 +77,7 @@ class Communicator:
         self.slice_bytes = getattr(transport, "slice_bytes", None)   # ring pipelining granularity
         self.device = torch.device(getattr(transport, "device", "cpu"))  # for internal buffers
         self._scratch: dict[tuple, torch.Tensor] = {}
+        self.auto_choices: dict[tuple, str] = {}     # select's memo of algorithm="auto"
         self.seq = 0
         self.recorder = FlightRecorder(self.rank, self.size, transport.rank, history)
         self.current: CallRecord | None = None

@@ -35,6 +35,7 @@ class Model:
     measured: dict = dataclasses.field(default_factory=dict)  # "collective/alg" -> [[bytes, s]]
     local_size: int = 0              # ranks per node (0: unknown, one node)
     slice_bytes: int = 0             # ring pipeline slice (0: whole chunks)
+    stage_bytes: int = 0             # shm staging half (staged collectives' round size)
     source: str = "default"          # "default" or the tune file it came from
 
 
@@ -71,6 +72,7 @@ def save(model: Model, path: Path) -> None:
 
 
 _LOADED: dict[tuple, Model] = {}
+generation = 0                    # bumped by forget(): choices memoised under older models expire
 
 
 def load(comm) -> Model:
@@ -92,13 +94,17 @@ def load(comm) -> Model:
                 model.native = {c: CUDA_NATIVE for c in ("all_reduce", "reduce_scatter",
                                                          "all_gather", "broadcast", "reduce")}
         model.local_size, model.slice_bytes = comm.local_size, comm.slice_bytes or 0
+        stage = getattr(tr, "stage", None)
+        model.stage_bytes = stage.half if stage is not None else 0
         _LOADED[key] = model
     return _LOADED[key]
 
 
 def forget() -> None:
     """Drop loaded models (after a new tune file was written)."""
+    global generation
     _LOADED.clear()
+    generation += 1
 
 
 def fit_line(sizes, seconds) -> tuple[float, float]:
@@ -123,6 +129,12 @@ def _round(n: int, alpha: float) -> float:
     return alpha * (1 + (n - 2) / 2)
 
 
+def _staged_rounds(m: float, md: Model) -> int:
+    """Rounds a staged collective needs for ``m`` bytes per rank: one per stage half."""
+    half = md.stage_bytes or 2 << 20
+    return max(1, math.ceil(m / half))
+
+
 def _log2(n: int) -> tuple[int, int]:
     p = 1 << (n.bit_length() - 1)
     return p.bit_length() - 1, n - p
@@ -143,6 +155,8 @@ def _all_reduce(alg: str, n: int, m: float, md: Model) -> float | None:
         return 2 * k * a + 2 * (p - 1) / p * m * b + (p - 1) / p * m * g + fold
     if alg == "naive":
         return 2 * (n - 1) * (a + m * b) + (n - 1) * m * g
+    if alg == "staged":
+        return _staged_rounds(m, md) * a + m * b + (n - 1) * m * g
     if alg == "two_level":
         local = md.local_size or n
         nodes = n // local
@@ -199,6 +213,10 @@ def formula(md: Model, collective: str, alg: str, n: int, nbytes: float) -> floa
         return _ring_steps(n, m / n, md) * a + (n - 1) / n * m * b
     if collective == "all_gather" and alg == "direct":
         return _round(n, a) + (n - 1) / n * m * b
+    if collective == "reduce_scatter" and alg == "staged":   # copy all in, read n blocks
+        return _staged_rounds(m, md) * a + m * b + m * g
+    if collective == "all_gather" and alg == "staged":       # copy a block in, all blocks out
+        return _staged_rounds(m / n, md) * a + m / n * b + m * b
     if collective in ("reduce_scatter", "all_gather") and alg == "naive":
         return 2 * (n - 1) * a + 2 * (n - 1) * m * b
     if collective == "broadcast":

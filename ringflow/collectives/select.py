@@ -14,18 +14,19 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable
 
-from . import costmodel, direct, hierarchical, naive, native, ring, tree
+from . import costmodel, direct, hierarchical, naive, native, ring, staged, tree
 
 ALGORITHMS: dict[str, dict[str, Callable]] = {
     "all_reduce": {"ring": ring.all_reduce, "rd": tree.all_reduce_rd, "rhd": tree.all_reduce_rhd,
                    "direct": direct.all_reduce, "two_level": hierarchical.all_reduce,
-                   "fp32acc": direct.all_reduce_fp32, "naive": naive.all_reduce,
-                   "native": native.all_reduce},
+                   "fp32acc": direct.all_reduce_fp32, "staged": staged.all_reduce,
+                   "naive": naive.all_reduce, "native": native.all_reduce},
     "reduce_scatter": {"ring": ring.reduce_scatter, "direct": direct.reduce_scatter,
-                       "fp32acc": direct.reduce_scatter_fp32, "naive": naive.reduce_scatter,
-                       "native": native.reduce_scatter},
+                       "fp32acc": direct.reduce_scatter_fp32, "staged": staged.reduce_scatter,
+                       "naive": naive.reduce_scatter, "native": native.reduce_scatter},
     "all_gather": {"ring": ring.all_gather, "direct": direct.all_gather,
-                   "naive": naive.all_gather, "native": native.all_gather},
+                   "staged": staged.all_gather, "naive": naive.all_gather,
+                   "native": native.all_gather},
     "broadcast": {"tree": tree.broadcast, "naive": naive.broadcast, "native": native.broadcast},
     "reduce": {"tree": tree.reduce, "naive": naive.reduce, "native": native.reduce},
 }
@@ -36,9 +37,11 @@ last: dict[str, str] = {}           # collective -> algorithm name chosen most r
 
 
 def available(comm, collective: str) -> list[str]:
-    """Algorithms that can run ``collective`` on ``comm`` (native needs the transport's support)."""
+    """Algorithms that can run ``collective`` on ``comm`` (native and staged need the
+    transport's support)."""
     return [name for name in ALGORITHMS[collective]
-            if name != "native" or native.supports(comm, collective)]
+            if (name != "native" or native.supports(comm, collective))
+            and (name != "staged" or staged.supports(comm))]
 
 
 def forced(collective: str, env: str | None = None) -> str | None:
@@ -58,21 +61,10 @@ def forced(collective: str, env: str | None = None) -> str | None:
     return None
 
 
-_FASTEST: dict[tuple, tuple] = {}   # (model id, group, collective, nbytes, exclude) -> (model, pick)
-
-
 def fastest(comm, collective: str, nbytes: int, exclude: Iterable[str] = ()) -> str:
-    """auto's pick, memoised: the ranking is pure in its inputs and "auto" runs on every call."""
-    model = costmodel.load(comm)
-    key = (id(model), comm.size, tuple(comm.ranks), collective, nbytes, tuple(exclude))
-    hit = _FASTEST.get(key)
-    if hit is None:
-        best = ranked(comm, collective, nbytes, exclude)
-        if len(_FASTEST) > 4096:
-            _FASTEST.clear()
-        # the entry holds the model, so its id cannot be reused by a newer model while cached
-        hit = _FASTEST[key] = (model, best[0][0] if best else DEFAULT[collective])
-    return hit[1]
+    """The candidate with the smallest predicted time (``choose`` memoises it per group)."""
+    best = ranked(comm, collective, nbytes, exclude)
+    return best[0][0] if best else DEFAULT[collective]
 
 
 def ranked(comm, collective: str, nbytes: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
@@ -97,12 +89,29 @@ def choose(comm, collective: str, nbytes: int, algorithm: str = "auto",
     """
     table = ALGORITHMS[collective]
     if algorithm == "auto":
-        algorithm = forced(collective)
-        if algorithm is None or algorithm in exclude or algorithm not in available(comm, collective):
-            algorithm = fastest(comm, collective, nbytes, exclude)
+        algorithm = _auto(comm, collective, nbytes, tuple(exclude))
     if algorithm not in table:
         raise ValueError(f"algorithm {algorithm!r} is not available for {collective}; "
                          f"choose one of {sorted(table) + ['auto']}")
     if record:                      # inner choices (two_level's) keep the outer name
         last[collective] = algorithm
     return algorithm, table[algorithm]
+
+
+def _auto(comm, collective: str, nbytes: int, exclude: tuple) -> str:
+    """auto's answer, memoised per communicator: it runs on every call, and a small collective
+    costs little more than resolving it (the environment is still read every time, so a changed
+    RINGFLOW_ALGORITHM or RINGFLOW_CACHE applies at once)."""
+    env = os.environ.get("RINGFLOW_ALGORITHM", "")
+    key = (collective, nbytes, exclude, env, os.environ.get("RINGFLOW_CACHE"),
+           costmodel.generation)
+    memo = comm.auto_choices
+    name = memo.get(key)
+    if name is None:
+        name = forced(collective, env)
+        if name is None or name in exclude or name not in available(comm, collective):
+            name = fastest(comm, collective, nbytes, exclude)
+        if len(memo) > 4096:
+            memo.clear()
+        memo[key] = name
+    return name

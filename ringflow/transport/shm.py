@@ -31,7 +31,8 @@ from .base import PeerTimeout, Transport, TransportError, Work, require_contiguo
 from .shm_bootstrap import StoreExchange, launch_exchange, map_segments
 from .shm_channel import CODES, Inbox, Message, Outbox
 from .shm_board import Board
-from .shm_ring import HEADER, STATE_CLOSED, fence, pid_alive
+from .shm_ring import HEADER, STATE_CLOSED, Segment, fence, pid_alive
+from .shm_stage import Stage
 
 _LIVE: "weakref.WeakSet[ShmTransport]" = weakref.WeakSet()
 _MAX_SLEEP = 0.02                     # bound on one futex wait (liveness checks, lost wake-ups)
@@ -46,6 +47,8 @@ class ShmTransport(Transport):
     ring_bytes: bytes per directed ring ($RINGFLOW_SHM_RING_BYTES, default 8 MiB).
     slice_bytes: the ring algorithms' pipelining slice ($RINGFLOW_SHM_SLICE_BYTES, 2 MiB).
     spin_us: spin before sleeping ($RINGFLOW_SHM_SPIN_US; 50 with a core per rank, else 0).
+    stage_bytes: each half of the staging area for staged collectives
+        ($RINGFLOW_SHM_STAGE_BYTES, default 2 MiB; 0: none, staged collectives unavailable).
     """
 
     name = "shm"
@@ -54,7 +57,8 @@ class ShmTransport(Transport):
 
     def __init__(self, rank: int, size: int, *, store=None, exchange=None, prefix: str = "",
                  ring_bytes: int | None = None, slice_bytes: int | None = None,
-                 timeout: float = 300.0, spin_us: float | None = None):
+                 timeout: float = 300.0, spin_us: float | None = None,
+                 stage_bytes: int | None = None):
         if not 0 <= rank < size:
             raise ValueError(f"rank {rank} is outside a group of {size} ranks")
         if (store is None) == (exchange is None) and size > 1:
@@ -66,6 +70,10 @@ class ShmTransport(Transport):
             raise ValueError(f"ring_bytes must be a multiple of 4096 and >= 4096, got {ring_bytes}")
         self.ring_bytes = ring_bytes
         self.slice_bytes = slice_bytes or int(os.environ.get("RINGFLOW_SHM_SLICE_BYTES", 2 << 20))
+        stage_half = (int(os.environ.get("RINGFLOW_SHM_STAGE_BYTES", 2 << 20))
+                      if stage_bytes is None else stage_bytes)
+        if stage_half < 0 or stage_half % 64:
+            raise ValueError(f"stage_bytes must be a multiple of 64 and >= 0, got {stage_half}")
 
         self._lock = threading.RLock()
         self._closed = False
@@ -73,7 +81,7 @@ class ShmTransport(Transport):
         if exchange is None and size > 1:
             exchange = StoreExchange(store, f"ringflow/shm/{prefix}", rank, size, timeout)
         self.own, self.peers, inbound, outbound, cpus = map_segments(exchange, rank, size,
-                                                                     ring_bytes)
+                                                                     ring_bytes, stage_half)
         # the ranks' CPUs together: under mpirun each is bound to one core, not oversubscribed
         self.oversubscribed = size > cpus
         self.spin = _spin_seconds(self.oversubscribed, spin_us)
@@ -85,6 +93,9 @@ class ShmTransport(Transport):
                         for s, ring in inbound.items()}
         self.outboxes = {d: Outbox(ring, self.peers[d], piece) for d, ring in outbound.items()}
         self._board: Board | None = None
+        self.stage = None if not stage_half or size == 1 else Stage(
+            {rank: self.own, **self.peers}, rank, Segment.stage_offset(size - 1, ring_bytes),
+            stage_half, self.wait_until)
         _LIVE.add(self)
 
     # ---- construction from a launcher ----------------------------------------------------------
@@ -271,6 +282,8 @@ class ShmTransport(Transport):
                 peer.bell.ring()
             for box in [*self.inboxes.values(), *self.outboxes.values()]:
                 box.ring.release()
+            if self.stage is not None:
+                self.stage.close()
             self.inboxes, self.outboxes = {}, {}
             for seg in [self.own, *self.peers.values()]:
                 seg.close()

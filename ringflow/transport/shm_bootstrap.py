@@ -103,10 +103,11 @@ def _shm_dir() -> str:
     return os.environ.get("RINGFLOW_SHM_DIR", default)
 
 
-def map_segments(exchange, rank: int, size: int, ring_bytes: int):
+def map_segments(exchange, rank: int, size: int, ring_bytes: int, stage_half: int = 0):
     """(own segment, {peer: segment}, {src: inbound Ring}, {dst: outbound Ring}, node CPUs) for
-    this rank; node CPUs: how many CPUs the ranks may use together (their affinities' union)."""
-    nbytes = Segment.bytes_for(max(size - 1, 1), ring_bytes)
+    this rank; node CPUs: how many CPUs the ranks may use together (their affinities' union).
+    Each segment ends with a staging area of two ``stage_half`` halves (see shm_stage)."""
+    nbytes = Segment.bytes_for(max(size - 1, 1), ring_bytes, stage_half)
     path = os.path.join(_shm_dir(), f"ringflow-{os.getpid()}-{secrets.token_hex(4)}-r{rank}")
     try:
         own = Segment.create(path, nbytes)
@@ -118,7 +119,7 @@ def map_segments(exchange, rank: int, size: int, ring_bytes: int):
         own.unlink()
         return own, {}, {}, {}, len(affinity())
     try:
-        said = exchange.allgather(f"{_node_id()}|{path}|{ring_bytes}|"
+        said = exchange.allgather(f"{_node_id()}|{path}|{ring_bytes}/{stage_half}|"
                                   + ",".join(map(str, affinity())))
         failed = [(p, text[1:]) for p, text in enumerate(said) if text.startswith("!")]
         if failed:                               # every rank raises alike: callers may fall back
@@ -147,8 +148,9 @@ def _check_same_node(infos: list[list[str]], rank: int) -> None:
                                f"on {info[0]} and rank {rank} on {mine[0]}; use the torch or mpi "
                                "transport across nodes (shm serves inside a node)")
         if info[2] != mine[2]:
-            raise ValueError(f"ranks disagree on the ring size (rank {p}: {info[2]} bytes, rank "
-                             f"{rank}: {mine[2]}); set RINGFLOW_SHM_RING_BYTES the same everywhere")
+            raise ValueError(f"ranks disagree on the ring/stage sizes (rank {p}: {info[2]} bytes, "
+                             f"rank {rank}: {mine[2]}); set RINGFLOW_SHM_RING_BYTES and "
+                             "RINGFLOW_SHM_STAGE_BYTES the same everywhere")
 
 
 def _visible(pid: int) -> bool:

@@ -93,7 +93,8 @@ class ShmUnavailable(RuntimeError):
 
 
 class Segment:
-    """One rank's shared file: control page, then one (ctrl page + data) ring per peer."""
+    """One rank's shared file: control page, one (ctrl page + data) ring per peer, then the
+    two halves of its staging area (shm_stage), if it has one."""
 
     def __init__(self, path: str, mm: mmap.mmap, created: bool):
         self.path, self.mm, self.created = path, mm, created
@@ -114,7 +115,11 @@ class Segment:
             self.bell.ring()
 
     @staticmethod
-    def bytes_for(peers: int, ring_bytes: int) -> int:
+    def bytes_for(peers: int, ring_bytes: int, stage_half: int = 0) -> int:
+        return Segment.stage_offset(peers, ring_bytes) + 2 * stage_half
+
+    @staticmethod
+    def stage_offset(peers: int, ring_bytes: int) -> int:
         return PAGE + peers * (PAGE + ring_bytes)
 
     @classmethod

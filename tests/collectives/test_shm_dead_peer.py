@@ -1,4 +1,5 @@
 """A rank of a shared-memory world dies: the others must fail fast, naming it, and leak nothing.
+Ranks that stage different sizes for one staged collective fail alike, naming both sizes.
 
 Ranks are processes of a forkserver (torch is imported once, and never forked after its
 thread pools started) meeting at a TCPStore in the test; each writes "<kind> <pid> <text>"
@@ -19,7 +20,7 @@ import torch.distributed as dist
 from tests.launchers import free_port
 
 
-def rank_main(rank: int, size: int, port: int, out) -> None:
+def rank_main(rank: int, size: int, port: int, out, algorithm: str) -> None:
     from ringflow import collectives as rc
     from ringflow.collectives import CollectiveError, CollectiveTimeout, Communicator
     from ringflow.transport.shm import ShmTransport
@@ -36,7 +37,7 @@ def rank_main(rank: int, size: int, port: int, out) -> None:
         os._exit(0)                          # a crash: no atexit, no close, its state says "open"
     start = time.monotonic()
     try:
-        rc.all_reduce(torch.ones((1 << 18) + 3), group=comm)
+        rc.all_reduce(torch.ones((1 << 18) + 3), group=comm, algorithm=algorithm)
         report("finished", "all_reduce succeeded without the dead rank")
     except CollectiveTimeout as e:
         report("timeout", str(e))
@@ -47,13 +48,15 @@ def rank_main(rank: int, size: int, port: int, out) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_survivors_fail_fast_when_a_rank_dies(tmp_path):
+@pytest.mark.parametrize("algorithm", ["ring", "staged"])   # messages; stages read in place
+def test_survivors_fail_fast_when_a_rank_dies(tmp_path, algorithm):
     size, port = 3, free_port()
     store = dist.TCPStore("127.0.0.1", port, size, True, datetime.timedelta(seconds=20),
                           wait_for_workers=False)
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "ringflow.collectives", "ringflow.transport.shm"])
-    procs = [ctx.Process(target=rank_main, args=(r, size, port, tmp_path)) for r in range(size)]
+    procs = [ctx.Process(target=rank_main, args=(r, size, port, tmp_path, algorithm))
+             for r in range(size)]
     for p in procs:
         p.start()
     for p in procs:
@@ -69,3 +72,40 @@ def test_survivors_fail_fast_when_a_rank_dies(tmp_path):
     assert "peer rank 2" in outcomes[0][2] and "exited" in outcomes[0][2], outcomes[0]
     assert "closed" in outcomes[1][2] or "exited" in outcomes[1][2], outcomes[1]
     assert not [f for _, pid, _ in outcomes for f in glob.glob(f"/dev/shm/ringflow-{pid}-*")]
+
+
+def mismatch_main(rank: int, size: int, port: int, out) -> None:
+    from ringflow import collectives as rc
+    from ringflow.collectives import CollectiveError, Communicator
+    from ringflow.transport.shm import ShmTransport
+    store = dist.TCPStore("127.0.0.1", port, size, False, datetime.timedelta(seconds=20))
+    tr = ShmTransport(rank, size, store=store, timeout=20)
+    comm = Communicator(tr, timeout=30)
+    try:
+        rc.all_reduce(torch.ones(100 + rank), group=comm, algorithm="staged")
+        text = "finished: a staged all_reduce of different sizes succeeded"
+    except CollectiveError as e:
+        text = f"error {e.__cause__}"
+    with open(out / f"rank{rank}", "w") as f:
+        f.write(text)
+    comm.close()
+    tr.close()
+
+
+@pytest.mark.timeout(60)
+def test_staged_collective_of_different_sizes_fails_on_every_rank(tmp_path):
+    size, port = 2, free_port()
+    store = dist.TCPStore("127.0.0.1", port, size, True, datetime.timedelta(seconds=20),
+                          wait_for_workers=False)
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "ringflow.collectives", "ringflow.transport.shm"])
+    procs = [ctx.Process(target=mismatch_main, args=(r, size, port, tmp_path)) for r in range(size)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(40)
+        assert p.exitcode is not None, "a rank hangs on a size mismatch"
+    del store
+    for rank in range(size):
+        text = (tmp_path / f"rank{rank}").read_text()
+        assert text.startswith("error") and "400" in text and "404" in text, f"rank {rank}: {text}"

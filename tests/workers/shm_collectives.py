@@ -5,7 +5,7 @@
 
 Values are small integers, exact in float32 whatever the summation order, so
 every result is compared bitwise with the closed form and with algorithm="naive".
-Each rank prints "PID <pid>" (the test checks /dev/shm for its leftovers);
+algorithm="staged" is checked against "naive" for every op. Each rank prints "PID <pid>" (the test checks /dev/shm for its leftovers);
 rank 0 prints "SHM OK".
 """
 from __future__ import annotations
@@ -51,6 +51,29 @@ def one_case(n: int, r: int, numel: int, dtype: torch.dtype) -> None:
     b = values(r, numel, dtype)
     rc.broadcast(b, src=n - 1)
     check(f"broadcast {case}", b, values(n - 1, numel, dtype))
+    staged_case(n, r, numel, dtype)
+
+
+def staged_case(n: int, r: int, numel: int, dtype: torch.dtype) -> None:
+    """algorithm="staged" (peers' stages read in place) against naive, every op, in place and
+    aliased; RINGFLOW_SHM_STAGE_BYTES smaller than the data makes it run in several rounds."""
+    case = f"staged n={n} numel={numel} {dtype}"
+    for op in ("sum", "max", "min", "product") + (("avg",) if dtype.is_floating_point else ()):
+        x, y = values(r, numel, dtype) % 3 + 1, values(r, numel, dtype) % 3 + 1
+        rc.all_reduce(x, op=op, algorithm="staged")
+        rc.all_reduce(y, op=op, algorithm="naive")
+        check(f"all_reduce {op} {case}", x, y)
+    inp = torch.cat([values(r, numel, dtype) + k for k in range(n)])
+    out, ref = torch.empty(numel, dtype=dtype), torch.empty(numel, dtype=dtype)
+    rc.reduce_scatter_tensor(out, inp, algorithm="staged")
+    rc.reduce_scatter_tensor(ref, inp, algorithm="naive")
+    check(f"reduce_scatter {case}", out, ref)
+    rc.reduce_scatter_tensor(inp[r * numel:(r + 1) * numel], inp, algorithm="staged")  # aliased
+    check(f"reduce_scatter in place {case}", inp[r * numel:(r + 1) * numel], ref)
+    whole = torch.empty(n * numel, dtype=dtype)
+    whole[r * numel:(r + 1) * numel] = values(r, numel, dtype)
+    rc.all_gather_into_tensor(whole, whole[r * numel:(r + 1) * numel], algorithm="staged")
+    check(f"all_gather in place {case}", whole, torch.cat([values(k, numel, dtype) for k in range(n)]))
 
 
 def main() -> int:
@@ -63,7 +86,8 @@ def main() -> int:
             one_case(n, r, numel, dtype)
     rc.barrier()
     if r == 0:
-        print(f"SHM OK n={n} ring_bytes={comm.transport.ring_bytes}", flush=True)
+        print(f"SHM OK n={n} ring_bytes={comm.transport.ring_bytes} "
+              f"stage_bytes={comm.transport.stage.half}", flush=True)
     ringflow.shutdown()
     return 0
 

@@ -1,0 +1,108 @@
+"""Staged collectives: every rank reads its peers' data in place, no messages (shm only).
+
+On the shm transport a message costs tens of microseconds of Python, and a ring or
+recursive-doubling step pays that every time. Here each rank copies its data into its
+own staging area (``transport/shm_stage``), publishes a counter, waits for its peers'
+counters and then reads their stages directly: one copy in, one wait, one pass over the
+n stages per round. Data larger than a stage half goes in several rounds.
+
+Every rank reduces the n stages in rank order (0, 1, ..., n-1), so the results are
+bitwise identical everywhere. The cost is reading n stages instead of receiving
+(n-1)/n of the data, so the ring wins on large messages; ``auto`` chooses.
+
+    rc.all_reduce(t, algorithm="staged")       # on ranks of one node, shm transport
+"""
+from __future__ import annotations
+
+import torch
+
+from ..transport.base import TransportError
+from .communicator import Communicator
+from .ops import ReduceOp, finish_avg, reduce_into, reduce_out
+
+
+def supports(comm: Communicator) -> bool:
+    """True when ``comm`` is the whole world of a transport that has a staging area (the round
+    counter is per transport: a sub-group would put members and non-members out of step)."""
+    return comm.is_world and getattr(comm.transport, "stage", None) is not None
+
+
+def _stage(comm: Communicator):
+    if not supports(comm):
+        raise ValueError(f"algorithm 'staged' needs the shm transport with a staging area, over "
+                         f"the whole world; {comm.transport.name} transport, group "
+                         f"{comm.ranks[:8]} has none: use algorithm='auto' or 'ring'")
+    return comm.transport.stage
+
+
+def _round(comm: Communicator, st, data: torch.Tensor, step: int) -> int:
+    """Stage ``data`` for the next round; returns the round once every peer has staged.
+
+    A peer already done (the usual case) costs one read of its counter; only a wait goes
+    through the Communicator (timeout, dead-peer and RINGFLOW_DEBUG handling), and under
+    RINGFLOW_DEBUG every wait does, so fingerprints are compared before peers' data is read.
+    """
+    s = st.next_round()
+    nbytes = data.numel() * data.element_size()
+    lean = not comm.debug
+    for p in range(comm.size):
+        if p != comm.rank and not (lean and st.is_writable(p, s)):
+            comm.wait(st.writable(p, s), peer=p, step=step)
+    st.put(s, data)
+    for p in range(comm.size):
+        if p != comm.rank:
+            work = st.posted(p, s, nbytes)
+            try:
+                ready = lean and work.is_completed()
+            except TransportError:             # a size mismatch: raise it as the wait would
+                ready = False
+            if not ready:
+                comm.wait(work, peer=p, step=step)
+    return s
+
+
+def _pieces(numel: int, per: int):
+    return [(a, min(a + per, numel)) for a in range(0, numel, per)] or [(0, 0)]
+
+
+def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
+    """``buf`` (flat) = reduction over ranks, in rounds of one stage half."""
+    st = _stage(comm)
+    pieces = _pieces(buf.numel(), st.half // buf.element_size())
+    for step, (a, b) in enumerate(pieces):
+        piece = buf if len(pieces) == 1 else buf[a:b]
+        s = _round(comm, st, piece, step)
+        views = [st.view(r, s, buf.dtype, b - a) for r in range(comm.size)]
+        reduce_out(piece, views[0], views[1], op)
+        for v in views[2:]:
+            reduce_into(piece, v, op)
+        st.done(s)
+    finish_avg(buf, op, comm.size)
+
+
+def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op: ReduceOp) -> None:
+    """``out`` (m) = reduction of block ``rank`` of every rank's ``inp`` (n*m), in column rounds:
+    round j stages columns [j*c, (j+1)*c) of all n blocks."""
+    st, n = _stage(comm), comm.size
+    m = out.numel()
+    rows = inp.view(n, m)
+    for step, (a, b) in enumerate(_pieces(m, max(1, st.half // (n * inp.element_size())))):
+        s = _round(comm, st, rows[:, a:b], step)
+        views = [st.view(r, s, inp.dtype, n * (b - a)).view(n, b - a)[comm.rank] for r in range(n)]
+        reduce_out(out[a:b], views[0], views[1], op)
+        for v in views[2:]:
+            reduce_into(out[a:b], v, op)
+        st.done(s)
+    finish_avg(out, op, n)
+
+
+def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None:
+    """``out`` (n*m) = every rank's ``inp`` (m) in rank order, in rounds of one stage half."""
+    st, n = _stage(comm), comm.size
+    m = inp.numel()
+    rows = out.view(n, m)
+    for step, (a, b) in enumerate(_pieces(m, st.half // inp.element_size())):
+        s = _round(comm, st, inp[a:b], step)
+        for r in range(n):
+            rows[r, a:b].copy_(st.view(r, s, inp.dtype, b - a))
+        st.done(s)

@@ -1,0 +1,135 @@
+"""The shm transport's staging area: one buffer per rank that every rank of the node reads.
+
+A message costs ringflow tens of microseconds of Python (a header, a Message object, ring
+bookkeeping); a small collective over the ring pays that on every step. Staged
+collectives (``collectives/staged.py``) skip messages: each rank copies its data into
+its own stage, publishes a counter, and reads its peers' stages in place once their
+counters show. One round of a collective is then a copy in, a wait and the reduction.
+
+Layout: each segment ends with two halves of ``half`` bytes; round s uses half s % 2.
+Three words per rank in its control page (``OFFSET``): ``posted`` (s + 1 once the
+rank's round-s data is in place), ``read`` (s + 1 once it has read every peer's round
+s) and the byte count of each half (so a peer that staged a different size is an error,
+not a silent misread). Before writing half s % 2 a rank waits until every peer's
+``read`` >= s - 1, i.e. they are done with round s - 2, the last user of that half.
+Ordering is x86-64's, as for the rings (shm_ring): bytes first, counter after.
+
+    st = transport.stage                       # None when the transport has none
+    s = st.next_round()
+    comm.wait(st.writable(peer, s), peer)      # for every peer
+    st.put(s, bytes_tensor)
+    comm.wait(st.posted(peer, s, nbytes), peer)
+    views = [st.view(r, s, torch.float32, numel) for r in range(st.size)]
+    st.done(s)
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .base import TransportError, Work
+
+OFFSET = 2048          # in the control page, after the fingerprint board (shm_board: 1024..1152)
+POSTED, READ, NBYTES = 0, 1, 2      # word indices; NBYTES + half index holds a half's size
+
+
+class Stage:
+    """Every rank's staging halves, mapped once; rounds are numbered the same on every rank
+    because collectives run in the same order everywhere."""
+
+    def __init__(self, segments: dict, rank: int, offset: int, half: int, wait_until: Callable):
+        self.rank, self.size, self.half = rank, len(segments), half
+        self.segments = segments                      # rank -> Segment (this rank's too)
+        self.words = {r: memoryview(seg.mm)[OFFSET:OFFSET + 32].cast("q")
+                      for r, seg in segments.items()}
+        self.areas = {r: torch.frombuffer(seg.mm, dtype=torch.uint8, count=2 * half, offset=offset)
+                      for r, seg in segments.items()}
+        self.wait_until = wait_until                  # the transport's: spin, sleep, liveness
+        self.round = 0
+        self._views: dict[tuple, torch.Tensor] = {}   # (rank, half, dtype, numel) -> view
+
+    def next_round(self) -> int:
+        s, self.round = self.round, self.round + 1
+        return s
+
+    def area(self, rank: int, s: int) -> torch.Tensor:
+        """Half s % 2 of ``rank``'s stage, as bytes."""
+        return self.areas[rank][(s % 2) * self.half:(s % 2 + 1) * self.half]
+
+    def view(self, rank: int, s: int, dtype: torch.dtype, numel: int) -> torch.Tensor:
+        """The first ``numel`` elements of ``rank``'s half s % 2. Cached: a training loop
+        repeats the same few sizes, and a small collective's cost is counted in tensor ops."""
+        key = (rank, s % 2, dtype, numel)
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) > 256:
+                self._views.clear()
+            view = self._views[key] = self.area(rank, s).view(dtype)[:numel]
+        return view
+
+    def is_writable(self, peer: int, s: int) -> bool:
+        """Whether ``peer`` has read round s - 2, the last to use half s % 2."""
+        return self.words[peer][READ] >= s - 1
+
+    def writable(self, peer: int, s: int) -> Work:
+        """Completes once ``is_writable(peer, s)``."""
+        return _Until(self, peer, lambda: self.is_writable(peer, s),
+                      f"rank {peer} to finish reading staged round {s - 2}")
+
+    def put(self, s: int, data: torch.Tensor) -> None:
+        """Copy ``data`` (any shape, strided too) into half s % 2, row-major, and publish it."""
+        nbytes = data.numel() * data.element_size()
+        if nbytes > self.half:
+            raise ValueError(f"a staged round holds at most {self.half} bytes, got {nbytes}")
+        dst = self.view(self.rank, s, data.dtype, data.numel())
+        (dst if data.dim() == 1 else dst.view(data.shape)).copy_(data)
+        mine = self.words[self.rank]
+        mine[NBYTES + s % 2] = nbytes
+        mine[POSTED] = s + 1                          # last: a reader that sees it sees the bytes
+        self._notify()
+
+    def posted(self, peer: int, s: int, nbytes: int) -> Work:
+        """Completes once ``peer`` has published round s; fails if it staged another size."""
+        words = self.words[peer]
+
+        def ready() -> bool:
+            if words[POSTED] < s + 1:
+                return False
+            theirs = words[NBYTES + s % 2]
+            if theirs != nbytes:
+                raise TransportError(f"rank {peer} staged {theirs} bytes for this collective and "
+                                     f"rank {self.rank} {nbytes}: the ranks called collectives "
+                                     "of different sizes")
+            return True
+        return _Until(self, peer, ready, f"rank {peer} to stage its round {s}")
+
+    def done(self, s: int) -> None:
+        """This rank has read every peer's round s: they may reuse that half."""
+        self.words[self.rank][READ] = s + 1
+        self._notify()
+
+    def _notify(self) -> None:
+        for r, seg in self.segments.items():
+            if r != self.rank:
+                seg.notify()                          # wakes a peer only if it sleeps
+
+    def close(self) -> None:
+        for view in self.words.values():
+            view.release()                            # or the mapping could not close
+        self.words, self.areas, self._views = {}, {}, {}
+
+
+class _Until(Work):
+    def __init__(self, stage: Stage, peer: int, ready: Callable[[], bool], what: str):
+        self.stage, self.peer, self.ready, self.what = stage, peer, ready, what
+        self.done = False
+
+    def is_completed(self) -> bool:
+        if not self.done:
+            self.done = self.ready()
+        return self.done
+
+    def wait(self, timeout: float | None = None) -> None:
+        if not self.is_completed():
+            self.stage.wait_until(self.is_completed, self.peer, f"wait for {self.what}", timeout)
