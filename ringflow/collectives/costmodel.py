@@ -46,6 +46,10 @@ DEFAULTS = {  # rough figures of these 2-core machines (MACHINE-FACTS.md); tune 
     "local": Model(alpha=40e-6, beta=1 / 3.0e9, gamma=1 / 6e9),
 }
 CUDA_NATIVE = [10e-6, 1 / 100e9]    # NCCL on one node: far below anything done from Python
+# Staged collectives move no messages whatever the transport: a round (copy in, counters,
+# wait) and memory-speed copies and reductions. Rough figures of these machines; tune's
+# measured points replace them.
+STAGED_ROUND, STAGED_COPY = 20e-6, 1 / 6e9
 
 
 def kind(transport) -> str:
@@ -94,10 +98,20 @@ def load(comm) -> Model:
                 model.native = {c: CUDA_NATIVE for c in ("all_reduce", "reduce_scatter",
                                                          "all_gather", "broadcast", "reduce")}
         model.local_size, model.slice_bytes = comm.local_size, comm.slice_bytes or 0
-        stage = getattr(tr, "stage", None)
-        model.stage_bytes = stage.half if stage is not None else 0
+        model.stage_bytes = stage_bytes(tr)
         _LOADED[key] = model
     return _LOADED[key]
+
+
+def stage_bytes(transport) -> int:
+    """The staging half of ``transport`` (0: it cannot stage)."""
+    if not transport.may_stage:
+        return 0
+    stage = getattr(transport, "stage", None)         # the shm transport maps it up front
+    if stage is not None:
+        return stage.half
+    from ..transport.node_shm import stage_half
+    return stage_half()
 
 
 def forget() -> None:
@@ -129,10 +143,11 @@ def _round(n: int, alpha: float) -> float:
     return alpha * (1 + (n - 2) / 2)
 
 
-def _staged_rounds(m: float, md: Model) -> int:
-    """Rounds a staged collective needs for ``m`` bytes per rank: one per stage half."""
-    half = md.stage_bytes or 2 << 20
-    return max(1, math.ceil(m / half))
+def _staged(staged_bytes: float, copied: float, reduced: float, md: Model) -> float:
+    """A staged collective: a round per stage half of ``staged_bytes``, then memory-speed
+    copies and reductions (reading peers' stages costs what copying them does)."""
+    rounds = max(1, math.ceil(staged_bytes / (md.stage_bytes or 2 << 20)))
+    return rounds * STAGED_ROUND + (copied + reduced) * STAGED_COPY
 
 
 def _log2(n: int) -> tuple[int, int]:
@@ -155,8 +170,8 @@ def _all_reduce(alg: str, n: int, m: float, md: Model) -> float | None:
         return 2 * k * a + 2 * (p - 1) / p * m * b + (p - 1) / p * m * g + fold
     if alg == "naive":
         return 2 * (n - 1) * (a + m * b) + (n - 1) * m * g
-    if alg == "staged":
-        return _staged_rounds(m, md) * a + m * b + (n - 1) * m * g
+    if alg == "staged":                      # stage m, read n stages of m
+        return _staged(m, m, n * m, md)
     if alg == "two_level":
         local = md.local_size or n
         nodes = n // local
@@ -213,10 +228,10 @@ def formula(md: Model, collective: str, alg: str, n: int, nbytes: float) -> floa
         return _ring_steps(n, m / n, md) * a + (n - 1) / n * m * b
     if collective == "all_gather" and alg == "direct":
         return _round(n, a) + (n - 1) / n * m * b
-    if collective == "reduce_scatter" and alg == "staged":   # copy all in, read n blocks
-        return _staged_rounds(m, md) * a + m * b + m * g
-    if collective == "all_gather" and alg == "staged":       # copy a block in, all blocks out
-        return _staged_rounds(m / n, md) * a + m / n * b + m * b
+    if collective == "reduce_scatter" and alg == "staged":   # stage m, read my block of n
+        return _staged(m, m, m, md)
+    if collective == "all_gather" and alg == "staged":       # stage m/n, copy all n blocks out
+        return _staged(m / n, m / n, m, md)
     if collective in ("reduce_scatter", "all_gather") and alg == "naive":
         return 2 * (n - 1) * a + 2 * (n - 1) * m * b
     if collective == "broadcast":

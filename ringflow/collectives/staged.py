@@ -1,7 +1,9 @@
-"""Staged collectives: every rank reads its peers' data in place, no messages (shm only).
+"""Staged collectives: every rank reads its peers' data in place, no messages.
 
-On the shm transport a message costs tens of microseconds of Python, and a ring or
-recursive-doubling step pays that every time. Here each rank copies its data into its
+For ranks of one node: the shm transport's own staging area, or the one the torch (gloo)
+and MPI transports map beside their messages when all their ranks share a node
+(``transport/node_shm``). A message costs tens of microseconds of Python (hundreds over
+gloo), and a ring or recursive-doubling step pays that every time. Here each rank copies its data into its
 own staging area (``transport/shm_stage``), publishes a counter, waits for its peers'
 counters and then reads their stages directly: one copy in, one wait, one pass over the
 n stages per round. Data larger than a stage half goes in several rounds.
@@ -10,29 +12,33 @@ Every rank reduces the n stages in rank order (0, 1, ..., n-1), so the results a
 bitwise identical everywhere. The cost is reading n stages instead of receiving
 (n-1)/n of the data, so the ring wins on large messages; ``auto`` chooses.
 
-    rc.all_reduce(t, algorithm="staged")       # on ranks of one node, shm transport
+    rc.all_reduce(t, algorithm="staged")       # on ranks of one node
 """
 from __future__ import annotations
 
 import torch
 
 from ..transport.base import TransportError
+from . import ring
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_into, reduce_out
 
 
 def supports(comm: Communicator) -> bool:
-    """True when ``comm`` is the whole world of a transport that has a staging area (the round
-    counter is per transport: a sub-group would put members and non-members out of step)."""
-    return comm.is_world and getattr(comm.transport, "stage", None) is not None
+    """True when ``comm`` is the whole world of a transport that may stage (the round counter
+    is per transport: a sub-group would put members and non-members out of step)."""
+    return comm.is_world and comm.transport.may_stage
 
 
 def _stage(comm: Communicator):
+    """The transport's Stage (mapped at first use), or None where shared memory turned out
+    unavailable: then every rank alike runs the ring instead."""
     if not supports(comm):
-        raise ValueError(f"algorithm 'staged' needs the shm transport with a staging area, over "
-                         f"the whole world; {comm.transport.name} transport, group "
-                         f"{comm.ranks[:8]} has none: use algorithm='auto' or 'ring'")
-    return comm.transport.stage
+        raise ValueError(f"algorithm 'staged' needs ranks of one node sharing memory (the shm "
+                         f"transport, or gloo/MPI with every rank on one node), over the whole "
+                         f"world; {comm.transport.name} transport, group {comm.ranks[:8]} cannot: "
+                         "use algorithm='auto' or 'ring'")
+    return comm.transport.staging()
 
 
 def _round(comm: Communicator, st, data: torch.Tensor, step: int) -> int:
@@ -68,6 +74,8 @@ def _pieces(numel: int, per: int):
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
     """``buf`` (flat) = reduction over ranks, in rounds of one stage half."""
     st = _stage(comm)
+    if st is None:
+        return ring.all_reduce(comm, buf, op)
     pieces = _pieces(buf.numel(), st.half // buf.element_size())
     for step, (a, b) in enumerate(pieces):
         piece = buf if len(pieces) == 1 else buf[a:b]
@@ -84,6 +92,8 @@ def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op:
     """``out`` (m) = reduction of block ``rank`` of every rank's ``inp`` (n*m), in column rounds:
     round j stages columns [j*c, (j+1)*c) of all n blocks."""
     st, n = _stage(comm), comm.size
+    if st is None:
+        return ring.reduce_scatter(comm, out, inp, op)
     m = out.numel()
     rows = inp.view(n, m)
     for step, (a, b) in enumerate(_pieces(m, max(1, st.half // (n * inp.element_size())))):
@@ -99,6 +109,8 @@ def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op:
 def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None:
     """``out`` (n*m) = every rank's ``inp`` (m) in rank order, in rounds of one stage half."""
     st, n = _stage(comm), comm.size
+    if st is None:
+        return ring.all_gather(comm, out, inp)
     m = inp.numel()
     rows = out.view(n, m)
     for step, (a, b) in enumerate(_pieces(m, st.half // inp.element_size())):

@@ -81,6 +81,15 @@ class Transport(abc.ABC):
         sw = self.isend(send, dst, tag)
         return sw, rw
 
+    # Staged collectives (collectives/staged.py) read peers' data in shared memory in place.
+    # ``may_stage`` says whether ``staging()`` can give them a Stage (shm_stage); every rank of
+    # the transport must agree. ``staging()`` is collective the first time (it may map memory)
+    # and returns None where shared memory turned out unavailable (on every rank alike).
+    may_stage: bool = False
+
+    def staging(self):
+        return None
+
     def fingerprint_board(self):
         """A cheaper channel than messages for RINGFLOW_DEBUG's per-call fingerprints, or None.
 

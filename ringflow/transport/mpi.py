@@ -96,6 +96,7 @@ class MpiTransport(Transport):
         self.spin = spin_seconds(self.local_size, len(node_cpus))
         local.Free()
         self._board = None
+        self._node = None                  # NodeShm; False once it cannot be had
         self._inflight: set = set()        # unfinished works (see _MpiWork)
 
     @classmethod
@@ -151,26 +152,50 @@ class MpiTransport(Transport):
         return _MpiWork(req, (buf, tensor), src, f"receive from rank {src}", self.spin,
                         self._inflight)
 
+    @property
+    def may_stage(self) -> bool:
+        """Ranks all on this node may run staged collectives through shared memory."""
+        return self.local_size == self.size > 1 and not self.gpu and self._node is not False
+
+    def _node_shm(self):
+        """Shared memory beside MPI when every rank is on this node (node_shm): no message
+        per fingerprint or staged round. Collective, made once; None where it cannot be had."""
+        if self._node is None:
+            self._node = False
+            if self.local_size == self.size > 1 and not self.gpu:
+                from .node_shm import NodeShm
+                from .shm_bootstrap import MpiExchange
+                from .shm_ring import ShmUnavailable
+                try:
+                    self._node = NodeShm(MpiExchange(self.comm), self.rank, self.size, self.spin)
+                except ShmUnavailable:             # every rank alike
+                    pass
+        return self._node or None
+
     def fingerprint_board(self):
-        """RINGFLOW_DEBUG's fingerprints: in shared memory when every rank is on this node
-        (shm_board), else through persistent MPI requests (mpi_board). Collective, made once."""
-        if self._board is None and self.local_size == self.size > 1 and not self.gpu:
-            from .shm_board import node_board
-            from .shm_bootstrap import MpiExchange
-            from .shm_ring import ShmUnavailable
-            try:
-                self._board = node_board(MpiExchange(self.comm), self.rank, self.size, self.spin)
-            except ShmUnavailable:             # every rank alike: persistent requests below
-                pass
+        """RINGFLOW_DEBUG's fingerprints: in shared memory when every rank is on this node,
+        else through persistent MPI requests (mpi_board). Collective, made once."""
         if self._board is None:
-            from .mpi_board import MpiBoard
-            self._board = MpiBoard(self)
+            node = self._node_shm()
+            if node is not None:
+                self._board = node.board
+            else:
+                from .mpi_board import MpiBoard
+                self._board = MpiBoard(self)
         return self._board
+
+    def staging(self):
+        """The staging area of staged collectives when every rank is on this node, else None."""
+        node = self._node_shm()
+        return node.stage if node is not None else None
 
     def close(self) -> None:
         if self._board is not None:
             self._board.close()
             self._board = None
+        if self._node:
+            self._node.close()
+        self._node = False
         if self.comm is not None and not self.MPI.Is_finalized():
             self.comm.Free()
         self.comm = None

@@ -96,6 +96,7 @@ class ShmTransport(Transport):
         self.stage = None if not stage_half or size == 1 else Stage(
             {rank: self.own, **self.peers}, rank, Segment.stage_offset(size - 1, ring_bytes),
             stage_half, self.wait_until)
+        self.may_stage = self.stage is not None
         _LIVE.add(self)
 
     # ---- construction from a launcher ----------------------------------------------------------
@@ -262,6 +263,10 @@ class ShmTransport(Transport):
                 return
         raise TransportError(f"rank {self.rank}: peer rank {rank} {why} while waiting to "
                              f"{_text(what)}")
+
+    def staging(self) -> "Stage | None":
+        """The staging area of staged collectives (mapped with the rings)."""
+        return self.stage
 
     # ---- RINGFLOW_DEBUG fingerprints without messages --------------------------------------------
     def fingerprint_board(self) -> "Board":

@@ -151,9 +151,9 @@ class TorchTransport(Transport):
         self.slice_bytes = None
         self.name = f"torch/{self.backend}"
 
-    one_node = False                       # every rank on this node (a shared-memory board)
+    one_node = False                       # every rank on this node (shared memory beside gloo)
     timeout = 300.0
-    _board = None
+    _node = None                           # NodeShm; False once it cannot be had
 
     @classmethod
     def from_launch(cls, launch, device: torch.device, timeout: float) -> "TorchTransport":
@@ -162,24 +162,38 @@ class TorchTransport(Transport):
         tr.one_node, tr.timeout = launch.local_size == launch.size, timeout
         return tr
 
-    def fingerprint_board(self):
-        """RINGFLOW_DEBUG on one node of gloo ranks: fingerprints through shared memory
-        (shm_board), microseconds where a gloo message costs hundreds; else None (messages)."""
-        if self._board is None:
-            self._board = False
+    @property
+    def may_stage(self) -> bool:
+        """gloo ranks all on this node may run staged collectives through shared memory."""
+        return self.one_node and self.size > 1 and self.backend == "gloo" and self._node is not False
+
+    def _node_shm(self):
+        """Shared memory beside gloo (node_shm): microseconds where a gloo message costs
+        hundreds. Collective, made once; None where it cannot be had (every rank alike)."""
+        if self._node is None:
+            self._node = False
             if self.one_node and self.size > 1 and self.backend == "gloo":
                 from .backoff import spin_seconds
-                from .shm_board import node_board
+                from .node_shm import NodeShm
                 from .shm_bootstrap import StoreExchange
                 from .shm_ring import ShmUnavailable
                 exchange = StoreExchange(dist.distributed_c10d._get_default_store(),
-                                         "ringflow/board", self.rank, self.size, self.timeout)
+                                         "ringflow/node", self.rank, self.size, self.timeout)
                 try:
-                    self._board = node_board(exchange, self.rank, self.size,
-                                             spin_seconds(self.size))
-                except ShmUnavailable:         # every rank alike: fingerprints go as messages
+                    self._node = NodeShm(exchange, self.rank, self.size, spin_seconds(self.size))
+                except ShmUnavailable:         # every rank alike: messages it is
                     pass
-        return self._board or None
+        return self._node or None
+
+    def fingerprint_board(self):
+        """RINGFLOW_DEBUG's fingerprints in shared memory on one node; else None (messages)."""
+        node = self._node_shm()
+        return node.board if node is not None else None
+
+    def staging(self):
+        """The staging area of staged collectives on one node of gloo ranks, else None."""
+        node = self._node_shm()
+        return node.stage if node is not None else None
 
     # ---- point to point ---------------------------------------------------------------------
     def check_tensor(self, tensor: torch.Tensor) -> None:
@@ -228,8 +242,8 @@ class TorchTransport(Transport):
                 _TorchWork(recv_w, src, f"receive from rank {src}", self.poll))
 
     def close(self) -> None:
-        if self._board:
-            self._board.close()
+        if self._node:
+            self._node.close()
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
         self.owns_group = False

@@ -258,12 +258,13 @@ def test_a_rank_without_shared_memory_fails_every_rank_alike(tmp_path, monkeypat
 
 
 def test_node_board_carries_fingerprints_between_ranks_and_times_out_alone():
-    """The RINGFLOW_DEBUG board the torch and MPI transports map on one node (shm_board)."""
-    from ringflow.transport.shm_board import node_board
+    """The RINGFLOW_DEBUG board the torch and MPI transports map on one node (node_shm)."""
+    from ringflow.transport.node_shm import NodeShm
     from ringflow.transport.shm_bootstrap import StoreExchange
     store = dist.HashStore()
-    boards = in_threads([lambda r=r: node_board(StoreExchange(store, "t/board", r, 2, 10), r, 2,
-                                                spin=0.0) for r in range(2)])
+    nodes = in_threads([lambda r=r: NodeShm(StoreExchange(store, "t/board", r, 2, 10), r, 2,
+                                            spin=0.0) for r in range(2)])
+    boards = [node.board for node in nodes]
     def rank(r):
         for seq in range(5):                  # more calls than slots: slots are reused safely
             boards[r].post(seq, [r, seq, 7])
@@ -274,8 +275,8 @@ def test_node_board_carries_fingerprints_between_ranks_and_times_out_alone():
     boards[0].post(5, [0, 5, 7])              # rank 1 never posts #5
     with pytest.raises(PeerTimeout, match="rank 1's fingerprint of collective #5 timed out"):
         boards[0].expect(1, 5, 3).wait(0.2)
-    for b in boards:
-        b.close()
+    for node in nodes:
+        node.close()
 
 
 def test_ranks_bound_to_one_core_each_are_not_oversubscribed(monkeypatch, tmp_path):

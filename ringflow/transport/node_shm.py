@@ -1,0 +1,89 @@
+"""Shared memory beside the torch (gloo) and MPI transports when every rank is on one node.
+
+Those transports move messages through gloo or MPI, but when all their ranks share a
+node each rank also maps one small segment (a control page and a staging area), for the
+two things that need no messages at all: RINGFLOW_DEBUG's fingerprint board
+(``shm_board``) and staged collectives (``shm_stage``), which read peers' data in place
+where a gloo message costs hundreds of microseconds and an MPI one, through Python, tens.
+
+Made once, at first use, by whichever needs it first: on every rank at the same
+collective, since ranks run collectives in the same order. A node without usable
+shared memory raises ShmUnavailable on every rank alike, so all fall back together.
+
+    node = NodeShm(exchange, rank, size, spin=2e-3)     # collective
+    node.board.post(seq, row); node.stage.put(s, data); node.close()
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from .base import PeerTimeout, TransportError
+from .shm_board import Board
+from .shm_bootstrap import map_segments
+from .shm_ring import STATE_CLOSED, Segment, fence, pid_alive
+from .shm_stage import Stage
+
+RING_BYTES = 4096             # the smallest rings map_segments allows: no messages go through
+_NAP = 0.02                   # longest doorbell sleep between liveness checks
+
+
+def stage_half() -> int:
+    """Bytes per staging half: $RINGFLOW_SHM_STAGE_BYTES, default 2 MiB (as the shm transport)."""
+    return int(os.environ.get("RINGFLOW_SHM_STAGE_BYTES", 2 << 20))
+
+
+class NodeShm:
+    """This rank's page and staging area, and views of every peer's."""
+
+    def __init__(self, exchange, rank: int, size: int, spin: float, stage_bytes: int | None = None):
+        half = stage_half() if stage_bytes is None else stage_bytes
+        self.rank, self.spin = rank, spin
+        self.own, self.peers, _, _, _ = map_segments(exchange, rank, size, RING_BYTES, half)
+        self.board = Board(self.own, self.peers, self.wait_until)
+        self.stage = None if not half else Stage(
+            {rank: self.own, **self.peers}, rank, Segment.stage_offset(max(size - 1, 1), RING_BYTES),
+            half, self.wait_until)
+
+    def wait_until(self, done, peer: int, what: str, timeout: float | None) -> None:
+        """Spin, then sleep on our doorbell (peers ring it after posting) until ``done()``;
+        PeerTimeout after ``timeout``, TransportError once ``peer`` has exited or closed."""
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        own = self.own
+        while not done():
+            bell = own.bell.value()               # read before looking, so no wake-up is lost
+            if done():
+                return
+            now = time.monotonic()
+            if now - start < self.spin:
+                os.sched_yield()
+                continue
+            if deadline is not None and now >= deadline:
+                raise PeerTimeout(f"rank {self.rank}: {what} timed out after {timeout:.1f}s", peer)
+            seg = self.peers[peer]
+            if seg.state.value == STATE_CLOSED or not pid_alive(seg.pid.value):
+                raise TransportError(f"rank {self.rank}: peer rank {peer} exited or closed while "
+                                     f"waiting to {what}")
+            own.sleepers.value += 1
+            fence()                               # Dekker with Segment.notify, see shm_ring
+            try:
+                if not done():
+                    own.bell.wait(bell, _NAP if deadline is None else
+                                  max(1e-4, min(_NAP, deadline - now)))
+            finally:
+                own.sleepers.value -= 1
+
+    def close(self) -> None:
+        """Tell peers we are gone, wake them, unmap (idempotent)."""
+        if self.board is None:
+            return
+        self.board.close()
+        if self.stage is not None:
+            self.stage.close()
+        self.board = self.stage = None
+        self.own.state.value = STATE_CLOSED
+        for seg in self.peers.values():
+            seg.notify()
+        for seg in [self.own, *self.peers.values()]:
+            seg.close()
