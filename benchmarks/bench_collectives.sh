@@ -44,10 +44,12 @@ for l in $(seq 1 "$LAUNCHES"); do
   for tr in $TRANSPORTS; do
     for n in $RANKS; do
       for coll in $COLLECTIVES; do
-        # with 2 ranks rhd and direct move the same messages as the ring: measured at 4 ranks
-        small="ring,direct,auto"; big="ring,direct,auto"; modes=oop
-        [ "$coll" = all_reduce ] && small="ring,rd,rhd,direct,auto" && big="ring,rhd,direct,auto" && modes=ip
-        [ "$n" = 2 ] && big="ring,auto" && small="${small/,direct/}"
+        # with 2 ranks rhd and direct move the same messages as the ring: measured at 4 ranks;
+        # staged reads peers' data in shared memory (every transport here: one node)
+        small="ring,direct,staged,auto"; big="ring,direct,staged,auto"; modes=oop
+        [ "$coll" = all_reduce ] && small="ring,rd,rhd,direct,staged,auto" \
+          && big="ring,rhd,direct,staged,auto" && modes=ip
+        [ "$n" = 2 ] && big="ring,staged,auto" && small="${small/,direct/}"
         tag="$tr-n$n-$coll"
         echo "== launch $l: $tag" >&2
         # SKIP_DONE=1 resumes an interrupted campaign

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from ..transport.base import TransportError
 from . import ring
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_into, reduce_out
@@ -56,14 +55,8 @@ def _round(comm: Communicator, st, data: torch.Tensor, step: int) -> int:
             comm.wait(st.writable(p, s), peer=p, step=step)
     st.put(s, data)
     for p in range(comm.size):
-        if p != comm.rank:
-            work = st.posted(p, s, nbytes)
-            try:
-                ready = lean and work.is_completed()
-            except TransportError:             # a size mismatch: raise it as the wait would
-                ready = False
-            if not ready:
-                comm.wait(work, peer=p, step=step)
+        if p != comm.rank and not (lean and st.has_posted(p, s, nbytes)):
+            comm.wait(st.posted(p, s, nbytes), peer=p, step=step)   # also raises a size mismatch
     return s
 
 

@@ -89,6 +89,12 @@ class Stage:
         mine[POSTED] = s + 1                          # last: a reader that sees it sees the bytes
         self._notify()
 
+    def has_posted(self, peer: int, s: int, nbytes: int) -> bool:
+        """Whether ``peer`` has published round s with ``nbytes`` (False on another size too:
+        ``posted``'s Work then raises the mismatch)."""
+        words = self.words[peer]
+        return words[POSTED] >= s + 1 and words[NBYTES + s % 2] == nbytes
+
     def posted(self, peer: int, s: int, nbytes: int) -> Work:
         """Completes once ``peer`` has published round s; fails if it staged another size."""
         words = self.words[peer]
