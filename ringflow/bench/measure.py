@@ -1,8 +1,10 @@
 """Time one benchmark row: every implementation, out-of-place and in-place, interleaved.
 
 Each iteration runs every implementation once per mode, each call between two
-barriers' worth of synchronisation, so all of them see the same machine state;
-per-call times are maxed over ranks and summarised as median, p10 and p90.
+barriers' worth of synchronisation, so all of them see the same machine state; the
+order rotates every iteration, because a call runs slower after one that swept other
+memory through the caches (by up to a third at 4 MiB here). Per-call times are maxed
+over ranks and summarised as median, p10 and p90.
 """
 from __future__ import annotations
 
@@ -136,7 +138,8 @@ def time_row(comm, case: Case, impls: list[Impl], iters: int, warmup: int, devic
     keys = [(i.label, m) for i in impls for m in modes if bufs.pair(m)[0] is not None]
     times = {k: [] for k in keys}
     for it in range(warmup + iters):
-        for impl in impls:
+        k = it % len(impls)
+        for impl in impls[k:] + impls[:k]:
             for mode in MODES:
                 if (impl.label, mode) not in times:
                     continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .. import runtime
-from . import exchange, select
+from . import exchange, select, staged
 from .communicator import Communicator
 from .engine import CollectiveWork
 from .errors import CollectiveError, CollectiveMismatch, CollectiveTimeout
@@ -40,7 +40,7 @@ def _check(comm: Communicator, tensor: torch.Tensor, what: str, op: ReduceOp | N
     if not tensor.is_contiguous():
         raise ValueError(f"{what} must be contiguous (shape {tuple(tensor.shape)}, strides "
                          f"{tuple(tensor.stride())}); pass tensor.contiguous() and copy back")
-    if tensor.device.type == "meta":
+    if tensor.is_meta:
         raise ValueError(f"{what} is on the meta device and holds no data; materialise it first "
                          "(e.g. module.to_empty(device='cpu') and load or initialise the weights)")
     check_dtype(tensor, op)
@@ -161,6 +161,8 @@ def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=
 
 
 def barrier(group=None, async_op=False):
-    """Return once every rank of the group has entered the barrier."""
+    """Return once every rank of the group has entered the barrier (through shared memory
+    where every rank is on one node, else a dissemination barrier of messages)."""
     comm = _group(group)
-    return comm.run("barrier", lambda: exchange.barrier(comm), async_op=async_op)
+    fn = staged.barrier if staged.supports(comm) else exchange.barrier
+    return comm.run("barrier", lambda: fn(comm), async_op=async_op)

@@ -78,6 +78,9 @@ class Communicator:
         self.device = torch.device(getattr(transport, "device", "cpu"))  # for internal buffers
         self._scratch: dict[tuple, torch.Tensor] = {}
         self.auto_choices: dict[tuple, str] = {}     # select's memo of algorithm="auto"
+        # read once, as NCCL reads its variables at init: auto runs on every call, and reading
+        # the environment cost more than the rest of choosing
+        self.algorithm_env = os.environ.get("RINGFLOW_ALGORITHM", "")
         self.seq = 0
         self.recorder = FlightRecorder(self.rank, self.size, transport.rank, history)
         self.current: CallRecord | None = None

@@ -39,10 +39,11 @@ class Model:
     source: str = "default"          # "default" or the tune file it came from
 
 
-DEFAULTS = {  # rough figures of these 2-core machines (MACHINE-FACTS.md); tune replaces them
-    "torch": Model(alpha=80e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
-    "mpi": Model(alpha=15e-6, beta=1 / 4.0e9, gamma=1 / 6e9),
-    "shm": Model(alpha=8e-6, beta=1 / 6.0e9, gamma=1 / 6e9),
+DEFAULTS = {  # these 2-core machines, per message through ringflow's Python (bench_overheads.py:
+    # an exchange costs ~440 us over gloo, ~40 us over MPI or shm); tune replaces them
+    "torch": Model(alpha=300e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
+    "mpi": Model(alpha=40e-6, beta=1 / 4.0e9, gamma=1 / 6e9),
+    "shm": Model(alpha=40e-6, beta=1 / 6.0e9, gamma=1 / 6e9),
     "local": Model(alpha=40e-6, beta=1 / 3.0e9, gamma=1 / 6e9),
 }
 CUDA_NATIVE = [10e-6, 1 / 100e9]    # NCCL on one node: far below anything done from Python
@@ -82,8 +83,7 @@ generation = 0                    # bumped by forget(): choices memoised under o
 def load(comm) -> Model:
     """The model for ``comm``: its tune file if present (read once per process), else defaults."""
     tr = comm.transport
-    # keyed on the env var itself, not cache_dir(): resolving the home folder costs more than a
-    # small collective, and this runs on every "auto" call
+    # keyed on the env var itself, not cache_dir(): resolving the home folder is slow
     key = (kind(tr), comm.size, comm.local_size, os.environ.get("RINGFLOW_CACHE"))
     if key not in _LOADED:
         path = cache_path(key[0], comm.size, comm.local_size)
@@ -105,13 +105,8 @@ def load(comm) -> Model:
 
 def stage_bytes(transport) -> int:
     """The staging half of ``transport`` (0: it cannot stage)."""
-    if not transport.may_stage:
-        return 0
-    stage = getattr(transport, "stage", None)         # the shm transport maps it up front
-    if stage is not None:
-        return stage.half
-    from ..transport.node_shm import stage_half
-    return stage_half()
+    stage = transport.staging() if transport.may_stage else None
+    return stage.half if stage is not None else 0
 
 
 def forget() -> None:

@@ -100,15 +100,13 @@ def choose(comm, collective: str, nbytes: int, algorithm: str = "auto",
 
 def _auto(comm, collective: str, nbytes: int, exclude: tuple) -> str:
     """auto's answer, memoised per communicator: it runs on every call, and a small collective
-    costs little more than resolving it (the environment is still read every time, so a changed
-    RINGFLOW_ALGORITHM or RINGFLOW_CACHE applies at once)."""
-    env = os.environ.get("RINGFLOW_ALGORITHM", "")
-    key = (collective, nbytes, exclude, env, os.environ.get("RINGFLOW_CACHE"),
-           costmodel.generation)
+    costs little more than resolving it. RINGFLOW_ALGORITHM is what the communicator saw when it
+    was made; a new tune (costmodel.forget) expires the memo."""
+    key = (collective, nbytes, exclude, costmodel.generation)
     memo = comm.auto_choices
     name = memo.get(key)
     if name is None:
-        name = forced(collective, env)
+        name = forced(collective, comm.algorithm_env)
         if name is None or name in exclude or name not in available(comm, collective):
             name = fastest(comm, collective, nbytes, exclude)
         if len(memo) > 4096:

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import torch
 
-from . import ring
+from . import exchange, ring
+from ..transport.base import Transport
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_into, reduce_out
+
+
+_NOTHING = torch.empty(0, dtype=torch.uint8)      # what a barrier stages
 
 
 def supports(comm: Communicator) -> bool:
@@ -30,14 +34,14 @@ def supports(comm: Communicator) -> bool:
 
 
 def _stage(comm: Communicator):
-    """The transport's Stage (mapped at first use), or None where shared memory turned out
-    unavailable: then every rank alike runs the ring instead."""
-    if not supports(comm):
+    """The transport's Stage, or None where shared memory was unavailable at start-up (then
+    every rank alike runs the ring instead)."""
+    if not comm.is_world or type(comm.transport).staging is Transport.staging:
         raise ValueError(f"algorithm 'staged' needs ranks of one node sharing memory (the shm "
                          f"transport, or gloo/MPI with every rank on one node), over the whole "
                          f"world; {comm.transport.name} transport, group {comm.ranks[:8]} cannot: "
                          "use algorithm='auto' or 'ring'")
-    return comm.transport.staging()
+    return comm.transport.staging() if comm.transport.may_stage else None
 
 
 def _round(comm: Communicator, st, data: torch.Tensor, step: int) -> int:
@@ -111,3 +115,12 @@ def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None
         for r in range(n):
             rows[r, a:b].copy_(st.view(r, s, inp.dtype, b - a))
         st.done(s)
+
+
+def barrier(comm: Communicator) -> None:
+    """An empty round: every rank has posted it once the wait returns (microseconds where a
+    dissemination barrier pays log2(n) messages)."""
+    st = _stage(comm)
+    if st is None:
+        return exchange.barrier(comm)
+    st.done(_round(comm, st, _NOTHING, 0))

@@ -82,9 +82,8 @@ class Transport(abc.ABC):
         return sw, rw
 
     # Staged collectives (collectives/staged.py) read peers' data in shared memory in place.
-    # ``may_stage`` says whether ``staging()`` can give them a Stage (shm_stage); every rank of
-    # the transport must agree. ``staging()`` is collective the first time (it may map memory)
-    # and returns None where shared memory turned out unavailable (on every rank alike).
+    # ``may_stage``: whether ``staging()`` gives them a Stage (shm_stage). It is settled when
+    # the transport is made and the same on every rank, because "auto" consults it.
     may_stage: bool = False
 
     def staging(self):

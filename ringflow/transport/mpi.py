@@ -96,7 +96,9 @@ class MpiTransport(Transport):
         self.spin = spin_seconds(self.local_size, len(node_cpus))
         local.Free()
         self._board = None
-        self._node = None                  # NodeShm; False once it cannot be had
+        self.node = None                   # NodeShm beside MPI on one node (from_launch)
+        M = self.MPI
+        self._ops = {"sum": M.SUM, "avg": M.SUM, "max": M.MAX, "min": M.MIN, "product": M.PROD}
         self._inflight: set = set()        # unfinished works (see _MpiWork)
 
     @classmethod
@@ -112,27 +114,33 @@ class MpiTransport(Transport):
         device = torch.device(device)
         if device.type == "cuda" and not cuda_aware():
             device = torch.device("cpu")   # internal buffers stay on the host; see check_tensor
-        return cls(world.Dup(), device)
+        tr = cls(world.Dup(), device)
+        tr.node = tr._map_node_shm()
+        return tr
 
     # ---- buffers ----------------------------------------------------------------------------
+    # Buffers are converted on every message and collective call, so these use the cheap
+    # tensor properties (is_cuda, is_cpu: ~0.1 us) and numpy's reshape (torch's costs 2 us).
     def check_tensor(self, tensor: torch.Tensor) -> None:
         require_contiguous(tensor)
-        if tensor.device.type == "cuda" and not self.gpu:
-            raise ValueError(f"the mpi transport got a tensor on {tensor.device}, but this MPI "
-                             "build is not CUDA-aware; move it to cpu, use a CUDA-aware MPI "
-                             "(RINGFLOW_MPI_CUDA_AWARE=1 to assert it), or "
-                             "RINGFLOW_TRANSPORT=torch")
-        if tensor.device.type not in ("cpu", "cuda"):
+        if tensor.is_cuda:
+            if not self.gpu:
+                raise ValueError(f"the mpi transport got a tensor on {tensor.device}, but this "
+                                 "MPI build is not CUDA-aware; move it to cpu, use a CUDA-aware "
+                                 "MPI (RINGFLOW_MPI_CUDA_AWARE=1 to assert it), or "
+                                 "RINGFLOW_TRANSPORT=torch")
+        elif not tensor.is_cpu:
             raise ValueError(f"the mpi transport moves cpu (or CUDA) tensors, got {tensor.device}")
 
     def _bytes(self, tensor: torch.Tensor):
         """A zero-copy uint8 view for MPI (numpy on cpu, the CUDA array interface on gpu)."""
         self.check_tensor(tensor)
-        flat = tensor.detach().reshape(-1).view(torch.uint8)
-        if flat.is_cuda:
-            torch.cuda.current_stream(flat.device).synchronize()   # MPI does not see CUDA streams
-            return flat
-        return flat.numpy()
+        if tensor.requires_grad:
+            tensor = tensor.detach()
+        if tensor.is_cuda:
+            torch.cuda.current_stream(tensor.device).synchronize()   # MPI sees no CUDA streams
+            return tensor.reshape(-1).view(torch.uint8)
+        return tensor.view(torch.uint8).numpy().reshape(-1)
 
     def _peer(self, peer: int) -> int:
         if not 0 <= peer < self.size:
@@ -152,50 +160,45 @@ class MpiTransport(Transport):
         return _MpiWork(req, (buf, tensor), src, f"receive from rank {src}", self.spin,
                         self._inflight)
 
+    def _map_node_shm(self):
+        """Shared memory beside MPI when every rank is on this node (node_shm): no message per
+        fingerprint or staged round. Collective, at start-up, so that whether it exists is
+        settled before any collective picks an algorithm; None where it cannot be had."""
+        if not (self.local_size == self.size > 1 and not self.gpu):
+            return None
+        from .node_shm import NodeShm
+        from .shm_bootstrap import MpiExchange
+        from .shm_ring import ShmUnavailable
+        try:
+            return NodeShm(MpiExchange(self.comm), self.rank, self.size, self.spin)
+        except ShmUnavailable:                 # every rank alike
+            return None
+
     @property
     def may_stage(self) -> bool:
-        """Ranks all on this node may run staged collectives through shared memory."""
-        return self.local_size == self.size > 1 and not self.gpu and self._node is not False
+        return self.node is not None and self.node.stage is not None
 
-    def _node_shm(self):
-        """Shared memory beside MPI when every rank is on this node (node_shm): no message
-        per fingerprint or staged round. Collective, made once; None where it cannot be had."""
-        if self._node is None:
-            self._node = False
-            if self.local_size == self.size > 1 and not self.gpu:
-                from .node_shm import NodeShm
-                from .shm_bootstrap import MpiExchange
-                from .shm_ring import ShmUnavailable
-                try:
-                    self._node = NodeShm(MpiExchange(self.comm), self.rank, self.size, self.spin)
-                except ShmUnavailable:             # every rank alike
-                    pass
-        return self._node or None
+    def staging(self):
+        """The staging area of staged collectives when every rank is on this node, else None."""
+        return self.node.stage if self.node is not None else None
 
     def fingerprint_board(self):
         """RINGFLOW_DEBUG's fingerprints: in shared memory when every rank is on this node,
         else through persistent MPI requests (mpi_board). Collective, made once."""
+        if self.node is not None:
+            return self.node.board
         if self._board is None:
-            node = self._node_shm()
-            if node is not None:
-                self._board = node.board
-            else:
-                from .mpi_board import MpiBoard
-                self._board = MpiBoard(self)
+            from .mpi_board import MpiBoard
+            self._board = MpiBoard(self)
         return self._board
-
-    def staging(self):
-        """The staging area of staged collectives when every rank is on this node, else None."""
-        node = self._node_shm()
-        return node.stage if node is not None else None
 
     def close(self) -> None:
         if self._board is not None:
             self._board.close()
             self._board = None
-        if self._node:
-            self._node.close()
-        self._node = False
+        if self.node is not None:
+            self.node.close()
+            self.node = None
         if self.comm is not None and not self.MPI.Is_finalized():
             self.comm.Free()
         self.comm = None
@@ -207,16 +210,16 @@ class MpiTransport(Transport):
         if tensor.dtype == torch.bfloat16:
             raise TypeError("MPI has no bfloat16 reduction; use algorithm='ring' (or float32) "
                             "for bfloat16 with the mpi transport")
-        flat = tensor.detach().reshape(-1)
-        if flat.is_cuda:
-            torch.cuda.current_stream(flat.device).synchronize()
-            return flat
-        return flat.numpy()
+        if tensor.requires_grad:
+            tensor = tensor.detach()
+        if tensor.is_cuda:
+            torch.cuda.current_stream(tensor.device).synchronize()
+            return tensor.reshape(-1)
+        return tensor.numpy().reshape(-1)
 
     def _op(self, op: str):
         """MPI's op for a reduction named "sum" | "avg" | "max" | "min" | "product"."""
-        M = self.MPI
-        return {"sum": M.SUM, "avg": M.SUM, "max": M.MAX, "min": M.MIN, "product": M.PROD}[op]
+        return self._ops[op]
 
     def _avg(self, t: torch.Tensor, op: str) -> None:
         if op == "avg" and t.numel():

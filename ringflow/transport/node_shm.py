@@ -6,9 +6,10 @@ two things that need no messages at all: RINGFLOW_DEBUG's fingerprint board
 (``shm_board``) and staged collectives (``shm_stage``), which read peers' data in place
 where a gloo message costs hundreds of microseconds and an MPI one, through Python, tens.
 
-Made once, at first use, by whichever needs it first: on every rank at the same
-collective, since ranks run collectives in the same order. A node without usable
-shared memory raises ShmUnavailable on every rank alike, so all fall back together.
+Mapped at start-up (``from_launch``), so whether staged collectives exist is settled before
+any collective picks an algorithm: a choice made on one thread while another maps memory
+could differ between ranks. A node without usable shared memory raises ShmUnavailable on
+every rank alike, so all fall back together.
 
     node = NodeShm(exchange, rank, size, spin=2e-3)     # collective
     node.board.post(seq, row); node.stage.put(s, data); node.close()

@@ -10,7 +10,9 @@ many times larger than a ring. A waiter spins briefly while every rank has a
 core, then sleeps on its futex doorbell.
 
 ``irecv_reduce`` receives and reduces in one pass straight from the ring (one
-copy less than receive-then-reduce); ring algorithms use it when present.
+copy less than receive-then-reduce); ring algorithms use it when present. Each
+segment also ends with a staging area (``shm_stage``) that staged collectives
+read in place, with no messages at all.
 
     tr = ShmTransport(rank, size, store=store)          # or ringflow.init(transport="shm")
     sw, rw = tr.sendrecv(x, (rank + 1) % size, y, (rank - 1) % size)

@@ -153,47 +153,45 @@ class TorchTransport(Transport):
 
     one_node = False                       # every rank on this node (shared memory beside gloo)
     timeout = 300.0
-    _node = None                           # NodeShm; False once it cannot be had
+    node = None                            # NodeShm beside gloo, when one_node (node_shm)
 
     @classmethod
     def from_launch(cls, launch, device: torch.device, timeout: float) -> "TorchTransport":
         """Join (or reuse) the default process group: gloo for a cpu device, NCCL for cuda."""
         tr = cls(device, owns_group=init_process_group(launch, device, timeout))
         tr.one_node, tr.timeout = launch.local_size == launch.size, timeout
+        tr.node = tr._map_node_shm()
         return tr
+
+    def _map_node_shm(self):
+        """Shared memory beside gloo when every rank is on this node (node_shm): microseconds
+        where a gloo message costs hundreds. Collective, at start-up, so that whether it exists
+        is settled before any collective picks an algorithm; None where it cannot be had (on
+        every rank alike)."""
+        if not (self.one_node and self.size > 1 and self.backend == "gloo"):
+            return None
+        from .backoff import spin_seconds
+        from .node_shm import NodeShm
+        from .shm_bootstrap import StoreExchange
+        from .shm_ring import ShmUnavailable
+        exchange = StoreExchange(dist.distributed_c10d._get_default_store(), "ringflow/node",
+                                 self.rank, self.size, self.timeout)
+        try:
+            return NodeShm(exchange, self.rank, self.size, spin_seconds(self.size))
+        except ShmUnavailable:                 # every rank alike: messages it is
+            return None
 
     @property
     def may_stage(self) -> bool:
-        """gloo ranks all on this node may run staged collectives through shared memory."""
-        return self.one_node and self.size > 1 and self.backend == "gloo" and self._node is not False
-
-    def _node_shm(self):
-        """Shared memory beside gloo (node_shm): microseconds where a gloo message costs
-        hundreds. Collective, made once; None where it cannot be had (every rank alike)."""
-        if self._node is None:
-            self._node = False
-            if self.one_node and self.size > 1 and self.backend == "gloo":
-                from .backoff import spin_seconds
-                from .node_shm import NodeShm
-                from .shm_bootstrap import StoreExchange
-                from .shm_ring import ShmUnavailable
-                exchange = StoreExchange(dist.distributed_c10d._get_default_store(),
-                                         "ringflow/node", self.rank, self.size, self.timeout)
-                try:
-                    self._node = NodeShm(exchange, self.rank, self.size, spin_seconds(self.size))
-                except ShmUnavailable:         # every rank alike: messages it is
-                    pass
-        return self._node or None
-
-    def fingerprint_board(self):
-        """RINGFLOW_DEBUG's fingerprints in shared memory on one node; else None (messages)."""
-        node = self._node_shm()
-        return node.board if node is not None else None
+        return self.node is not None and self.node.stage is not None
 
     def staging(self):
         """The staging area of staged collectives on one node of gloo ranks, else None."""
-        node = self._node_shm()
-        return node.stage if node is not None else None
+        return self.node.stage if self.node is not None else None
+
+    def fingerprint_board(self):
+        """RINGFLOW_DEBUG's fingerprints in shared memory on one node; else None (messages)."""
+        return self.node.board if self.node is not None else None
 
     # ---- point to point ---------------------------------------------------------------------
     def check_tensor(self, tensor: torch.Tensor) -> None:
@@ -242,8 +240,9 @@ class TorchTransport(Transport):
                 _TorchWork(recv_w, src, f"receive from rank {src}", self.poll))
 
     def close(self) -> None:
-        if self._node:
-            self._node.close()
+        if self.node is not None:
+            self.node.close()
+            self.node = None
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
         self.owns_group = False
