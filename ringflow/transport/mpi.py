@@ -19,6 +19,7 @@ import torch
 
 from .backoff import affinity, spin_seconds, wait_until
 from .base import Transport, TransportError, Work, require_contiguous
+from .node_shm import BesideNodeShm
 
 # 512 KiB-4 MiB slices were fastest over Open MPI's shared memory (MACHINE-FACTS).
 SLICE_BYTES = 1 << 20
@@ -77,7 +78,7 @@ class _MpiWork(Work):
             raise
 
 
-class MpiTransport(Transport):
+class MpiTransport(BesideNodeShm, Transport):
     """One rank of MPI_COMM_WORLD (a private duplicate, so user MPI traffic never mixes in)."""
 
     name = "mpi"
@@ -173,14 +174,6 @@ class MpiTransport(Transport):
             return NodeShm(MpiExchange(self.comm), self.rank, self.size, self.spin)
         except ShmUnavailable:                 # every rank alike
             return None
-
-    @property
-    def may_stage(self) -> bool:
-        return self.node is not None and self.node.stage is not None
-
-    def staging(self):
-        """The staging area of staged collectives when every rank is on this node, else None."""
-        return self.node.stage if self.node is not None else None
 
     def fingerprint_board(self):
         """RINGFLOW_DEBUG's fingerprints: in shared memory when every rank is on this node,

@@ -34,6 +34,21 @@ def stage_half() -> int:
     return int(os.environ.get("RINGFLOW_SHM_STAGE_BYTES", 2 << 20))
 
 
+class BesideNodeShm:
+    """Mixed into the torch and MPI transports: staged collectives through ``node`` (a NodeShm
+    the transport maps at start-up when every rank is on this node, else None)."""
+
+    node: "NodeShm | None" = None
+
+    @property
+    def may_stage(self) -> bool:
+        return self.node is not None and self.node.stage is not None
+
+    def staging(self):
+        """The staging area of staged collectives when every rank is on this node, else None."""
+        return self.node.stage if self.node is not None else None
+
+
 class NodeShm:
     """This rank's page and staging area, and views of every peer's."""
 

@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from .backoff import wait_until
 from .base import PeerTimeout, Transport, TransportError, Work, require_contiguous
+from .node_shm import BesideNodeShm
 
 
 # torch 2.13 renamed the tensor forms (*_single) and deprecated the old names; older torch has
@@ -136,7 +137,7 @@ def init_process_group(launch, device: torch.device, timeout: float) -> bool:
     return True
 
 
-class TorchTransport(Transport):
+class TorchTransport(BesideNodeShm, Transport):
     """One rank of the default torch.distributed process group, used point to point."""
 
     name = "torch"
@@ -153,7 +154,6 @@ class TorchTransport(Transport):
 
     one_node = False                       # every rank on this node (shared memory beside gloo)
     timeout = 300.0
-    node = None                            # NodeShm beside gloo, when one_node (node_shm)
 
     @classmethod
     def from_launch(cls, launch, device: torch.device, timeout: float) -> "TorchTransport":
@@ -180,14 +180,6 @@ class TorchTransport(Transport):
             return NodeShm(exchange, self.rank, self.size, spin_seconds(self.size))
         except ShmUnavailable:                 # every rank alike: messages it is
             return None
-
-    @property
-    def may_stage(self) -> bool:
-        return self.node is not None and self.node.stage is not None
-
-    def staging(self):
-        """The staging area of staged collectives on one node of gloo ranks, else None."""
-        return self.node.stage if self.node is not None else None
 
     def fingerprint_board(self):
         """RINGFLOW_DEBUG's fingerprints in shared memory on one node; else None (messages)."""

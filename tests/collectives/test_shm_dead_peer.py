@@ -47,22 +47,28 @@ def rank_main(rank: int, size: int, port: int, out, algorithm: str) -> None:
     tr.close()
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("algorithm", ["ring", "staged"])   # messages; stages read in place
-def test_survivors_fail_fast_when_a_rank_dies(tmp_path, algorithm):
-    size, port = 3, free_port()
+def run_world(target, size: int, *args) -> None:
+    """``target(rank, size, port, *args)`` in ``size`` forkserver processes meeting at a
+    TCPStore held here; each must exit within 40 s."""
+    port = free_port()
     store = dist.TCPStore("127.0.0.1", port, size, True, datetime.timedelta(seconds=20),
                           wait_for_workers=False)
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "ringflow.collectives", "ringflow.transport.shm"])
-    procs = [ctx.Process(target=rank_main, args=(r, size, port, tmp_path, algorithm))
-             for r in range(size)]
+    procs = [ctx.Process(target=target, args=(r, size, port, *args)) for r in range(size)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(40)
-        assert p.exitcode is not None, "a surviving rank hangs instead of failing"
+        assert p.exitcode is not None, "a rank hangs instead of failing"
     del store
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("algorithm", ["ring", "staged"])   # messages; stages read in place
+def test_survivors_fail_fast_when_a_rank_dies(tmp_path, algorithm):
+    size = 3
+    run_world(rank_main, size, tmp_path, algorithm)
     outcomes = [(tmp_path / f"rank{r}").read_text().split(" ", 2) for r in range(size)]
     assert outcomes[2][0] == "ready", outcomes
     for rank, (kind, _, text) in enumerate(outcomes[:2]):
@@ -94,18 +100,8 @@ def mismatch_main(rank: int, size: int, port: int, out) -> None:
 
 @pytest.mark.timeout(60)
 def test_staged_collective_of_different_sizes_fails_on_every_rank(tmp_path):
-    size, port = 2, free_port()
-    store = dist.TCPStore("127.0.0.1", port, size, True, datetime.timedelta(seconds=20),
-                          wait_for_workers=False)
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "ringflow.collectives", "ringflow.transport.shm"])
-    procs = [ctx.Process(target=mismatch_main, args=(r, size, port, tmp_path)) for r in range(size)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(40)
-        assert p.exitcode is not None, "a rank hangs on a size mismatch"
-    del store
+    size = 2
+    run_world(mismatch_main, size, tmp_path)
     for rank in range(size):
         text = (tmp_path / f"rank{rank}").read_text()
         assert text.startswith("error") and "400" in text and "404" in text, f"rank {rank}: {text}"
