@@ -105,7 +105,7 @@ def load(comm) -> Model:
 
 def stage_bytes(transport) -> int:
     """The staging half of ``transport`` (0: it cannot stage)."""
-    stage = transport.staging() if transport.may_stage else None
+    stage = transport.staging()
     return stage.half if stage is not None else 0
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from . import exchange, ring
-from ..transport.base import Transport
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_into, reduce_out
 
@@ -34,14 +32,13 @@ def supports(comm: Communicator) -> bool:
 
 
 def _stage(comm: Communicator):
-    """The transport's Stage, or None where shared memory was unavailable at start-up (then
-    every rank alike runs the ring instead)."""
-    if not comm.is_world or type(comm.transport).staging is Transport.staging:
+    """The transport's Stage (mapped at start-up, so every rank agrees whether there is one)."""
+    if not supports(comm):
         raise ValueError(f"algorithm 'staged' needs ranks of one node sharing memory (the shm "
                          f"transport, or gloo/MPI with every rank on one node), over the whole "
                          f"world; {comm.transport.name} transport, group {comm.ranks[:8]} cannot: "
                          "use algorithm='auto' or 'ring'")
-    return comm.transport.staging() if comm.transport.may_stage else None
+    return comm.transport.staging()
 
 
 def _round(comm: Communicator, st, data: torch.Tensor, step: int) -> int:
@@ -64,6 +61,13 @@ def _round(comm: Communicator, st, data: torch.Tensor, step: int) -> int:
     return s
 
 
+def _reduce(dst: torch.Tensor, views: list[torch.Tensor], op: ReduceOp) -> None:
+    """dst = views[0] op views[1] op ... in rank order: the same bytes on every rank."""
+    reduce_out(dst, views[0], views[1], op)
+    for v in views[2:]:
+        reduce_into(dst, v, op)
+
+
 def _pieces(numel: int, per: int):
     return [(a, min(a + per, numel)) for a in range(0, numel, per)] or [(0, 0)]
 
@@ -71,16 +75,11 @@ def _pieces(numel: int, per: int):
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
     """``buf`` (flat) = reduction over ranks, in rounds of one stage half."""
     st = _stage(comm)
-    if st is None:
-        return ring.all_reduce(comm, buf, op)
     pieces = _pieces(buf.numel(), st.half // buf.element_size())
     for step, (a, b) in enumerate(pieces):
         piece = buf if len(pieces) == 1 else buf[a:b]
         s = _round(comm, st, piece, step)
-        views = [st.view(r, s, buf.dtype, b - a) for r in range(comm.size)]
-        reduce_out(piece, views[0], views[1], op)
-        for v in views[2:]:
-            reduce_into(piece, v, op)
+        _reduce(piece, [st.view(r, s, buf.dtype, b - a) for r in range(comm.size)], op)
         st.done(s)
     finish_avg(buf, op, comm.size)
 
@@ -89,16 +88,12 @@ def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op:
     """``out`` (m) = reduction of block ``rank`` of every rank's ``inp`` (n*m), in column rounds:
     round j stages columns [j*c, (j+1)*c) of all n blocks."""
     st, n = _stage(comm), comm.size
-    if st is None:
-        return ring.reduce_scatter(comm, out, inp, op)
     m = out.numel()
     rows = inp.view(n, m)
     for step, (a, b) in enumerate(_pieces(m, max(1, st.half // (n * inp.element_size())))):
         s = _round(comm, st, rows[:, a:b], step)
-        views = [st.view(r, s, inp.dtype, n * (b - a)).view(n, b - a)[comm.rank] for r in range(n)]
-        reduce_out(out[a:b], views[0], views[1], op)
-        for v in views[2:]:
-            reduce_into(out[a:b], v, op)
+        _reduce(out[a:b], [st.view(r, s, inp.dtype, n * (b - a)).view(n, b - a)[comm.rank]
+                           for r in range(n)], op)
         st.done(s)
     finish_avg(out, op, n)
 
@@ -106,8 +101,6 @@ def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op:
 def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None:
     """``out`` (n*m) = every rank's ``inp`` (m) in rank order, in rounds of one stage half."""
     st, n = _stage(comm), comm.size
-    if st is None:
-        return ring.all_gather(comm, out, inp)
     m = inp.numel()
     rows = out.view(n, m)
     for step, (a, b) in enumerate(_pieces(m, st.half // inp.element_size())):
@@ -121,6 +114,4 @@ def barrier(comm: Communicator) -> None:
     """An empty round: every rank has posted it once the wait returns (microseconds where a
     dissemination barrier pays log2(n) messages)."""
     st = _stage(comm)
-    if st is None:
-        return exchange.barrier(comm)
     st.done(_round(comm, st, _NOTHING, 0))

@@ -23,15 +23,10 @@ from .base import PeerTimeout, TransportError
 from .shm_board import Board
 from .shm_bootstrap import map_segments
 from .shm_ring import STATE_CLOSED, Segment, fence, pid_alive
-from .shm_stage import Stage
+from .shm_stage import Stage, stage_half
 
 RING_BYTES = 4096             # the smallest rings map_segments allows: no messages go through
 _NAP = 0.02                   # longest doorbell sleep between liveness checks
-
-
-def stage_half() -> int:
-    """Bytes per staging half: $RINGFLOW_SHM_STAGE_BYTES, default 2 MiB (as the shm transport)."""
-    return int(os.environ.get("RINGFLOW_SHM_STAGE_BYTES", 2 << 20))
 
 
 class BesideNodeShm:
@@ -53,7 +48,7 @@ class NodeShm:
     """This rank's page and staging area, and views of every peer's."""
 
     def __init__(self, exchange, rank: int, size: int, spin: float, stage_bytes: int | None = None):
-        half = stage_half() if stage_bytes is None else stage_bytes
+        half = stage_half(stage_bytes)
         self.rank, self.spin = rank, spin
         self.own, self.peers, _, _, _ = map_segments(exchange, rank, size, RING_BYTES, half)
         self.board = Board(self.own, self.peers, self.wait_until)

@@ -34,7 +34,7 @@ from .shm_bootstrap import StoreExchange, launch_exchange, map_segments
 from .shm_channel import CODES, Inbox, Message, Outbox
 from .shm_board import Board
 from .shm_ring import HEADER, STATE_CLOSED, Segment, fence, pid_alive
-from .shm_stage import Stage
+from .shm_stage import Stage, stage_half
 
 _LIVE: "weakref.WeakSet[ShmTransport]" = weakref.WeakSet()
 _MAX_SLEEP = 0.02                     # bound on one futex wait (liveness checks, lost wake-ups)
@@ -72,10 +72,7 @@ class ShmTransport(Transport):
             raise ValueError(f"ring_bytes must be a multiple of 4096 and >= 4096, got {ring_bytes}")
         self.ring_bytes = ring_bytes
         self.slice_bytes = slice_bytes or int(os.environ.get("RINGFLOW_SHM_SLICE_BYTES", 2 << 20))
-        stage_half = (int(os.environ.get("RINGFLOW_SHM_STAGE_BYTES", 2 << 20))
-                      if stage_bytes is None else stage_bytes)
-        if stage_half < 0 or stage_half % 64:
-            raise ValueError(f"stage_bytes must be a multiple of 64 and >= 0, got {stage_half}")
+        half = stage_half(stage_bytes)
 
         self._lock = threading.RLock()
         self._closed = False
@@ -83,7 +80,7 @@ class ShmTransport(Transport):
         if exchange is None and size > 1:
             exchange = StoreExchange(store, f"ringflow/shm/{prefix}", rank, size, timeout)
         self.own, self.peers, inbound, outbound, cpus = map_segments(exchange, rank, size,
-                                                                     ring_bytes, stage_half)
+                                                                     ring_bytes, half)
         # the ranks' CPUs together: under mpirun each is bound to one core, not oversubscribed
         self.oversubscribed = size > cpus
         self.spin = _spin_seconds(self.oversubscribed, spin_us)
@@ -95,10 +92,9 @@ class ShmTransport(Transport):
                         for s, ring in inbound.items()}
         self.outboxes = {d: Outbox(ring, self.peers[d], piece) for d, ring in outbound.items()}
         self._board: Board | None = None
-        self.stage = None if not stage_half or size == 1 else Stage(
+        self.stage = None if not half or size == 1 else Stage(
             {rank: self.own, **self.peers}, rank, Segment.stage_offset(size - 1, ring_bytes),
-            stage_half, self.wait_until)
-        self.may_stage = self.stage is not None
+            half, self.wait_until)
         _LIVE.add(self)
 
     # ---- construction from a launcher ----------------------------------------------------------
@@ -265,6 +261,10 @@ class ShmTransport(Transport):
                 return
         raise TransportError(f"rank {self.rank}: peer rank {rank} {why} while waiting to "
                              f"{_text(what)}")
+
+    @property
+    def may_stage(self) -> bool:
+        return self.stage is not None
 
     def staging(self) -> "Stage | None":
         """The staging area of staged collectives (mapped with the rings)."""
