@@ -24,6 +24,7 @@ import torch
 from . import checkpoint as ckpt
 from . import collectives as rc
 from . import config, plots, runtime
+from .launch import read_launch_env
 from .data import LEVELS
 from .sampling import grid_labels, sample_sharded
 from .train import build_autocast, build_data, build_network, build_objective, start
@@ -92,7 +93,7 @@ def evaluate(args) -> dict | None:
     cfg = config.from_dict(json.loads((run / "config.json").read_text()))
     x, y, num_classes = build_data(cfg)
     net, objective = build_network(cfg, x, num_classes), build_objective(cfg)
-    comm, device = start(cfg, runtime.read_launch_env())
+    comm, device = start(cfg, read_launch_env())
     try:
         found = load_weights(run, comm, net, args.weights)
         net.to(device).eval()

@@ -92,7 +92,7 @@ def _zero(cfg, loss_module, comm, device):
 def _torch_ddp(cfg, loss_module, comm, device):
     """torch's DistributedDataParallel, its buckets averaged by ringflow's ring."""
     from .parallel import ring_allreduce_hook
-    from .runtime import read_launch_env
+    from .launch import read_launch_env
     from .transport.torch_dist import init_process_group
     init_process_group(read_launch_env(), device, cfg.timeout)   # no-op if the transport did
     ddp = torch.nn.parallel.DistributedDataParallel(

@@ -22,6 +22,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import config, config_checks, plots, runtime
+from .launch import pick_device, read_launch_env
 from .data import load_dataset
 from .ema import EMA
 from .logging_rank0 import RunLog, reduce_metrics
@@ -203,7 +204,7 @@ def finish(run: Run, autocast) -> None:
 def prepare(argv) -> tuple:
     """Everything that can fail for a user's reason, before any process group exists."""
     cfg = config.parse(argv)
-    launch = runtime.read_launch_env()
+    launch = read_launch_env()
     config_checks.check_out_folder(cfg)
     data = build_data(cfg)
     config_checks.validate(cfg, launch.size, launch.launcher, tuple(data[0].shape))
@@ -216,7 +217,7 @@ def start(cfg, launch):
     torch.set_num_threads(cfg.threads or max(1, (cores or 1) // launch.local_size))
     if cfg.algorithm != "auto":
         os.environ["RINGFLOW_ALGORITHM"] = cfg.algorithm
-    device = runtime.pick_device(launch.local_rank)
+    device = pick_device(launch.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, launch, data, net, objective = prepare(argv)
     except config.ConfigError as e:
-        if runtime.read_launch_env().rank == 0:      # every rank finds the same error
+        if read_launch_env().rank == 0:      # every rank finds the same error
             print(f"ringflow.train: error: {e}", file=sys.stderr)
         return 2
     comm, device = start(cfg, launch)

@@ -16,6 +16,7 @@ import warnings
 import torch
 
 from .. import runtime
+from ..launch import read_launch_env
 from ..collectives import costmodel, select
 from . import args as cli
 from .cases import BUSBW_FACTOR, case_for
@@ -71,12 +72,12 @@ def baselines(comm, spec: str) -> list[tuple[str, object]]:
     if spec == "auto":
         if hasattr(comm.transport, "native_all_reduce"):
             return [(f"builtin:{_backend(comm.transport)}", comm.transport)]
-        launch = runtime.read_launch_env()
+        launch = read_launch_env()
         spec = "mpi" if launch.launcher in ("mpirun", "pmi") else "torch"
     out = []
     for kind in spec.split(","):
         tr = comm.transport if kind.strip() == comm.transport.name.split("/")[0] else \
-            runtime._make_transport(kind.strip(), runtime.read_launch_env(), comm.device, comm.timeout)
+            runtime._make_transport(kind.strip(), read_launch_env(), comm.device, comm.timeout)
         out.append((f"builtin:{_backend(tr)}", tr))
     return out
 

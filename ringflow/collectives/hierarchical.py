@@ -72,7 +72,7 @@ def use_shm_inside_nodes(comm: Communicator, timeout: float | None = None) -> No
     MPI under the mpi transport, else over torch.distributed's store.
         comm = ringflow.init(); use_shm_inside_nodes(comm)
     """
-    from ..runtime import read_launch_env
+    from ..launch import read_launch_env
     from ..transport.shm import ShmTransport
     from ..transport.shm_bootstrap import MpiExchange, StoreExchange, launch_store
     if comm.local_size == 1:

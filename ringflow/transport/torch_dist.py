@@ -117,7 +117,7 @@ def init_process_group(launch, device: torch.device, timeout: float) -> bool:
     """Start torch.distributed's default group for any launcher; False if one already exists.
 
     gloo for a cpu ``device``, NCCL for cuda. Usage (e.g. under mpirun, to compare with torch):
-        init_process_group(ringflow.runtime.read_launch_env(), torch.device("cpu"), 60)
+        init_process_group(ringflow.launch.read_launch_env(), torch.device("cpu"), 60)
     """
     if dist.is_initialized():              # the user (or torch DDP code) already made one
         return False

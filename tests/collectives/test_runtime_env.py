@@ -7,7 +7,7 @@ import torch
 
 import ringflow
 from ringflow import collectives as rc
-from ringflow import runtime
+from ringflow import launch, runtime
 from ringflow.transport.backoff import wait_until
 from ringflow.transport.base import PeerTimeout
 from tests.launchers import run_cmd
@@ -27,21 +27,21 @@ LAUNCHERS = {
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_read_launch_env(launcher):
     env, want = LAUNCHERS[launcher]
-    got = runtime.read_launch_env(env)
+    got = launch.read_launch_env(env)
     assert (got.launcher, (got.rank, got.size, got.local_rank, got.local_size)) == (launcher, want)
 
 
 def test_launch_env_errors_name_the_variable():
     with pytest.raises(ValueError, match="RANK='x'"):
-        runtime.read_launch_env({"RANK": "x", "WORLD_SIZE": "2"})
+        launch.read_launch_env({"RANK": "x", "WORLD_SIZE": "2"})
     with pytest.raises(ValueError, match="rank 4 is outside a world of 4"):
-        runtime.read_launch_env({"RANK": "4", "WORLD_SIZE": "4"})
+        launch.read_launch_env({"RANK": "4", "WORLD_SIZE": "4"})
 
 
 def test_transport_choice():
-    env = lambda name: runtime.read_launch_env(LAUNCHERS[name][0])  # noqa: E731
+    env = lambda name: launch.read_launch_env(LAUNCHERS[name][0])  # noqa: E731
     assert runtime._pick_transport(env("torchrun"), "auto") == "torch"      # two nodes
-    one_node = runtime.LaunchEnv("torchrun", 1, 2, 1, 2)
+    one_node = launch.LaunchEnv("torchrun", 1, 2, 1, 2)
     assert runtime._pick_transport(one_node, "auto") == "shm|torch"         # shm, else torch
     assert runtime._pick_transport(one_node, "auto", torch.device("cuda", 0)) == "torch"  # NCCL
     assert runtime._pick_transport(env("mpirun"), "auto") == "mpi"       # mpi4py is installed

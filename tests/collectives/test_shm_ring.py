@@ -177,7 +177,7 @@ def test_constructor_needs_a_rendezvous_and_a_sane_ring():
 
 
 def test_from_launch_refuses_ranks_on_several_nodes():
-    from ringflow.runtime import LaunchEnv
+    from ringflow.launch import LaunchEnv
     with pytest.raises(ValueError, match="one node.*node_local"):
         ShmTransport.from_launch(LaunchEnv("torchrun", 0, 4, 0, 2), torch.device("cpu"), 10)
 

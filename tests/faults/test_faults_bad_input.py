@@ -12,7 +12,7 @@ import torch
 
 from ringflow import collectives as rc
 from ringflow.collectives.communicator import Communicator
-from ringflow.runtime import read_launch_env
+from ringflow.launch import read_launch_env
 from ringflow.transport.local import LocalTransport
 
 
