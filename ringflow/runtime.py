@@ -65,7 +65,7 @@ def _make_transport(kind: str, launch: LaunchEnv, device: torch.device, timeout:
 
 
 def init(transport: str | None = None, timeout: float | None = None,
-         device: torch.device | str | None = None):
+         device: torch.device | str | None = None, algorithm: str | None = None):
     """Start (once) and return the world Communicator.
 
     transport: "torch" | "mpi" | "shm" | "local" | "auto" (default: $RINGFLOW_TRANSPORT or auto:
@@ -74,6 +74,8 @@ def init(transport: str | None = None, timeout: float | None = None,
     for a world of one). timeout (seconds, default $RINGFLOW_TIMEOUT or 300) bounds every wait: each step of a
     collective, and the process-group rendezvous of the torch transport. device: where internal
     buffers live and which backend the torch transport uses (cuda: NCCL, cpu: gloo).
+    algorithm: what RINGFLOW_ALGORITHM says (``ring``, ``all_reduce=rd,broadcast=tree``), given
+    as an argument instead; default: the variable.
     """
     global _WORLD
     if _WORLD is not None:
@@ -93,7 +95,7 @@ def init(transport: str | None = None, timeout: float | None = None,
                            f"could not start the {kind} transport: {first}. Another rank may have "
                            "died or never started (read its log), MASTER_ADDR/MASTER_PORT may "
                            "point to the wrong host, or the port may be taken") from e
-    _WORLD = Communicator(tr, timeout=timeout, local_size=launch.local_size)
+    _WORLD = Communicator(tr, timeout=timeout, local_size=launch.local_size, algorithm=algorithm)
     _WORLD.launch = launch
     if launch.size > 1:   # a launcher tearing the job down gets this rank's flight recorder first
         from .collectives.flight import install_signal_dump

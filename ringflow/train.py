@@ -215,13 +215,12 @@ def start(cfg, launch):
     """Threads, algorithm choice and the world communicator."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(cfg.threads or max(1, (cores or 1) // launch.local_size))
-    if cfg.algorithm != "auto":
-        os.environ["RINGFLOW_ALGORITHM"] = cfg.algorithm
     device = pick_device(launch.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
-    comm = runtime.init(transport=cfg.transport, timeout=cfg.timeout, device=device)
+    comm = runtime.init(transport=cfg.transport, timeout=cfg.timeout, device=device,
+                        algorithm=None if cfg.algorithm == "auto" else cfg.algorithm)
     return comm, device
 
 

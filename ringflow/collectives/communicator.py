@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .. import settings
 from ..transport.base import DoneWork, PeerTimeout, Transport, TransportError, Work
 from .debug import PendingCheck
 from .engine import CollectiveWork, Engine
@@ -57,7 +58,7 @@ class Communicator:
 
     def __init__(self, transport: Transport, *, timeout: float | None = None,
                  local_size: int | None = None, ranks: Sequence[int] | None = None,
-                 debug: bool | None = None, history: int = 64):
+                 debug: bool | None = None, history: int = 64, algorithm: str | None = None):
         self.transport = transport
         self.ranks = list(range(transport.size)) if ranks is None else list(ranks)
         if transport.rank not in self.ranks:
@@ -80,7 +81,8 @@ class Communicator:
         self.auto_choices: dict[tuple, str] = {}     # select's memo of algorithm="auto"
         # read once, as NCCL reads its variables at init: auto runs on every call, and reading
         # the environment cost more than the rest of choosing
-        self.algorithm_env = os.environ.get("RINGFLOW_ALGORITHM", "")
+        # (``algorithm``: the same text passed as an argument, as the trainer's --algorithm does)
+        self.algorithm_env = settings.get("RINGFLOW_ALGORITHM") if algorithm is None else algorithm
         self.seq = 0
         self.recorder = FlightRecorder(self.rank, self.size, transport.rank, history)
         self.current: CallRecord | None = None
