@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .. import collectives as rc
+from .ddp_kwargs import check_ddp_kwargs
 from .flat import FlatBuffer, group_by_dtype
 from .reducer import Reducer
 from .sync import broadcast_coalesced, resolve_group
@@ -78,16 +79,25 @@ class DataParallel(nn.Module):
     group: ringflow Communicator (None: the world). compress: None | "bf16" | "fp16" (gradients
     travel in half precision, summed in fp32). find_unused_parameters: tolerate parameters that
     get no gradient in a step (otherwise a clear error names them). broadcast_buffers: copy rank
-    0's buffers (BatchNorm statistics) to every rank at each forward.
+    0's buffers (BatchNorm statistics) to every rank at each training forward, as torch DDP does:
+    not in a forward under ``torch.no_grad()`` or in ``eval()`` mode, so one rank may evaluate on
+    its own; "always" broadcasts at every forward (then every rank must call each forward).
+    torch DDP's other keywords are accepted where they change nothing here (device_ids of the
+    module's own device, static_graph, ...) and refused with the reason otherwise (ddp_kwargs.py).
     """
 
     def __init__(self, module: nn.Module, group=None, bucket_cap_mb: float = 25,
                  compress: str | None = None, find_unused_parameters: bool = False,
-                 broadcast_buffers: bool = True, first_bucket_mb: float = 1):
+                 broadcast_buffers: bool | str = True, first_bucket_mb: float = 1, **ddp_kwargs):
         super().__init__()
+        if broadcast_buffers not in (True, False, "always"):
+            raise ValueError(f"broadcast_buffers={broadcast_buffers!r}: expected True (training "
+                             "forwards), False (never) or 'always' (every forward)")
+        init_sync = check_ddp_kwargs(module, ddp_kwargs)
         self.module = module
         self.comm = resolve_group(group)
-        broadcast_coalesced(list(module.parameters()) + list(module.buffers()), 0, self.comm)
+        if init_sync:
+            broadcast_coalesced(list(module.parameters()) + list(module.buffers()), 0, self.comm)
         self.reducer = Reducer(list(module.named_parameters()), self.comm, bucket_cap_mb,
                                first_bucket_mb, compress, find_unused_parameters)
         self.sync_grads = True        # False: backward accumulates locally (see no_sync)
@@ -95,7 +105,7 @@ class DataParallel(nn.Module):
         self._buffer_flats: tuple | None = None     # (buffer ids, [(flat, buffers)])
 
     def forward(self, *args, **kwargs):
-        if self.broadcast_buffers and self.comm.size > 1:
+        if self._buffers_due() and self.comm.size > 1:
             self._sync_buffers()
         sync = self.sync_grads and torch.is_grad_enabled()
         self.reducer.prepare(sync)
@@ -108,6 +118,13 @@ class DataParallel(nn.Module):
             return out
         wrapped = _BackwardStart.apply(self.reducer, *found)
         return _replace(out, {id(t): w for t, w in zip(found, wrapped)})
+
+    def _buffers_due(self) -> bool:
+        """Whether this forward broadcasts buffers: a training forward (grad on, train mode),
+        every forward with "always", never with False."""
+        if self.broadcast_buffers == "always":
+            return True
+        return bool(self.broadcast_buffers) and self.module.training and torch.is_grad_enabled()
 
     def _sync_buffers(self) -> None:
         """Rank 0's buffers everywhere: one broadcast per dtype, buffers reused across steps."""

@@ -158,7 +158,7 @@ def test_broadcast_buffers_and_initial_broadcast():
         dp.eval()
         dp(torch.randn(2, 3))
         return net[1].running_mean.clone(), same_init
-    on = run_ranks(2, lambda c: fn(c, True))
+    on = run_ranks(2, lambda c: fn(c, "always"))    # an eval forward broadcasts only if "always"
     off = run_ranks(2, lambda c: fn(c, False))
     assert torch.equal(on[0][0], on[1][0])
     assert not torch.equal(off[0][0], off[1][0])
