@@ -10,6 +10,7 @@ collective measured in the same processes; ``--json`` adds p10/p90.
 """
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -19,7 +20,7 @@ from .. import runtime
 from ..launch import read_launch_env
 from ..collectives import costmodel, select
 from . import args as cli
-from .cases import BUSBW_FACTOR, case_for
+from .cases import BUSBW_FACTOR, REDUCING, ROOTED, case_for
 from .measure import MODES, builtin_impl, check_row, ringflow_impl, summarise, time_row
 from .report import HEADER, add_ratios, footer, line, write_json
 
@@ -46,7 +47,9 @@ def algorithms(comm, collective: str, spec: str, dtype) -> list[str]:
 def make_row(case, impl, stats: dict, wrongs: dict, model) -> dict:
     factor = BUSBW_FACTOR[case.collective](case.n)
     row = {"collective": case.collective, "size": case.size, "count": case.count,
-           "type": cli.TYPE_NAMES[case.dtype], "redop": case.op, "root": case.root,
+           "type": cli.TYPE_NAMES[case.dtype],
+           "redop": case.op if case.collective in REDUCING else "none",
+           "root": case.root if case.collective in ROOTED else -1,
            "label": impl.label, "algorithm": impl.algorithm, "ranks": case.n,
            "pred_us": None}
     for mode in MODES:
@@ -138,14 +141,19 @@ def main(argv=None) -> None:
         say(f"# model ({md['source']}): alpha {md['alpha_us']:.1f} us, beta {md['beta_GBps']:.2f} "
             f"GB/s, gamma {md['gamma_GBps']:.2f} GB/s; all_reduce/broadcast/reduce out-of-place "
             "= copy + in-place verb")
+        if md["source"] == "default" and "auto" in a.algorithm:
+            say("# no tune for this transport and world size: auto chooses from default priors; "
+                "run once with --tune (same launcher and ranks) to measure them")
         say(HEADER)
         rows = run_rows(comm, a, say)
         for text in footer(rows):
             say(text)
         if comm.rank == 0 and a.json:
             write_json(a.json, m, rows)
+            say(f"# wrote {os.path.abspath(a.json)}")
         if comm.rank == 0 and a.plot:
             from .plot import plot
             plot(rows, a.plot, f"{a.collective} {m['transport']} n={comm.size} {a.datatype}")
+            say(f"# wrote {os.path.abspath(a.plot)}")
     finally:
         runtime.shutdown()

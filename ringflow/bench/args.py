@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--stepfactor", type=float, default=2.0)
     p.add_argument("-n", "--iters", type=int, default=20)
     p.add_argument("-w", "--warmup_iters", type=int, default=5)
-    p.add_argument("-c", "--check", type=int, default=0, help="1: verify results exactly")
+    p.add_argument("-c", "--check", type=int, default=1,
+                   help="1 (default, as nccl-tests): verify results exactly; 0: skip the check")
     p.add_argument("-o", "--op", choices=OPS, default="sum")
     p.add_argument("-d", "--datatype", choices=sorted(DTYPES), default="float")
     p.add_argument("-r", "--root", type=int, default=0)

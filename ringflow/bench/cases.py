@@ -17,6 +17,8 @@ BUSBW_FACTOR = {  # nccl-tests' PERFORMANCE.md: bus bandwidth = algbw * factor
     "broadcast": lambda n: 1.0, "reduce": lambda n: 1.0, "sendrecv": lambda n: 1.0}
 BLOCKED = ("reduce_scatter", "all_gather", "all_to_all")       # the big buffer is n blocks
 IN_PLACE_ONLY = ("all_reduce", "broadcast", "reduce")          # the torch-shaped verbs
+REDUCING = ("all_reduce", "reduce_scatter", "reduce")           # the others print redop "none"
+ROOTED = ("broadcast", "reduce")                                # the others print root -1
 
 
 @dataclasses.dataclass

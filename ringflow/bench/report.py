@@ -33,7 +33,7 @@ def ratio_mode(row: dict) -> str:
 
 def line(row: dict) -> str:
     """One printed row."""
-    root = row["root"] if row["collective"] in ("broadcast", "reduce") else -1
+    root = row["root"]
     pred = "-" if row["pred_us"] is None else f"{row['pred_us']:.1f}"
     ratio = "-" if row.get("ratio") is None else f"{row['ratio']:.2f}x"
     return (f"{row['size']:12d} {row['count']:12d} {row['type']:>9} {row['redop']:>6} {root:>6}  "
@@ -54,8 +54,15 @@ def add_ratios(rows: list[dict]) -> None:
             r["ratio"] = b[mode]["time_us"] / r[mode]["time_us"]
 
 
+def avg_busbw(rows: list[dict]) -> str:
+    """nccl-tests' closing line: bus bandwidth averaged over every size and mode measured."""
+    values = [r[m]["busbw"] for r in rows for m in ("oop", "ip") if r.get(m)]
+    return f"{np.mean(values):.4f}" if values else "n/a"
+
+
 def footer(rows: list[dict]) -> list[str]:
-    """Peak busbw per implementation, and min/median ratio to the builtin."""
+    """Peak busbw per implementation, and min/median ratio to the builtin; then nccl-tests'
+    "Avg bus bandwidth" per implementation ("auto" counts every algorithm it ran)."""
     out = []
     for label in dict.fromkeys(r["label"] for r in rows):
         mine = [r for r in rows if r["label"] == label and r.get(ratio_mode(r))]
@@ -70,6 +77,13 @@ def footer(rows: list[dict]) -> list[str]:
             text += (f"; vs builtin: median {np.median(ratios):.2f}x, min {min(ratios):.2f}x "
                      f"at {human(worst['size'])}")
         out.append(text)
+    wrong = sum(r[m]["wrong"] or 0 for r in rows for m in ("oop", "ip") if r.get(m))
+    checked = any(r[m].get("wrong") is not None for r in rows for m in ("oop", "ip") if r.get(m))
+    out.append(f"# Out of bounds values : {wrong} {'OK' if wrong == 0 else 'FAILED'}" if checked
+               else "# Out of bounds values : not checked (-c 0)")
+    for name in dict.fromkeys(r["label"].split(":", 1)[0] for r in rows):
+        mine = [r for r in rows if r["label"].split(":", 1)[0] == name]
+        out.append(f"# Avg bus bandwidth    : {avg_busbw(mine)}  ({name})")
     return out
 
 

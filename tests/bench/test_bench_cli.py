@@ -47,7 +47,7 @@ def row(label, t_us, size=1 << 20):
     res = {"time_us": t_us, "p10_us": t_us, "p90_us": t_us, "algbw": size / t_us / 1e3,
            "busbw": size / t_us / 1e3, "wrong": 0}
     return {"collective": "all_reduce", "size": size, "count": size // 4, "type": "float",
-            "redop": "sum", "root": 0, "label": label, "algorithm": label, "pred_us": 90.0,
+            "redop": "sum", "root": -1, "label": label, "algorithm": label, "pred_us": 90.0,
             "oop": res, "ip": res}
 
 
