@@ -14,7 +14,7 @@ Size presets (hidden, depth, heads) in ``DIT_PRESETS``: "T" (tiny, for CPU), "S"
 import torch.nn.functional as F
 from torch import nn
 
-from ringflow.models.embeddings import LabelEmbedder, TimestepEmbedder, sincos_pos_embed_2d
+from ringflow.models.embeddings import Conditioning, sincos_pos_embed_2d
 
 DIT_PRESETS = {  # name: (hidden_size, depth, num_heads); S/B/L/XL as in the DiT paper, table 1
     "T": (128, 4, 4),
@@ -133,21 +133,13 @@ class DiT(nn.Module):
         dim, depth, heads = resolve_preset(DIT_PRESETS, preset, hidden_size, depth, num_heads)
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.patch = Patchify(in_channels, image_size, patch_size, dim)
-        self.time = TimestepEmbedder(dim)
-        self.label = LabelEmbedder(num_classes, dim) if num_classes else None
+        self.cond = Conditioning("DiT", in_channels, image_size, dim, num_classes)
         self.blocks = nn.ModuleList(DiTBlock(dim, heads, mlp_ratio) for _ in range(depth))
         self.final = FinalLayer(dim, patch_size * patch_size * in_channels)
         self.apply(_init_linear)
 
     def forward(self, x, t, y=None):
-        if x.dim() != 4 or x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
-            raise ValueError(f"DiT expects (B, {self.in_channels}, {self.image_size}, "
-                             f"{self.image_size}), got {tuple(x.shape)}")
-        c = self.time(t)                                           # (B, D)
-        if self.label is not None:
-            c = c + self.label(y, batch=x.shape[0], device=x.device)
-        elif y is not None:
-            raise ValueError("this DiT was built with num_classes=0; pass y=None")
+        c = self.cond(x, t, y)                                     # (B, D)
         h = self.patch(x)                                          # (B, N, D)
         for block in self.blocks:
             h = block(h, c)

@@ -13,6 +13,8 @@ half of classifier-free guidance (Ho & Salimans 2022).
 
     emb = TimestepEmbedder(256); c = emb(torch.rand(8))          # (8, 256)
     lab = LabelEmbedder(10, 256); c = c + lab(y)                  # y: (8,) with -1 = null
+
+``Conditioning`` is the two together with the input's shape check, as DiT, MMDiT and UNet use it.
 """
 import math
 
@@ -70,6 +72,46 @@ class LabelEmbedder(nn.Module):
             raise ValueError(f"labels must be in [0, {self.num_classes}) or {NULL_LABEL} (null); "
                              f"got range [{int(y.min())}, {int(y.max())}]")
         return self.table(torch.where(y == NULL_LABEL, self.num_classes, y))
+
+
+class Conditioning(nn.Module):
+    """The prologue of the image networks: check x's shape, then c = time(t) + label(y).
+
+    x (B, C, S, S), t (B,) in [0, 1], y (B,) | None -> c (B, dim); ``name`` words the errors.
+    num_classes=0 makes it unconditional (y must then be None). ``check_height=False`` checks
+    only C and W: UNet has always accepted any height, and moving its check must not refuse
+    an input it ran.
+
+        cond = Conditioning("DiT", in_channels=1, image_size=8, dim=128, num_classes=10)
+        c = cond(torch.randn(4, 1, 8, 8), torch.rand(4), torch.tensor([0, 1, 2, -1]))
+    """
+
+    def __init__(self, name, in_channels, image_size, dim, num_classes, check_height=True):
+        super().__init__()
+        self.name, self.in_channels, self.image_size = name, in_channels, image_size
+        self.check_height = check_height
+        self.time = TimestepEmbedder(dim)
+        self.label = LabelEmbedder(num_classes, dim) if num_classes else None
+
+    def forward(self, x, t, y=None):
+        return self.embed(x, t, y)[0]
+
+    def embed(self, x, t, y=None):
+        """-> c (B, dim) and the label embedding (B, dim) | None (MMDiT makes tokens of it)."""
+        self.check(x)
+        c = self.time(t)                                           # (B, dim)
+        if self.label is None:
+            if y is not None:
+                raise ValueError(f"this {self.name} was built with num_classes=0; pass y=None")
+            return c, None
+        label = self.label(y, batch=x.shape[0], device=x.device)
+        return c + label, label
+
+    def check(self, x):
+        c, s = self.in_channels, self.image_size
+        if (x.dim() != 4 or x.shape[1] != c or x.shape[-1] != s
+                or (self.check_height and x.shape[2] != s)):
+            raise ValueError(f"{self.name} expects (B, {c}, {s}, {s}), got {tuple(x.shape)}")
 
 
 def drop_labels(y, prob, generator=None):

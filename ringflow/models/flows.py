@@ -128,19 +128,22 @@ def _event_shape(in_channels, image_size):
     return (in_channels,) if image_size is None else (in_channels, image_size, image_size)
 
 
-def NICE(in_channels=2, image_size=None, hidden=256, depth=4, num_layers=4, num_classes=0):
-    """NICE flow on (B, in_channels) vectors or (B, C, S, S) images (flattened)."""
+def coupling_flow(coupling, in_channels, image_size, hidden, depth, num_layers, scaling):
+    """``num_layers`` couplings of class ``coupling`` on alternating halves -> Flow."""
     shape = _event_shape(in_channels, image_size)
     dim = math.prod(shape)
-    couplings = [AdditiveCoupling(dim, alternating_mask(shape, i % 2), hidden, depth)
+    couplings = [coupling(dim, alternating_mask(shape, i % 2), hidden, depth)
                  for i in range(num_layers)]
-    return Flow(shape, couplings, scaling=True)
+    return Flow(shape, couplings, scaling=scaling)
+
+
+def NICE(in_channels=2, image_size=None, hidden=256, depth=4, num_layers=4, num_classes=0):
+    """NICE flow on (B, in_channels) vectors or (B, C, S, S) images (flattened)."""
+    return coupling_flow(AdditiveCoupling, in_channels, image_size, hidden, depth, num_layers,
+                         scaling=True)
 
 
 def RealNVP(in_channels=2, image_size=None, hidden=256, depth=2, num_layers=8, num_classes=0):
     """RealNVP flow on (B, in_channels) vectors or (B, C, S, S) images (flattened)."""
-    shape = _event_shape(in_channels, image_size)
-    dim = math.prod(shape)
-    couplings = [AffineCoupling(dim, alternating_mask(shape, i % 2), hidden, depth)
-                 for i in range(num_layers)]
-    return Flow(shape, couplings, scaling=False)
+    return coupling_flow(AffineCoupling, in_channels, image_size, hidden, depth, num_layers,
+                         scaling=False)

@@ -21,7 +21,7 @@ from torch import nn
 
 from ringflow.models.dit import (DIT_PRESETS, FinalLayer, Patchify, _init_linear, feed_forward,
                                  modulate, resolve_preset, zero_linear)
-from ringflow.models.embeddings import LabelEmbedder, TimestepEmbedder
+from ringflow.models.embeddings import Conditioning
 
 
 class RMSNorm(nn.Module):
@@ -92,22 +92,16 @@ class MMDiT(nn.Module):
         dim, depth, heads = resolve_preset(DIT_PRESETS, preset, hidden_size, depth, num_heads)
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.patch = Patchify(in_channels, image_size, patch_size, dim)
-        self.time = TimestepEmbedder(dim)
-        self.label = LabelEmbedder(num_classes, dim) if num_classes else None
+        self.cond = Conditioning("MMDiT", in_channels, image_size, dim, num_classes)
         self.context_proj = nn.Linear(context_dim, dim) if context_dim else None
         self.ctx_tokens = nn.Parameter(torch.randn(context_tokens, dim) * 0.02)
         self.blocks = nn.ModuleList(JointBlock(dim, heads, mlp_ratio) for _ in range(depth))
         self.final = FinalLayer(dim, patch_size * patch_size * in_channels)
         self.apply(_init_linear)
 
-    def conditioning(self, t, y, context, batch, device):
+    def conditioning(self, x, t, y, context):
         """-> adaLN vector (B, D) and context tokens (B, L, D)."""
-        c = self.time(t)
-        label = self.label(y, batch=batch, device=device) if self.label is not None else None
-        if label is None and y is not None:
-            raise ValueError("this MMDiT was built with num_classes=0; pass y=None")
-        if label is not None:
-            c = c + label
+        c, label = self.cond.embed(x, t, y)
         if context is not None:
             if self.context_proj is None:
                 raise ValueError("pass context_dim=... at construction to use context tokens")
@@ -116,10 +110,7 @@ class MMDiT(nn.Module):
         return c, base + self.ctx_tokens[None]                     # (B, L, D)
 
     def forward(self, x, t, y=None, context=None):
-        if x.dim() != 4 or x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
-            raise ValueError(f"MMDiT expects (B, {self.in_channels}, {self.image_size}, "
-                             f"{self.image_size}), got {tuple(x.shape)}")
-        c, ctx = self.conditioning(t, y, context, x.shape[0], x.device)
+        c, ctx = self.conditioning(x, t, y, context)
         h = self.patch(x)                                          # (B, N, D)
         for block in self.blocks:
             h, ctx = block(h, ctx, c)

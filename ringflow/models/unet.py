@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ringflow.models.embeddings import LabelEmbedder, TimestepEmbedder
+from ringflow.models.embeddings import Conditioning
 
 
 def group_norm(channels):
@@ -109,8 +109,8 @@ class UNet(nn.Module):
                              f"{len(channel_mults)} levels; use fewer channel_mults")
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         emb = base_channels * 4
-        self.time = TimestepEmbedder(emb)
-        self.label = LabelEmbedder(num_classes, emb) if num_classes else None
+        self.cond = Conditioning("UNet", in_channels, image_size, emb, num_classes,
+                                 check_height=False)
         self.stem = nn.Conv2d(in_channels, base_channels, 3, padding=1)
         self.down, skips, ch, res = nn.ModuleList(), [base_channels], base_channels, image_size
         for level, mult in enumerate(channel_mults):
@@ -147,14 +147,7 @@ class UNet(nn.Module):
         return nn.ModuleList(blocks)
 
     def forward(self, x, t, y=None):
-        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[-1] != self.image_size:
-            raise ValueError(f"UNet expects (B, {self.in_channels}, {self.image_size}, "
-                             f"{self.image_size}), got {tuple(x.shape)}")
-        c = self.time(t)                                           # (B, E)
-        if self.label is not None:
-            c = c + self.label(y, batch=x.shape[0], device=x.device)
-        elif y is not None:
-            raise ValueError("this UNet was built with num_classes=0; pass y=None")
+        c = self.cond(x, t, y)                                     # (B, E)
         h, skips = self.stem(x), []
         skips.append(h)
         for layer in self.down:
