@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from . import collectives as rc
+from .. import collectives as rc
 
 
 def grid_labels(n: int, num_classes: int) -> torch.Tensor | None:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
+from .. import collectives as rc
 from . import checkpoint as ckpt
 from . import config
-from . import collectives as rc
 
 SHARDED = ("zero1", "zero2")
 

@@ -21,13 +21,14 @@ from pathlib import Path
 
 import torch
 
+from .. import collectives as rc
+from .. import runtime
+from ..data import LEVELS
+from ..launch import read_launch_env
 from . import checkpoint as ckpt
-from . import collectives as rc
-from . import config, plots, runtime
-from .launch import read_launch_env
-from .data import LEVELS
-from .sampling import grid_labels, sample_sharded
-from .train import build_autocast, build_data, build_network, build_objective, start
+from . import config, plots
+from .build import build_autocast, build_data, build_network, build_objective, start
+from .generate import grid_labels, sample_sharded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +62,7 @@ def sharded_nll(objective, net, x, comm, device, data_name: str, seed: int) -> d
     gen = torch.Generator(device=device).manual_seed(seed * 7919 + comm.rank)
     levels = LEVELS.get(data_name) if x.dim() == 4 else None
     if levels:
-        from .models import bits_per_dim, dequantize
+        from ..models import bits_per_dim, dequantize
         logp = objective.log_likelihood(net, dequantize(mine, levels, gen))
         values = bits_per_dim(logp, x[0].numel(), levels)
     else:
@@ -74,7 +75,7 @@ def sharded_nll(objective, net, x, comm, device, data_name: str, seed: int) -> d
 
 def score(samples, x, y, args, num_classes: int) -> dict:
     """Rank 0: quality metrics of the gathered samples against the data."""
-    from .models import metrics
+    from ..models import metrics
     if samples.dim() == 2:
         return {"sliced_w2": metrics.sliced_wasserstein(samples, x)}
     if y is None:
