@@ -22,7 +22,7 @@ import torch
 
 from .. import runtime
 from ..launch import read_launch_env
-from ..sampler import ShardedBatches
+from ..parallel.sampler import ShardedBatches
 from . import checkpoint as ckpt
 from . import checks, config, plots
 from .build import (LossModule, build_autocast, build_data, build_network, build_objective,

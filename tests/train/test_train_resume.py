@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from ringflow.sampler import ShardedBatches
+from ringflow.parallel.sampler import ShardedBatches
 from ringflow.train import checkpoint as ckpt
 from ringflow.train import loop
 from ringflow.train.ema import EMA
