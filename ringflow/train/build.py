@@ -32,6 +32,8 @@ from ..data import load_dataset
 from ..launch import pick_device, read_launch_env
 from . import checks, config
 
+SHARDED = ("zero1", "zero2")     # --parallel modes whose optimizer state is split over ranks
+
 
 def build_data(cfg):
     try:
@@ -126,7 +128,7 @@ def build_parallel(cfg, loss_module: LossModule, comm, device):
                              compress=compress, broadcast_buffers=False)
         opt = torch.optim.AdamW(params, **adamw_kwargs(cfg, device))
         return model, opt, replicated_clip(params)
-    if cfg.parallel in ("zero1", "zero2"):
+    if cfg.parallel in SHARDED:
         return _zero(cfg, loss_module, comm, device)
     return _torch_ddp(cfg, loss_module, comm, device)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .checkpoint import PREFIX
 from .config import ConfigError, TrainConfig
 
 FLOW_OBJECTIVES = ("nice", "realnvp")        # maximum likelihood: the network is the flow itself
@@ -38,7 +39,7 @@ def validate(cfg: TrainConfig, world_size: int, launcher: str = "none",
 def check_out_folder(cfg: TrainConfig) -> None:
     """--resume against what --out holds (read-only; every rank sees the same folder)."""
     ckpts = Path(cfg.out) / "checkpoints"
-    has = ckpts.is_dir() and any(p.name.startswith("step-") for p in ckpts.iterdir())
+    has = ckpts.is_dir() and any(p.name.startswith(PREFIX) for p in ckpts.iterdir())
     if cfg.resume == "never" and has:
         raise ConfigError(f"--out {cfg.out} already holds checkpoints and --resume is 'never'; "
                           "choose a new --out, delete the folder, or resume (--resume auto)")

@@ -28,7 +28,7 @@ from ..launch import read_launch_env
 from . import checkpoint as ckpt
 from . import config, plots
 from .build import build_autocast, build_data, build_network, build_objective, start
-from .generate import grid_labels, sample_sharded
+from .generate import grid_labels, sample_seed, sample_sharded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +59,7 @@ def load_weights(run: Path, comm, net, which: str) -> Path:
 def sharded_nll(objective, net, x, comm, device, data_name: str, seed: int) -> dict:
     """Collective: mean negative log-likelihood of ``x`` with each rank scoring its share."""
     mine = x[comm.rank::comm.size].to(device)
-    gen = torch.Generator(device=device).manual_seed(seed * 7919 + comm.rank)
+    gen = torch.Generator(device=device).manual_seed(sample_seed(seed, comm.rank))
     levels = LEVELS.get(data_name) if x.dim() == 4 else None
     if levels:
         from ..models import bits_per_dim, dequantize

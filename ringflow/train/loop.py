@@ -22,7 +22,7 @@ import torch
 
 from .. import runtime
 from ..launch import read_launch_env
-from ..parallel.sampler import ShardedBatches
+from ..parallel.sampler import SEED_STRIDE, ShardedBatches
 from . import checkpoint as ckpt
 from . import checks, config, plots
 from .build import (LossModule, build_autocast, build_data, build_network, build_objective,
@@ -62,7 +62,7 @@ def build_run(cfg, comm, device, data, net, objective) -> Run:
         check_config(found, cfg)                      # another model's weights: refuse
         restore_model(found, net)                     # before wrapping: every rank loads it
     net.to(device)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + 1 + comm.rank)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * SEED_STRIDE + 1 + comm.rank)
     model, opt, clip = build_parallel(cfg, LossModule(net, objective, gen), comm, device)
     run = Run(cfg, comm, device, x.to(device), None if y is None else y.to(device), num_classes,
               net, objective, model, opt, clip, EMA(net, cfg.ema_decay, cfg.ema_warmup),
