@@ -17,5 +17,5 @@ setup(
         "dev": ["pytest>=7", "pytest-timeout"],
     },
     entry_points={"console_scripts": ["ringflow-bench=ringflow.bench:main",
-                                      "ringflow-train=ringflow.train:main"]},
+                                      "ringflow-train=ringflow.train.loop:main"]},
 )

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from ringflow import checkpoint as ckpt
 from ringflow import collectives as rc
 from ringflow.collectives import select
 from ringflow.collectives.communicator import Communicator
 from ringflow.parallel.guards import all_finite, even_batches
+from ringflow.train import checkpoint as ckpt
 from ringflow.transport.local import LocalTransport
 from tests.faults.local_world import run_world
 from tests.workers.faults_inject import Fault, inject

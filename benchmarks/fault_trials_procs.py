@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from fault_trials import ALGOS, PROC_T, SLACK, trial
-from ringflow import checkpoint as ckpt
+from ringflow.train import checkpoint as ckpt
 from tests.faults.procs import launch_bare, reports
 from tests.launchers import run_mpirun, run_torchrun
 

@@ -1,23 +1,38 @@
-"""Which samples each rank reads: a disjoint slice of one permutation, reshuffled every epoch.
+"""Which samples each rank reads: disjoint slices of one permutation, reshuffled every epoch.
 
-Every rank draws the same permutation from (seed, epoch), so no communication is needed. Rank r
-takes positions r, r+n, r+2n, ... With ``drop_last=False`` the permutation is first padded by
-wrapping around to a multiple of the world size (every sample is seen; at most n-1 are seen
-twice) so every rank runs the same number of steps; with ``drop_last=True`` the tail is dropped
-and the slices are strictly disjoint.
+Every rank draws the same permutation from (seed, epoch) (``epoch_order``), so no communication
+is needed. Two ways to slice it:
+
+- ``shard_indices`` / ``DistributedSampler`` (a user's own loop, one epoch at a time): rank r
+  takes positions r, r+n, r+2n, ... With ``drop_last=False`` the permutation is first padded
+  by wrapping around to a multiple of the world size (every sample is seen; at most n-1 are
+  seen twice) so every rank runs the same number of steps; with ``drop_last=True`` the tail is
+  dropped and the slices are strictly disjoint.
+- ``ShardedBatches`` (``ringflow.train``, step by step): step s takes the s-th global batch of
+  the permutation and rank r its r-th contiguous slice, so together the ranks draw exactly the
+  global batch a single process would. The position (epoch, batch) is the whole state:
+  resuming is bitwise.
 
     idx = shard_indices(len(ds), comm.rank, comm.size, epoch=e, seed=0)
     sampler = DistributedSampler(len(ds), group=comm); sampler.set_epoch(e)
     loader = torch.utils.data.DataLoader(ds, batch_size=B, sampler=sampler)
+    batches = ShardedBatches(n=1797, global_batch=128, rank=comm.rank, world=comm.size, seed=0)
+    idx = batches.next()              # LongTensor (128 // world,)
+    state = batches.state_dict()      # {"epoch": 0, "batch": 1}
 """
 from __future__ import annotations
 
 import torch
 
+# Streams derived from a run's seed are seeded seed * SEED_STRIDE + a small offset (the epoch for
+# epoch orders, 1 + rank for the trainer's noise), so neighbouring seeds share no stream. Resume
+# is bitwise only while this number stays the same.
+SEED_STRIDE = 1_000_003
+
 
 def epoch_order(n: int, epoch: int, seed: int = 0) -> torch.Tensor:
     """The permutation of ``range(n)`` every rank draws for ``epoch`` (no communication)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    g = torch.Generator().manual_seed(seed * SEED_STRIDE + epoch)
     return torch.randperm(n, generator=g)
 
 
@@ -65,3 +80,38 @@ class DistributedSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return self.n // self.world_size if self.drop_last else -(-self.n // self.world_size)
+
+
+class ShardedBatches:
+    """Disjoint per-rank slices of shuffled global batches; the last partial batch is dropped."""
+
+    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int = 0):
+        if global_batch % world:
+            raise ValueError(f"global batch {global_batch} is not divisible by {world} ranks")
+        if n < global_batch:
+            raise ValueError(f"the dataset has {n} rows, fewer than one global batch of "
+                             f"{global_batch}; lower the batch size")
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.per_rank, self.rank = global_batch // world, rank
+        self.batches_per_epoch = n // global_batch
+        self.epoch, self.batch = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        return epoch_order(self.n, epoch, self.seed)      # the same one shard_indices slices
+
+    def next(self) -> torch.Tensor:
+        """This rank's row indices for the next step (per_rank,)."""
+        if self.batch == self.batches_per_epoch:
+            self.epoch, self.batch = self.epoch + 1, 0
+            self._order = self._permutation(self.epoch)
+        start = self.batch * self.global_batch + self.rank * self.per_rank
+        self.batch += 1
+        return self._order[start:start + self.per_rank]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        self._order = self._permutation(self.epoch)

@@ -47,9 +47,9 @@ def test_data_boundary_names_the_problem(tmp_path):
     (["--lr", "fast"], "lr"),
 ])
 def test_training_cli_rejects_bad_arguments_with_a_message(argv, words, tmp_path, capsys):
-    from ringflow import train
+    from ringflow.train import loop
     try:
-        code = train.main([*argv, "--out", str(tmp_path / "run")])
+        code = loop.main([*argv, "--out", str(tmp_path / "run")])
     except SystemExit as e:          # argparse's own refusal (type errors) exits 2 with usage
         code = e.code
     err = capsys.readouterr().err

@@ -8,10 +8,10 @@ import warnings
 import pytest
 import torch
 
-from ringflow import checkpoint as ckpt
-from ringflow import config
 from ringflow.collectives.communicator import Communicator
-from ringflow.resume import check_config
+from ringflow.train import checkpoint as ckpt
+from ringflow.train import config
+from ringflow.train.resume import check_config
 from ringflow.transport.local import LocalTransport
 
 

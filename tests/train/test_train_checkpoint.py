@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from ringflow import checkpoint as ckpt
+from ringflow.train import checkpoint as ckpt
 from ringflow.collectives.threads import run_ranks
 
 

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from ringflow import config, config_checks, runtime, train
+from ringflow import runtime
+from ringflow.train import checks, config, loop
 
 
 def test_precedence_defaults_preset_file_flags(tmp_path):
@@ -40,7 +41,7 @@ def test_resume_flag_without_value_means_must():
 ])
 def test_validate_rejects_with_the_fix(argv, words):
     with pytest.raises(config.ConfigError) as err:
-        config_checks.validate(config.parse(argv), world_size=4, launcher="torchrun")
+        checks.validate(config.parse(argv), world_size=4, launcher="torchrun")
     for w in words:
         assert w in str(err.value)
 
@@ -58,28 +59,28 @@ def test_unknown_and_mistyped_fields_name_their_source(tmp_path):
 def test_points_data_needs_a_vector_network():
     cfg = config.parse(["--data", "moons", "--batch-size", "8"])
     with pytest.raises(config.ConfigError, match="--model mlp"):
-        config_checks.validate(cfg, 1, data_shape=(1000, 2))
+        checks.validate(cfg, 1, data_shape=(1000, 2))
 
 
 def test_cli_errors_exit_2_before_any_process_group(monkeypatch, capsys, tmp_path):
     # as rank 0 of a 3-rank torchrun job: the batch of 16 cannot be split
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "3")
-    rc = train.main(["--preset", "tiny", "--out", str(tmp_path / "r")])
+    rc = loop.main(["--preset", "tiny", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert rc == 2 and "ringflow.train: error: --batch-size 16" in err and "15 or 18" in err
     assert not runtime.is_initialized()
     monkeypatch.setenv("RANK", "1")                  # other ranks stay quiet
-    assert train.main(["--preset", "tiny", "--objective", "nice"]) == 2
+    assert loop.main(["--preset", "tiny", "--objective", "nice"]) == 2
     assert capsys.readouterr().err == ""
 
 
 def test_bad_network_arguments_are_config_errors(capsys, tmp_path):
-    rc = train.main(["--preset", "tiny", "--model-kwargs", '{"wings": 2}', "--out", str(tmp_path)])
+    rc = loop.main(["--preset", "tiny", "--model-kwargs", '{"wings": 2}', "--out", str(tmp_path)])
     assert rc == 2 and "--model dit with --model-kwargs {'wings': 2}" in capsys.readouterr().err
     assert not runtime.is_initialized()
 
 
 def test_resume_must_without_checkpoints_fails_early(capsys, tmp_path):
-    assert train.main(["--preset", "tiny", "--resume", "--out", str(tmp_path)]) == 2
+    assert loop.main(["--preset", "tiny", "--resume", "--out", str(tmp_path)]) == 2
     assert "holds no checkpoints" in capsys.readouterr().err

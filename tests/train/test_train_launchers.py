@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from ringflow import checkpoint as ckpt
+from ringflow.train import checkpoint as ckpt
 from tests.launchers import run_mpirun, run_torchrun
 
 TINY = ("--preset", "tiny", "--steps", "6")
@@ -77,7 +77,7 @@ def test_killed_rank_restarts_and_resumes_without_lost_or_repeated_steps(referen
 
 @pytest.mark.timeout(300)
 def test_evaluate_writes_metrics(reference, tmp_path, monkeypatch):
-    from ringflow import evaluate
+    from ringflow.train import evaluate
     monkeypatch.setenv("RINGFLOW_CACHE", str(tmp_path))
     out = tmp_path / "eval.json"
     rc = evaluate.main([str(reference[0]), "--num-samples", "40", "--sample-steps", "3",

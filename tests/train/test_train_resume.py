@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from ringflow import checkpoint as ckpt
-from ringflow import train
-from ringflow.ema import EMA
-from ringflow.sampler import ShardedBatches
+from ringflow.parallel.sampler import ShardedBatches
+from ringflow.train import checkpoint as ckpt
+from ringflow.train import loop
+from ringflow.train.ema import EMA
 
 TINY = ["--preset", "tiny", "--steps", "6"]
 
@@ -26,16 +26,16 @@ def _same(a, b):
 @pytest.mark.parametrize("parallel", ["ddp", "zero2", "torch-ddp-hook"])
 def test_stop_and_resume_is_bitwise(tmp_path, parallel):
     flags = TINY + ["--parallel", parallel, "--grad-accum", "2"]
-    assert train.main(flags + ["--out", str(tmp_path / "whole")]) == 0
-    assert train.main(flags + ["--out", str(tmp_path / "split"), "--steps", "4"]) == 0
-    assert train.main(flags + ["--out", str(tmp_path / "split"), "--resume"]) == 0
+    assert loop.main(flags + ["--out", str(tmp_path / "whole")]) == 0
+    assert loop.main(flags + ["--out", str(tmp_path / "split"), "--steps", "4"]) == 0
+    assert loop.main(flags + ["--out", str(tmp_path / "split"), "--resume"]) == 0
     assert _same(_weights(tmp_path / "whole"), _weights(tmp_path / "split"))
     rows = [json.loads(r) for r in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4, 6]    # step 4 logged once, nothing repeated
 
 
 def test_run_folder_holds_what_a_user_looks_for(tmp_path):
-    assert train.main(TINY + ["--out", str(tmp_path)]) == 0
+    assert loop.main(TINY + ["--out", str(tmp_path)]) == 0
     for name in ("config.json", "metrics.jsonl", "loss.png", "samples/final.png"):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "config.json").read_text())["steps"] == 6
@@ -71,7 +71,7 @@ def test_ema_warms_up_then_tracks():
 
 
 def test_non_finite_gradient_skips_that_update_and_training_goes_on(tmp_path, monkeypatch):
-    calls, real_build = {"n": 0}, train.build_run
+    calls, real_build = {"n": 0}, loop.build_run
 
     def build_run(*args, **kwargs):               # poison the 3rd backward's gradient
         run = real_build(*args, **kwargs)
@@ -82,8 +82,8 @@ def test_non_finite_gradient_skips_that_update_and_training_goes_on(tmp_path, mo
         next(run.net.parameters()).register_hook(poison)
         return run
 
-    monkeypatch.setattr(train, "build_run", build_run)
-    assert train.main(TINY + ["--out", str(tmp_path)]) == 0
+    monkeypatch.setattr(loop, "build_run", build_run)
+    assert loop.main(TINY + ["--out", str(tmp_path)]) == 0
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert sum(r["skipped_steps"] for r in rows) == 1
     assert all(torch.isfinite(t).all() for w in _weights(tmp_path) for t in w.values())

@@ -7,10 +7,10 @@ Under ``torchrun --max-restarts=1`` the job must restart and resume from the las
 import os
 import sys
 
-import ringflow.train as train
+from ringflow.train import loop
 
 CRASH_AT = int(os.environ["CRASH_AT"])
-_step = train.train_step
+_step = loop.train_step
 
 
 def dying_step(run, autocast):
@@ -20,5 +20,5 @@ def dying_step(run, autocast):
     return _step(run, autocast)
 
 
-train.train_step = dying_step
-sys.exit(train.main(sys.argv[1:]))
+loop.train_step = dying_step
+sys.exit(loop.main(sys.argv[1:]))

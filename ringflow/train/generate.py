@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from . import collectives as rc
+from .. import collectives as rc
 
 
 def grid_labels(n: int, num_classes: int) -> torch.Tensor | None:
@@ -23,6 +23,11 @@ def grid_labels(n: int, num_classes: int) -> torch.Tensor | None:
         return None
     nrow = math.ceil(math.sqrt(n))
     return (torch.arange(n) // nrow) % num_classes
+
+
+def sample_seed(seed: int, rank: int) -> int:
+    """A seed per rank: shards differ, and the grid is the same whenever the world size is."""
+    return seed * 7919 + rank
 
 
 @torch.no_grad()
@@ -34,8 +39,7 @@ def sample_sharded(objective, net, n: int, shape: tuple, comm, *, steps: int, cf
     labels = grid_labels(per * comm.size, num_classes)
     mine = slice(comm.rank * per, (comm.rank + 1) * per)
     y = labels[mine].to(device) if labels is not None else None
-    # a seed per rank: shards differ, and the grid is the same whenever the world size is
-    gen = torch.Generator(device=device).manual_seed(seed * 7919 + comm.rank)
+    gen = torch.Generator(device=device).manual_seed(sample_seed(seed, comm.rank))
     with autocast or contextlib.nullcontext():
         x = objective.sample(net, (per, *shape), steps=steps, y=y, cfg_scale=cfg_scale,
                              generator=gen)

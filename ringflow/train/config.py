@@ -2,7 +2,7 @@
 
 Precedence, lowest first: the dataclass defaults (a known-good recipe: a small class-conditional
 DiT with rectified flow on digits), ``--preset NAME``, ``--config file.json|yaml``, then flags.
-``config_checks.validate`` rejects bad combinations before any process group starts.
+``checks.validate`` rejects bad combinations before any process group starts.
 
     cfg = config.parse(["--preset", "digits-dit", "--steps", "100", "--out", "runs/x"])
     config.save(cfg, "runs/x/config.json")        # --config reads it back

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
+from .. import collectives as rc
+from ..parallel.sampler import SEED_STRIDE
 from . import checkpoint as ckpt
 from . import config
-from . import collectives as rc
-
-SHARDED = ("zero1", "zero2")
+from .build import SHARDED
 
 
 def optim_name(cfg, rank: int) -> str:
@@ -131,7 +131,7 @@ def _restore_rng(folder: Path, run, saved_world: int) -> None:
         warnings.warn(f"{folder} was written by {saved_world} ranks, this run has "
                       f"{run.comm.size}: noise streams restart (training continues, not bitwise)",
                       stacklevel=2)
-        run.gen.manual_seed(run.cfg.seed * 1_000_003 + 1 + run.comm.rank + 7919 * run.step)
+        run.gen.manual_seed(run.cfg.seed * SEED_STRIDE + 1 + run.comm.rank + 7919 * run.step)
         return
     state = ckpt.read(folder, name)
     run.gen.set_state(state["noise"])

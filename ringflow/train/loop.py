@@ -6,31 +6,32 @@
 
 Everything is checked before the process group starts (config, data, network). Each step
 every rank draws its own slice of the global batch (``sampler``) and its own noise (a
-generator seeded per rank); gradients meet through ``--parallel``. Rank 0 alone writes
-(``logging_rank0``); sampling and checkpoints involve every rank. See ``config`` for flags.
+generator seeded per rank); gradients meet through ``--parallel`` (``build``). Rank 0 alone
+writes (``log``); sampling (``generate``) and checkpoints (``resume``) involve every rank. See
+``config`` for flags.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from .. import runtime
+from ..launch import read_launch_env
+from ..parallel.sampler import SEED_STRIDE, ShardedBatches
 from . import checkpoint as ckpt
-from . import config, config_checks, plots, runtime
-from .launch import pick_device, read_launch_env
-from .data import load_dataset
+from . import checks, config, plots
+from .build import (LossModule, build_autocast, build_data, build_network, build_objective,
+                    build_parallel, start)
 from .ema import EMA
-from .logging_rank0 import RunLog, reduce_metrics
+from .generate import sample_sharded
+from .log import RunLog, reduce_metrics
 from .resume import (check_config, checkpoint_files, find_checkpoint, restore_model,
                      restore_rest, truncate_metrics)
-from .sampler import ShardedBatches
-from .sampling import sample_sharded
-from .strategy import LossModule, build_parallel
 
 
 @dataclasses.dataclass
@@ -54,46 +55,6 @@ class Run:
     step: int = 0
 
 
-def build_data(cfg):
-    try:
-        x, y = load_dataset(cfg.data)
-    except (FileNotFoundError, ValueError) as e:
-        raise config.ConfigError(f"--data {cfg.data}: {e}") from None
-    y = y if cfg.class_cond else None
-    return x, y, (int(y.max()) + 1 if y is not None else 0)
-
-
-def build_network(cfg, x, num_classes):
-    from .models import build_network as build
-    torch.manual_seed(cfg.seed)                      # the same initial weights on every rank
-    image = x.dim() == 4
-    try:
-        return build(cfg.model, in_channels=x.shape[1], image_size=x.shape[-1] if image else None,
-                     num_classes=num_classes, **cfg.model_kwargs)
-    except (TypeError, ValueError) as e:
-        raise config.ConfigError(f"--model {cfg.model} with --model-kwargs "
-                                 f"{cfg.model_kwargs}: {e}") from None
-
-
-def build_objective(cfg):
-    from .models import build_objective as build
-    kw = dict(cfg.objective_kwargs)
-    if cfg.objective not in config_checks.FLOW_OBJECTIVES:     # flows take no labels
-        kw.setdefault("label_dropout", cfg.label_dropout)
-    try:
-        return build(cfg.objective, **kw)
-    except (TypeError, ValueError) as e:
-        raise config.ConfigError(f"--objective {cfg.objective} with --objective-kwargs "
-                                 f"{cfg.objective_kwargs}: {e}") from None
-
-
-def build_autocast(cfg, device):
-    """bf16 autocast on request, or by default on GPUs that support it; else a no-op."""
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
-                                       and torch.cuda.is_bf16_supported())
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
 def build_run(cfg, comm, device, data, net, objective) -> Run:
     x, y, num_classes = data
     found = find_checkpoint(cfg, comm)
@@ -101,7 +62,7 @@ def build_run(cfg, comm, device, data, net, objective) -> Run:
         check_config(found, cfg)                      # another model's weights: refuse
         restore_model(found, net)                     # before wrapping: every rank loads it
     net.to(device)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + 1 + comm.rank)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * SEED_STRIDE + 1 + comm.rank)
     model, opt, clip = build_parallel(cfg, LossModule(net, objective, gen), comm, device)
     run = Run(cfg, comm, device, x.to(device), None if y is None else y.to(device), num_classes,
               net, objective, model, opt, clip, EMA(net, cfg.ema_decay, cfg.ema_warmup),
@@ -205,23 +166,10 @@ def prepare(argv) -> tuple:
     """Everything that can fail for a user's reason, before any process group exists."""
     cfg = config.parse(argv)
     launch = read_launch_env()
-    config_checks.check_out_folder(cfg)
+    checks.check_out_folder(cfg)
     data = build_data(cfg)
-    config_checks.validate(cfg, launch.size, launch.launcher, tuple(data[0].shape))
+    checks.validate(cfg, launch.size, launch.launcher, tuple(data[0].shape))
     return cfg, launch, data, build_network(cfg, data[0], data[2]), build_objective(cfg)
-
-
-def start(cfg, launch):
-    """Threads, algorithm choice and the world communicator."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(cfg.threads or max(1, (cores or 1) // launch.local_size))
-    device = pick_device(launch.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-    comm = runtime.init(transport=cfg.transport, timeout=cfg.timeout, device=device,
-                        algorithm=None if cfg.algorithm == "auto" else cfg.algorithm)
-    return comm, device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,6 +197,3 @@ def main(argv: list[str] | None = None) -> int:
         runtime.shutdown()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

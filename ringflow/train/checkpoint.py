@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from . import collectives as rc
+from .. import collectives as rc
 
 MANIFEST = "MANIFEST.json"
 PREFIX = "step-"

@@ -2,12 +2,13 @@
 change. Pairings (a flow objective needs its own flow network), numbers, the batch against the
 world size, launcher and transport, the data's shape, and --resume against what --out holds.
 
-    config_checks.validate(cfg, world_size=2, launcher="torchrun", data_shape=(1797, 1, 8, 8))
+    checks.validate(cfg, world_size=2, launcher="torchrun", data_shape=(1797, 1, 8, 8))
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from .checkpoint import PREFIX
 from .config import ConfigError, TrainConfig
 
 FLOW_OBJECTIVES = ("nice", "realnvp")        # maximum likelihood: the network is the flow itself
@@ -17,13 +18,13 @@ VECTOR_NETWORKS = ("mlp", "nice", "realnvp")  # networks that also take (N, D) v
 def validate(cfg: TrainConfig, world_size: int, launcher: str = "none",
              data_shape: tuple | None = None) -> None:
     """Raise ConfigError for a configuration that cannot run; called before any process group."""
-    from .models import NETWORKS, OBJECTIVES
+    from ..models import NETWORKS, OBJECTIVES
     if cfg.model not in NETWORKS:
         raise ConfigError(f"--model {cfg.model!r} is unknown; choose one of {sorted(NETWORKS)}")
     if cfg.objective not in OBJECTIVES:
         raise ConfigError(f"--objective {cfg.objective!r} is unknown; choose one of "
                           f"{sorted(OBJECTIVES)}")
-    from .data import DATASETS
+    from ..data import DATASETS
     if cfg.data not in DATASETS and not Path(cfg.data).exists():
         raise ConfigError(f"--data {cfg.data!r} is neither a built-in dataset {list(DATASETS)} "
                           "nor an existing .npy file or image folder")
@@ -38,7 +39,7 @@ def validate(cfg: TrainConfig, world_size: int, launcher: str = "none",
 def check_out_folder(cfg: TrainConfig) -> None:
     """--resume against what --out holds (read-only; every rank sees the same folder)."""
     ckpts = Path(cfg.out) / "checkpoints"
-    has = ckpts.is_dir() and any(p.name.startswith("step-") for p in ckpts.iterdir())
+    has = ckpts.is_dir() and any(p.name.startswith(PREFIX) for p in ckpts.iterdir())
     if cfg.resume == "never" and has:
         raise ConfigError(f"--out {cfg.out} already holds checkpoints and --resume is 'never'; "
                           "choose a new --out, delete the folder, or resume (--resume auto)")
@@ -95,7 +96,7 @@ def _check_batch(cfg: TrainConfig, world_size: int) -> None:
 
 
 def _check_launch(cfg: TrainConfig, world_size: int, launcher: str) -> None:
-    from .collectives.select import ALGORITHMS, forced
+    from ..collectives.select import ALGORITHMS, forced
     if cfg.algorithm != "auto":
         try:
             hits = [c for c in ALGORITHMS if forced(c, cfg.algorithm)]

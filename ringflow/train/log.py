@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from . import collectives as rc
+from .. import collectives as rc
 
 
 def reduce_metrics(comm, values: dict[str, float]) -> dict[str, float]:

@@ -1,0 +1,135 @@
+"""``python -m ringflow.evaluate RUN``: sample from a run's newest checkpoint on every rank and
+score the samples; writes ``RUN/eval.json`` and ``RUN/samples/eval.png``.
+
+    python -m ringflow.evaluate runs/digits-dit --num-samples 1000
+    torchrun --nproc_per_node=2 -m ringflow.evaluate runs/digits-dit      # sharded over ranks
+
+Sampling (and the likelihood, when asked) is sharded: each rank draws its share and the
+shares meet in one all-gather (or all-reduce). Scoring the gathered samples (``ringflow.models
+.metrics``) runs on rank 0 after the last collective, so no rank waits inside one meanwhile:
+- images with labels: Frechet and kernel distances in the features of a small classifier
+  trained on the dataset, and the share of samples classified as the class they were asked for;
+- 2D points: sliced Wasserstein distance to the data;
+- ``--nll-examples M``: bits/dim (images) or nats (points) of M training examples.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from .. import collectives as rc
+from .. import runtime
+from ..data import LEVELS
+from ..launch import read_launch_env
+from . import checkpoint as ckpt
+from . import config, plots
+from .build import build_autocast, build_data, build_network, build_objective, start
+from .generate import grid_labels, sample_seed, sample_sharded
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ringflow.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("run", help="a run folder written by ringflow.train")
+    p.add_argument("--num-samples", type=int, default=1000, help="samples to score")
+    p.add_argument("--sample-steps", type=int, help="sampler steps (default: the run's)")
+    p.add_argument("--cfg-scale", type=float, help="guidance scale (default: the run's)")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    p.add_argument("--nll-examples", type=int, default=0,
+                   help="training examples whose likelihood to average (0: skip)")
+    p.add_argument("--classifier-epochs", type=int, default=30,
+                   help="epochs of the feature classifier (cached on disk)")
+    p.add_argument("--seed", type=int, default=1, help="sampling seed")
+    p.add_argument("--out", help="JSON path (default: RUN/eval.json)")
+    return p
+
+
+def load_weights(run: Path, comm, net, which: str) -> Path:
+    found = ckpt.find_latest(run / "checkpoints", comm)
+    if found is None:
+        raise ckpt.CheckpointError(f"{run / 'checkpoints'} holds no valid checkpoint")
+    net.load_state_dict(ckpt.read(found, f"{which}.safetensors"))
+    return found
+
+
+@torch.no_grad()
+def sharded_nll(objective, net, x, comm, device, data_name: str, seed: int) -> dict:
+    """Collective: mean negative log-likelihood of ``x`` with each rank scoring its share."""
+    mine = x[comm.rank::comm.size].to(device)
+    gen = torch.Generator(device=device).manual_seed(sample_seed(seed, comm.rank))
+    levels = LEVELS.get(data_name) if x.dim() == 4 else None
+    if levels:
+        from ..models import bits_per_dim, dequantize
+        logp = objective.log_likelihood(net, dequantize(mine, levels, gen))
+        values = bits_per_dim(logp, x[0].numel(), levels)
+    else:
+        values = -objective.log_likelihood(net, mine)
+    total = torch.tensor([values.double().sum().item(), float(len(mine))], dtype=torch.float64,
+                         device=comm.device)
+    rc.all_reduce(total, group=comm)
+    return {"bits_per_dim" if levels else "nll_nats": total[0].item() / total[1].item()}
+
+
+def score(samples, x, y, args, num_classes: int) -> dict:
+    """Rank 0: quality metrics of the gathered samples against the data."""
+    from ..models import metrics
+    if samples.dim() == 2:
+        return {"sliced_w2": metrics.sliced_wasserstein(samples, x)}
+    if y is None:
+        return {}
+    clf = metrics.train_classifier(x, y, epochs=args.classifier_epochs)
+    labels = grid_labels(len(samples), num_classes)
+    out = metrics.image_metrics(clf, samples, x, sample_labels=labels)
+    out["classifier_val_accuracy"] = float(clf.val_accuracy)
+    return out
+
+
+def evaluate(args) -> dict | None:
+    run = Path(args.run)
+    if not (run / "config.json").is_file():
+        raise config.ConfigError(f"{run} has no config.json: is it a ringflow.train --out folder?")
+    cfg = config.from_dict(json.loads((run / "config.json").read_text()))
+    x, y, num_classes = build_data(cfg)
+    net, objective = build_network(cfg, x, num_classes), build_objective(cfg)
+    comm, device = start(cfg, read_launch_env())
+    try:
+        found = load_weights(run, comm, net, args.weights)
+        net.to(device).eval()
+        samples = sample_sharded(objective, net, args.num_samples, tuple(x.shape[1:]), comm,
+                                 steps=args.sample_steps or cfg.sample_steps,
+                                 cfg_scale=args.cfg_scale or cfg.cfg_scale,
+                                 num_classes=num_classes, seed=args.seed, device=device,
+                                 autocast=build_autocast(cfg, device)())
+        result = {"run": str(run), "checkpoint": found.name, "weights": args.weights,
+                  "num_samples": args.num_samples, "world_size": comm.size}
+        if args.nll_examples:
+            result.update(sharded_nll(objective, net, x[:args.nll_examples], comm, device,
+                                      cfg.data, args.seed))
+        rank = comm.rank
+    finally:
+        runtime.shutdown()
+    if rank != 0:
+        return None
+    result.update(score(samples, x, y, args, num_classes))
+    plots.save_samples(samples[:100], run / "samples" / "eval.png")
+    Path(args.out or run / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = evaluate(args)
+    except (config.ConfigError, ckpt.CheckpointError) as e:
+        print(f"ringflow.evaluate: error: {e}", file=sys.stderr)
+        return 2
+    if result is not None:
+        print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
