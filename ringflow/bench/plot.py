@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .report import ratio_mode  # noqa: E402
 
 
-def plot(rows: list[dict], path: str, title: str) -> None:
-    """Write a PNG: solid lines measured (median), dashed lines predicted."""
+def plot(rows: list[dict], path: str, title: str, link_Bps: float | None = None) -> None:
+    """Write a PNG: solid lines measured (median), dashed lines predicted, dotted the link rate."""
     fig, ax = plt.subplots(figsize=(8, 5))
     for label in dict.fromkeys(r["label"] for r in rows):
         mine = [r for r in rows if r["label"] == label and r.get(ratio_mode(r))]
@@ -21,6 +21,8 @@ def plot(rows: list[dict], path: str, title: str) -> None:
         if pred:
             ax.plot(*zip(*pred), linestyle="--", color=line.get_color(), alpha=0.6,
                     label=f"{label} (model)")
+    if link_Bps:
+        ax.axhline(link_Bps / 1e9, linestyle=":", color="gray", label="link rate")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("message size (bytes)")
     ax.set_ylabel("bus bandwidth (GB/s), median")
