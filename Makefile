@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The tested torch: on these machines this pin resolves to the CPU wheel on disk.
 TORCH  := torch==2.13.0
 
-.PHONY: test demo bench install clean
+.PHONY: test demo bench bench-cluster install clean
 
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,20 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash benchmarks/bench_collectives.sh 1
+
+# Emulated hosts (root and iproute2; benchmarks/cluster/README.md): make bench-cluster HOSTS=3 RATE=10gbit
+HOSTS      ?= 2
+RANKS      ?= 1
+RATE       ?= 2gbit
+MINBYTES   ?= 1M
+MAXBYTES   ?= 64M
+ALGORITHMS ?= auto,ring
+COLLECTIVE ?= all_reduce
+
+bench-cluster: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/cluster/cluster.py --hosts $(HOSTS) \
+		--ranks-per-host $(RANKS) --rate $(RATE) -b $(MINBYTES) -e $(MAXBYTES) \
+		--algorithm $(ALGORITHMS) --collective $(COLLECTIVE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -22,7 +22,7 @@ from ..collectives import costmodel, select
 from . import args as cli
 from .cases import BUSBW_FACTOR, REDUCING, ROOTED, case_for
 from .measure import MODES, builtin_impl, check_row, ringflow_impl, summarise, time_row
-from .report import HEADER, add_ratios, footer, line, write_json
+from .report import add_link_share, add_ratios, footer, header, line, write_json
 
 __all__ = ["main"]
 
@@ -103,6 +103,8 @@ def run_rows(comm, a, say) -> list[dict]:
         wrongs = check_row(comm, case, impls, comm.device, a.modes) if a.check else {}
         size_rows = [make_row(case, impl, stats, wrongs, model) for impl in impls]
         add_ratios(size_rows)
+        if a.link_Bps:
+            add_link_share(size_rows, a.link_Bps)
         for r in size_rows:
             say(line(r))
         rows += size_rows
@@ -114,9 +116,37 @@ def meta(comm, a) -> dict:
     return {"collective": a.collective, "transport": comm.transport.name, "ranks": comm.size,
             "local_size": comm.local_size, "datatype": a.datatype, "op": a.op, "iters": a.iters,
             "warmup": a.warmup_iters, "check": bool(a.check), "argv": sys.argv,
+            "link_rate_Bps": a.link_Bps,
             "model": {"alpha_us": model.alpha * 1e6, "beta_GBps": 1e-9 / model.beta,
                       "gamma_GBps": 1e-9 / model.gamma, "native": model.native,
                       "source": model.source}}
+
+
+def bench(comm, a, say) -> None:
+    """One collective's table, footer and --json/--plot files."""
+    m = meta(comm, a)
+    say(f"# ringflow-bench {a.collective}: transport {m['transport']}, {comm.size} ranks "
+        f"({comm.local_size} per node), {a.datatype} {a.op}, median of {a.iters} iters "
+        f"(+{a.warmup_iters} warmup), interleaved with the builtin")
+    md = m["model"]
+    say(f"# model ({md['source']}): alpha {md['alpha_us']:.1f} us, beta {md['beta_GBps']:.2f} "
+        f"GB/s, gamma {md['gamma_GBps']:.2f} GB/s; all_reduce/broadcast/reduce out-of-place "
+        "= copy + in-place verb")
+    if md["source"] == "default" and "auto" in a.algorithm:
+        say("# no tune for this transport and world size: auto chooses from default priors; "
+            "run once with --tune (same launcher and ranks) to measure them")
+    say(header(bool(a.link_Bps)))
+    rows = run_rows(comm, a, say)
+    for text in footer(rows):
+        say(text)
+    if comm.rank == 0 and a.json:
+        write_json(a.json, m, rows)
+        say(f"# wrote {os.path.abspath(a.json)}")
+    if comm.rank == 0 and a.plot:
+        from .plot import plot
+        plot(rows, a.plot, f"{a.collective} {m['transport']} n={comm.size} {a.datatype}",
+             a.link_Bps)
+        say(f"# wrote {os.path.abspath(a.plot)}")
 
 
 def main(argv=None) -> None:
@@ -133,27 +163,7 @@ def main(argv=None) -> None:
             from .tune import tune
             tune(comm, a, say)
             return
-        m = meta(comm, a)
-        say(f"# ringflow-bench {a.collective}: transport {m['transport']}, {comm.size} ranks "
-            f"({comm.local_size} per node), {a.datatype} {a.op}, median of {a.iters} iters "
-            f"(+{a.warmup_iters} warmup), interleaved with the builtin")
-        md = m["model"]
-        say(f"# model ({md['source']}): alpha {md['alpha_us']:.1f} us, beta {md['beta_GBps']:.2f} "
-            f"GB/s, gamma {md['gamma_GBps']:.2f} GB/s; all_reduce/broadcast/reduce out-of-place "
-            "= copy + in-place verb")
-        if md["source"] == "default" and "auto" in a.algorithm:
-            say("# no tune for this transport and world size: auto chooses from default priors; "
-                "run once with --tune (same launcher and ranks) to measure them")
-        say(HEADER)
-        rows = run_rows(comm, a, say)
-        for text in footer(rows):
-            say(text)
-        if comm.rank == 0 and a.json:
-            write_json(a.json, m, rows)
-            say(f"# wrote {os.path.abspath(a.json)}")
-        if comm.rank == 0 and a.plot:
-            from .plot import plot
-            plot(rows, a.plot, f"{a.collective} {m['transport']} n={comm.size} {a.datatype}")
-            say(f"# wrote {os.path.abspath(a.plot)}")
+        for collective in a.collectives:      # one launch, a table per collective
+            bench(comm, cli.one(a, collective), say)
     finally:
         runtime.shutdown()

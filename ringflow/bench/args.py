@@ -5,8 +5,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
+
+from .hosts import parse_rate
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all",
                "sendrecv")
@@ -64,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--op", choices=OPS, default="sum")
     p.add_argument("-d", "--datatype", choices=sorted(DTYPES), default="float")
     p.add_argument("-r", "--root", type=int, default=0)
-    p.add_argument("--collective", choices=COLLECTIVES, default="all_reduce")
+    p.add_argument("--collective", default="all_reduce",
+                   help=f"one of {', '.join(COLLECTIVES)}, a comma list, or all (a table each)")
     p.add_argument("--algorithm", default="auto",
                    help="auto, a name, a comma list (ring,rhd) or 'all' (every ringflow algorithm)")
     p.add_argument("--transport", choices=("auto", "torch", "mpi", "shm"), default="auto")
@@ -78,9 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="out-of-place (oop) and/or in-place (ip) runs; ip alone halves the time")
     p.add_argument("--json", metavar="FILE", help="write every row (median, p10, p90) as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="busbw against size, log-x")
+    p.add_argument("--link-rate", metavar="RATE",
+                   help="the link's rate in tc's units (2gbit, 500mbit): adds busbw as a share "
+                        "of it (busbw/link)")
     p.add_argument("--tune", action="store_true",
                    help="fit alpha/beta/gamma and the native lines; write the tune cache")
     return p
+
+
+def one(args: argparse.Namespace, collective: str) -> argparse.Namespace:
+    """``args`` for one of several collectives: --json/--plot FILE become FILE-<collective>.ext."""
+    several = len(args.collectives) > 1
+    out = argparse.Namespace(**{**vars(args), "collective": collective})
+    for flag in ("json", "plot"):
+        path = getattr(args, flag)
+        if path and several:
+            root, ext = os.path.splitext(path)
+            setattr(out, flag, f"{root}-{collective}{ext}")
+    return out
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -93,7 +112,17 @@ def parse(argv=None) -> argparse.Namespace:
         args.sizes = sizes(args.minbytes, args.maxbytes, args.stepfactor)
     except ValueError as e:
         parser.error(str(e))
+    args.collectives = COLLECTIVES if args.collective == "all" else \
+        tuple(c.strip() for c in args.collective.split(",") if c.strip())
+    if not args.collectives or set(args.collectives) - set(COLLECTIVES):
+        parser.error(f"--collective {args.collective!r}: choose from {', '.join(COLLECTIVES)}, "
+                     "a comma list of them, or all")
+    args.collective = args.collectives[0]
     args.dtype = DTYPES[args.datatype]
+    try:        # bytes per second, as busbw is counted
+        args.link_Bps = None if args.link_rate is None else parse_rate(args.link_rate) / 8
+    except ValueError as e:
+        parser.error(f"--link-rate: {e}")
     args.modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if not args.modes or set(args.modes) - {"oop", "ip"}:
         parser.error(f"--modes takes oop, ip or oop,ip; got {args.modes}")

@@ -24,8 +24,9 @@ def _predicted(r: dict) -> float:
     return r["size"] / (r["pred_us"] * 1e-6) / 1e9 * _busbw(r) / r[ratio_mode(r)]["algbw"]
 
 
-def plot(rows: list[dict], path: str, title: str) -> None:
-    """Write a PNG: solid lines measured (median), dashed lines predicted by the model."""
+def plot(rows: list[dict], path: str, title: str, link_Bps: float | None = None) -> None:
+    """Write a PNG: solid lines measured (median), dashed lines predicted by the model, dotted
+    the link rate."""
     fig, ax = plt.subplots(figsize=(8, 5))
     measured = [r for r in rows if r.get(ratio_mode(r))]
     for name in dict.fromkeys(series(r["label"]) for r in measured):
@@ -41,6 +42,9 @@ def plot(rows: list[dict], path: str, title: str) -> None:
             ax.plot(*zip(*pred), linestyle="--", linewidth=1.5, color=line.get_color(),
                     label=f"{name} (model)")
     top = max((_busbw(r) for r in measured), default=1.0)
+    if link_Bps:
+        ax.axhline(link_Bps / 1e9, linestyle=":", color="gray", label="link rate")
+        top = max(top, link_Bps / 1e9)
     ax.set_ylim(0, top * 1.3)                   # a model far off (untuned) must not flatten the data
     sizes = sorted({r["size"] for r in measured})
     ax.set_xscale("log", base=2)

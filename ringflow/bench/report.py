@@ -19,6 +19,14 @@ HEADER = (
     "              (us)  (GB/s)  (GB/s)")
 
 
+def header(link: bool = False) -> str:
+    """HEADER, with the busbw/link column when the link's rate is known."""
+    if not link:
+        return HEADER
+    top, names, units = HEADER.split("\n")
+    return "\n".join([top, names + "  busbw/link", units])
+
+
 def _cells(res: dict | None) -> str:
     if res is None:
         return f"{'n/a':>9} {'':>7} {'':>7} {'':>7}"
@@ -36,9 +44,10 @@ def line(row: dict) -> str:
     root = row["root"]
     pred = "-" if row["pred_us"] is None else f"{row['pred_us']:.1f}"
     ratio = "-" if row.get("ratio") is None else f"{row['ratio']:.2f}x"
+    link = "" if "link" not in row else f" {row['link']:11.2f}"
     return (f"{row['size']:12d} {row['count']:12d} {row['type']:>9} {row['redop']:>6} {root:>6}  "
             f"{row['label']:<12} {_cells(row.get('oop'))} {_cells(row.get('ip'))} "
-            f"{pred:>10} {ratio:>11}")
+            f"{pred:>10} {ratio:>11}{link}")
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -60,6 +69,14 @@ def avg_busbw(rows: list[dict]) -> str:
     return f"{np.mean(values):.4f}" if values else "n/a"
 
 
+def add_link_share(rows: list[dict], link_Bps: float) -> None:
+    """Set row['link'] = busbw / the link's rate (bytes/s), in the mode ratios are quoted in."""
+    for r in rows:
+        res = r.get(ratio_mode(r))
+        if res:
+            r["link"] = res["busbw"] * 1e9 / link_Bps
+
+
 def footer(rows: list[dict]) -> list[str]:
     """Peak busbw per implementation, and min/median ratio to the builtin; then nccl-tests'
     "Avg bus bandwidth" per implementation ("auto" counts every algorithm it ran)."""
@@ -71,6 +88,8 @@ def footer(rows: list[dict]) -> list[str]:
         best = max(mine, key=lambda r: r[ratio_mode(r)]["busbw"])
         text = (f"# {label:<12} peak busbw {best[ratio_mode(best)]['busbw']:.2f} GB/s at "
                 f"{human(best['size'])}")
+        if "link" in best:
+            text += f" ({best['link']:.2f} of the link)"
         ratios = [r["ratio"] for r in mine if r.get("ratio") is not None]
         if ratios and not label.startswith("builtin"):
             worst = min(mine, key=lambda r: r.get("ratio") or np.inf)

@@ -7,7 +7,7 @@ import torch
 
 from ringflow.bench import args as cli
 from ringflow.bench.cases import BUSBW_FACTOR, case_for, expected
-from ringflow.bench.report import add_ratios, footer, line
+from ringflow.bench.report import HEADER, add_link_share, add_ratios, footer, header, line
 from tests.launchers import run_torchrun
 
 
@@ -22,7 +22,8 @@ def test_sizes_with_units_and_steps():
 
 
 @pytest.mark.parametrize("bad", [["-b", "lots"], ["-b", "8M", "-e", "1M"], ["-n", "0"],
-                                 ["-o", "avg", "-d", "int32"], ["--collective", "scan"]])
+                                 ["-o", "avg", "-d", "int32"], ["--collective", "scan"],
+                                 ["--collective", "all_reduce,scan"], ["--link-rate", "fast"]])
 def test_bad_flags_exit_with_a_message(bad, capsys):
     with pytest.raises(SystemExit):
         cli.parse(bad)
@@ -60,6 +61,29 @@ def test_rows_ratio_and_footer():
     assert text.endswith("1.50x")
     foot = footer(rows)
     assert foot[0].startswith("# ring") and "peak busbw" in foot[0] and "1.50x" in foot[0]
+
+
+def test_link_rate_adds_busbw_as_a_share_of_the_link():
+    a = cli.parse(["--link-rate", "2gbit"])
+    assert a.link_Bps == 2.5e8 and cli.parse([]).link_Bps is None
+    rows = [row("ring", 100.0), row("builtin:gloo", 150.0)]     # ring busbw 10.49 GB/s
+    add_ratios(rows)
+    add_link_share(rows, 1e10)
+    assert rows[0]["link"] == pytest.approx(1.048576)
+    assert line(rows[0]).endswith("1.50x        1.05")
+    assert header(False) == HEADER and header(True).splitlines()[1].endswith("busbw/link")
+    assert "(1.05 of the link)" in footer(rows)[0]
+
+
+def test_several_collectives_give_a_table_and_files_each():
+    a = cli.parse(["--collective", "all", "--json", "out/r.json", "--plot", "p.png"])
+    assert a.collectives == cli.COLLECTIVES
+    b = cli.one(a, "broadcast")
+    assert (b.collective, b.json, b.plot) == ("broadcast", "out/r-broadcast.json", "p-broadcast.png")
+    two = cli.parse(["--collective", "reduce, sendrecv"])
+    assert two.collectives == ("reduce", "sendrecv") and two.collective == "reduce"
+    one = cli.parse(["--collective", "reduce", "--json", "r.json"])
+    assert cli.one(one, "reduce").json == "r.json"
 
 
 @pytest.mark.timeout(120)
