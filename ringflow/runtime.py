@@ -81,6 +81,7 @@ def init(transport: str | None = None, timeout: float | None = None,
     if _WORLD is not None:
         return _WORLD
     from .collectives.communicator import Communicator, default_timeout
+    from .collectives.group import set_default
     launch = read_launch_env()
     timeout = default_timeout() if timeout is None else float(timeout)
     if timeout <= 0:
@@ -97,6 +98,7 @@ def init(transport: str | None = None, timeout: float | None = None,
                            "point to the wrong host, or the port may be taken") from e
     _WORLD = Communicator(tr, timeout=timeout, local_size=launch.local_size, algorithm=algorithm)
     _WORLD.launch = launch
+    set_default(_WORLD)          # what group=None means in collectives/ and parallel/
     if launch.size > 1:   # a launcher tearing the job down gets this rank's flight recorder first
         from .collectives.flight import install_signal_dump
         install_signal_dump(lambda: [_WORLD.recorder] if _WORLD is not None else [])
@@ -110,10 +112,8 @@ def is_initialized() -> bool:
 
 def world():
     """The world Communicator; raises if ``init()`` was not called."""
-    if _WORLD is None:
-        raise RuntimeError("ringflow is not initialised: call ringflow.init() first "
-                           "(or pass group=<Communicator>)")
-    return _WORLD
+    from .collectives.group import default
+    return default()
 
 
 def shutdown() -> None:
@@ -122,6 +122,8 @@ def shutdown() -> None:
     if _WORLD is None:
         return
     comm, _WORLD = _WORLD, None
+    from .collectives.group import set_default
+    set_default(None)
     atexit.unregister(shutdown)
     try:
         comm.close()
