@@ -58,8 +58,12 @@ class Communicator:
 
     def __init__(self, transport: Transport, *, timeout: float | None = None,
                  local_size: int | None = None, ranks: Sequence[int] | None = None,
-                 debug: bool | None = None, history: int = 64, algorithm: str | None = None):
+                 debug: bool | None = None, history: int = 64, algorithm: str | None = None,
+                 intra_transport: Transport | None = None, launch=None,
+                 parent: "Communicator | None" = None):
         self.transport = transport
+        self.intra_transport = intra_transport   # two-level's transport inside a node, if any
+        self.launch = launch                     # the LaunchEnv the world was built from, if any
         self.ranks = list(range(transport.size)) if ranks is None else list(ranks)
         if transport.rank not in self.ranks:
             raise ValueError(f"rank {transport.rank} is not a member of group {self.ranks}")
@@ -88,7 +92,7 @@ class Communicator:
         self.current: CallRecord | None = None
         self._check: PendingCheck | None = None     # fingerprint exchange of the running call
         self._check_sends: PendingCheck | None = None  # ... compared, its sends still to finish
-        self.parent: Communicator | None = None      # the group this one was cut from
+        self.parent = parent        # the group this one was cut from (its failures name ours)
 
     @property
     def history(self):
@@ -109,10 +113,8 @@ class Communicator:
         members = list(members)
         if len(set(members)) != len(members) or any(not 0 <= m < self.size for m in members):
             raise ValueError(f"subgroup members {members} must be distinct ranks in [0, {self.size})")
-        child = Communicator(self.transport, timeout=self.timeout, debug=self.debug,
-                             ranks=[self.ranks[m] for m in members])
-        child.parent = self
-        return child
+        return Communicator(self.transport, timeout=self.timeout, debug=self.debug,
+                            ranks=[self.ranks[m] for m in members], parent=self)
 
     def split_by_node(self) -> tuple["Communicator", "Communicator"]:
         """(ranks on my node, ranks with my local_rank on every node): the two-level layout."""

@@ -16,9 +16,24 @@ from typing import Callable, Iterable
 
 from . import costmodel, direct, hierarchical, naive, native, ring, staged, tree
 
+
+def two_level(comm, buf, op) -> None:
+    """The two-level all-reduce, its cross-node step chosen here by size like any other call."""
+    hierarchical.all_reduce(comm, buf, op, _across_nodes)
+
+
+def _across_nodes(inter, block, op) -> None:
+    # never two_level again (inter is flat), native (the backend's group is the world's) or naive
+    _, fn = choose(inter, "all_reduce", block.numel() * block.element_size(),
+                   exclude=("two_level", "native", "naive"), record=False)
+    fn(inter, block, op)
+
+
+# Every algorithm by name. The algorithm modules never import this one (two_level gets its
+# cross-node choice passed in), so selection sits above them all.
 ALGORITHMS: dict[str, dict[str, Callable]] = {
     "all_reduce": {"ring": ring.all_reduce, "rd": tree.all_reduce_rd, "rhd": tree.all_reduce_rhd,
-                   "direct": direct.all_reduce, "two_level": hierarchical.all_reduce,
+                   "direct": direct.all_reduce, "two_level": two_level,
                    "fp32acc": direct.all_reduce_fp32, "staged": staged.all_reduce,
                    "naive": naive.all_reduce, "native": native.all_reduce},
     "reduce_scatter": {"ring": ring.reduce_scatter, "direct": direct.reduce_scatter,
