@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from .ops import ReduceOp
+
 
 @dataclasses.dataclass
 class CallRecord:
@@ -47,6 +49,24 @@ class CallRecord:
 
     def line(self) -> str:
         return f"#{self.seq} {self.call()} {self.state}{self.where()}"
+
+
+_DTYPE_NAMES: dict = {}
+_OP_NAMES = {op: op.name.lower() for op in ReduceOp}
+
+
+def _dtype_name(dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
+def call_record(seq: int, name: str, tensor, op, root: int) -> CallRecord:
+    """The record of collective ``seq`` on ``tensor`` (None: no data, as for barrier)."""
+    return CallRecord(seq, name, tensor.numel() if tensor is not None else 0,
+                      _dtype_name(tensor.dtype) if tensor is not None else "-",
+                      _OP_NAMES.get(op) or getattr(op, "name", "-").lower(), root)
 
 
 class FlightRecorder:

@@ -11,9 +11,9 @@ ran last is kept in ``last`` so a benchmark can say which one it measured.
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, Iterable
 
+from .. import settings
 from . import costmodel, direct, hierarchical, naive, native, ring, staged, tree
 
 
@@ -61,7 +61,7 @@ def available(comm, collective: str) -> list[str]:
 
 def forced(collective: str, env: str | None = None) -> str | None:
     """The algorithm RINGFLOW_ALGORITHM forces for ``collective`` (None: not forced)."""
-    env = os.environ.get("RINGFLOW_ALGORITHM", "") if env is None else env
+    env = settings.get("RINGFLOW_ALGORITHM") if env is None else env
     for item in filter(None, (s.strip() for s in env.split(","))):
         if "=" not in item:
             if item in ALGORITHMS[collective]:
@@ -115,16 +115,27 @@ def choose(comm, collective: str, nbytes: int, algorithm: str = "auto",
 
 def _auto(comm, collective: str, nbytes: int, exclude: tuple) -> str:
     """auto's answer, memoised per communicator: it runs on every call, and a small collective
-    costs little more than resolving it. RINGFLOW_ALGORITHM is what the communicator saw when it
-    was made; a new tune (costmodel.forget) expires the memo."""
+    costs little more than resolving it. RINGFLOW_ALGORITHM is read once per communicator, as
+    NCCL reads its variables at init (reading the environment cost more than the rest of
+    choosing), unless the communicator was given the text (``algorithm=``); a new tune
+    (costmodel.forget) expires the memo."""
     key = (collective, nbytes, exclude, costmodel.generation)
-    memo = comm.auto_choices
+    env, memo = comm.auto_memo or _new_memo(comm)
     name = memo.get(key)
     if name is None:
-        name = forced(collective, comm.algorithm_env)
+        name = forced(collective, env)
         if name is None or name in exclude or name not in available(comm, collective):
             name = fastest(comm, collective, nbytes, exclude)
         if len(memo) > 4096:
             memo.clear()
         memo[key] = name
     return name
+
+
+def _new_memo(comm) -> tuple[str, dict]:
+    """(the RINGFLOW_ALGORITHM text ``comm`` runs under, {choice key: name}), kept on ``comm``
+    (an attribute, not a table keyed by communicator: looking one up weakly cost more than
+    the choice)."""
+    env = settings.get("RINGFLOW_ALGORITHM") if comm.algorithm_env is None else comm.algorithm_env
+    comm.auto_memo = (env, {})
+    return comm.auto_memo
