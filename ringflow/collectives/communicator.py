@@ -10,7 +10,6 @@ messages.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 import zlib
@@ -18,22 +17,17 @@ from typing import Callable, Sequence
 
 import torch
 
+from .. import settings
 from ..transport.base import DoneWork, PeerTimeout, Transport, TransportError, Work
 from .debug import CallCheck
 from .engine import CollectiveWork, close_engine, engine_for
 from .errors import CollectiveError, CollectiveTimeout, peer_failure, refused, where
 from .flight import CallRecord, FlightRecorder, call_record
 
+
 def default_timeout() -> float:
     """$RINGFLOW_TIMEOUT (seconds), read when a communicator is made (not at import), else 300."""
-    text = os.environ.get("RINGFLOW_TIMEOUT", "300")
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"RINGFLOW_TIMEOUT={text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"RINGFLOW_TIMEOUT={text!r} must be positive seconds")
-    return value
+    return settings.get("RINGFLOW_TIMEOUT")
 
 
 class Communicator:
@@ -59,7 +53,7 @@ class Communicator:
         self.local_rank = self.rank % self.local_size
         self.tag = 0 if ranks is None else 1 + zlib.crc32(repr(self.ranks).encode()) % 30000
         self.is_world = self.ranks == list(range(transport.size))   # every rank of the transport
-        self.debug = os.environ.get("RINGFLOW_DEBUG", "0") not in ("", "0") if debug is None else debug
+        self.debug = settings.get("RINGFLOW_DEBUG") if debug is None else debug
         self.engine = engine_for(transport)
         self._owns_engine = ranks is None
         self.slice_bytes = getattr(transport, "slice_bytes", None)   # ring pipelining granularity

@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import settings
 from .ops import ReduceOp
 
 
@@ -88,7 +89,7 @@ class FlightRecorder:
         text = self.text()
         if file is not None:
             print(text, file=file, flush=True)
-        folder = os.environ.get("RINGFLOW_FLIGHT_DIR")
+        folder = settings.get("RINGFLOW_FLIGHT_DIR")
         if folder:
             path = Path(folder) / f"flight-rank{self.world_rank}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
