@@ -64,8 +64,35 @@ def _make_transport(kind: str, launch: LaunchEnv, device: torch.device, timeout:
     return ShmTransport.from_launch(launch, device, timeout)
 
 
+_SHM_GENERATION = [0]    # each node transport gets fresh store keys (init after shutdown)
+
+
+def _make_intra(intra: str | None, launch: LaunchEnv, world_transport, timeout: float):
+    """The transport among this node's ranks for two-level collectives (None: the world's own).
+
+    "shm": shared memory, its handshake over MPI under the mpi transport, else over
+    torch.distributed's store."""
+    if intra not in (None, "same", "shm"):
+        raise ValueError(f"intra={intra!r} is unknown; use 'shm' (shared memory inside each node) "
+                         "or 'same' (the world's transport)")
+    if intra != "shm" or launch.local_size == 1:
+        return None
+    from .transport.shm import ShmTransport
+    from .transport.shm_bootstrap import MpiExchange, StoreExchange, launch_store
+    node = launch.rank // launch.local_size
+    _SHM_GENERATION[0] += 1
+    if world_transport.name == "mpi":
+        exchange = MpiExchange(world_transport.comm.Split(color=node, key=launch.local_rank))
+    else:
+        exchange = StoreExchange(launch_store(launch, timeout),
+                                 f"ringflow/shm/node{node}/{_SHM_GENERATION[0]}",
+                                 launch.local_rank, launch.local_size, timeout)
+    return ShmTransport(launch.local_rank, launch.local_size, exchange=exchange, timeout=timeout)
+
+
 def init(transport: str | None = None, timeout: float | None = None,
-         device: torch.device | str | None = None, algorithm: str | None = None):
+         device: torch.device | str | None = None, algorithm: str | None = None,
+         intra: str | None = None):
     """Start (once) and return the world Communicator.
 
     transport: "torch" | "mpi" | "shm" | "local" | "auto" (default: $RINGFLOW_TRANSPORT or auto:
@@ -75,12 +102,15 @@ def init(transport: str | None = None, timeout: float | None = None,
     collective, and the process-group rendezvous of the torch transport. device: where internal
     buffers live and which backend the torch transport uses (cuda: NCCL, cpu: gloo).
     algorithm: what RINGFLOW_ALGORITHM says (``ring``, ``all_reduce=rd,broadcast=tree``), given
-    as an argument instead; default: the variable.
+    as an argument instead; default: the variable. intra: "shm" gives the two-level algorithm
+    shared memory among each node's ranks (every rank must pass it); default ("same"): the world's
+    transport.
     """
     global _WORLD
     if _WORLD is not None:
         return _WORLD
     from .collectives.communicator import Communicator, default_timeout
+    from .collectives.group import set_default
     launch = read_launch_env()
     timeout = default_timeout() if timeout is None else float(timeout)
     if timeout <= 0:
@@ -95,8 +125,9 @@ def init(transport: str | None = None, timeout: float | None = None,
                            f"could not start the {kind} transport: {first}. Another rank may have "
                            "died or never started (read its log), MASTER_ADDR/MASTER_PORT may "
                            "point to the wrong host, or the port may be taken") from e
-    _WORLD = Communicator(tr, timeout=timeout, local_size=launch.local_size, algorithm=algorithm)
-    _WORLD.launch = launch
+    _WORLD = Communicator(tr, timeout=timeout, local_size=launch.local_size, algorithm=algorithm,
+                          intra_transport=_make_intra(intra, launch, tr, timeout), launch=launch)
+    set_default(_WORLD)          # what group=None means in collectives/ and parallel/
     if launch.size > 1:   # a launcher tearing the job down gets this rank's flight recorder first
         from .collectives.flight import install_signal_dump
         install_signal_dump(lambda: [_WORLD.recorder] if _WORLD is not None else [])
@@ -110,10 +141,8 @@ def is_initialized() -> bool:
 
 def world():
     """The world Communicator; raises if ``init()`` was not called."""
-    if _WORLD is None:
-        raise RuntimeError("ringflow is not initialised: call ringflow.init() first "
-                           "(or pass group=<Communicator>)")
-    return _WORLD
+    from .collectives.group import default
+    return default()
 
 
 def shutdown() -> None:
@@ -122,6 +151,8 @@ def shutdown() -> None:
     if _WORLD is None:
         return
     comm, _WORLD = _WORLD, None
+    from .collectives.group import set_default
+    set_default(None)
     atexit.unregister(shutdown)
     try:
         comm.close()

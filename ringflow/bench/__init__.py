@@ -153,10 +153,7 @@ def main(argv=None) -> None:
     a = cli.parse(argv)
     # torch renamed reduce_scatter_tensor/all_gather_into_tensor; the built-ins still use them
     warnings.filterwarnings("ignore", message=".*torch.distributed.* is deprecated")
-    comm = runtime.init(transport=None if a.transport == "auto" else a.transport)
-    if a.intra == "shm":
-        from ..collectives.hierarchical import use_shm_inside_nodes
-        use_shm_inside_nodes(comm)
+    comm = runtime.init(transport=None if a.transport == "auto" else a.transport, intra=a.intra)
     say = print if comm.rank == 0 else (lambda *_: None)
     try:
         if a.tune:

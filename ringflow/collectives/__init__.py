@@ -13,25 +13,16 @@ from __future__ import annotations
 
 import torch
 
-from .. import runtime
 from . import exchange, select, staged
 from .communicator import Communicator
 from .engine import CollectiveWork
 from .errors import CollectiveError, CollectiveMismatch, CollectiveTimeout
+from .group import resolve as _group
 from .ops import ReduceOp, as_reduce_op, check_dtype
 
 __all__ = ["all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor", "broadcast", "reduce",
            "all_to_all_single", "barrier", "ReduceOp", "Communicator", "CollectiveWork",
            "CollectiveError", "CollectiveTimeout", "CollectiveMismatch"]
-
-
-def _group(group: Communicator | None) -> Communicator:
-    if group is None:
-        return runtime._WORLD or runtime.world()      # world() raises the helpful error
-    if not isinstance(group, Communicator):
-        raise TypeError(f"group must be a ringflow Communicator or None, got {type(group).__name__}"
-                        " (torch.distributed process groups are not accepted; use ringflow.init())")
-    return group
 
 
 def _check(comm: Communicator, tensor: torch.Tensor, what: str, op: ReduceOp | None = None) -> None:

@@ -10,10 +10,8 @@ messages.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
-import weakref
 import zlib
 from typing import Callable, Sequence
 
@@ -21,36 +19,15 @@ import torch
 
 from .. import settings
 from ..transport.base import DoneWork, PeerTimeout, Transport, TransportError, Work
-from .debug import PendingCheck
-from .engine import CollectiveWork, Engine
-from .errors import CollectiveError, CollectiveMismatch, CollectiveTimeout
-from .flight import CallRecord, FlightRecorder
-from .ops import ReduceOp
+from .debug import CallCheck
+from .engine import CollectiveWork, close_engine, engine_for
+from .errors import CollectiveError, CollectiveTimeout, peer_failure, refused, where
+from .flight import CallRecord, FlightRecorder, call_record
+
 
 def default_timeout() -> float:
     """$RINGFLOW_TIMEOUT (seconds), read when a communicator is made (not at import), else 300."""
-    text = os.environ.get("RINGFLOW_TIMEOUT", "300")
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"RINGFLOW_TIMEOUT={text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"RINGFLOW_TIMEOUT={text!r} must be positive seconds")
-    return value
-_DTYPE_NAMES: dict = {}
-_OP_NAMES = {op: op.name.lower() for op in ReduceOp}
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    name = _DTYPE_NAMES.get(dtype)
-    if name is None:
-        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
-    return name
-
-
-# One engine per transport, dropped with it (keyed weakly: a new transport never inherits the
-# engine, or the failure mark, of a dead one that happened to share its id).
-_ENGINES: "weakref.WeakKeyDictionary[Transport, Engine]" = weakref.WeakKeyDictionary()
+    return settings.get("RINGFLOW_TIMEOUT")
 
 
 class Communicator:
@@ -58,8 +35,12 @@ class Communicator:
 
     def __init__(self, transport: Transport, *, timeout: float | None = None,
                  local_size: int | None = None, ranks: Sequence[int] | None = None,
-                 debug: bool | None = None, history: int = 64, algorithm: str | None = None):
+                 debug: bool | None = None, history: int = 64, algorithm: str | None = None,
+                 intra_transport: Transport | None = None, launch=None,
+                 parent: "Communicator | None" = None):
         self.transport = transport
+        self.intra_transport = intra_transport   # two-level's transport inside a node, if any
+        self.launch = launch                     # the LaunchEnv the world was built from, if any
         self.ranks = list(range(transport.size)) if ranks is None else list(ranks)
         if transport.rank not in self.ranks:
             raise ValueError(f"rank {transport.rank} is not a member of group {self.ranks}")
@@ -72,23 +53,21 @@ class Communicator:
         self.local_rank = self.rank % self.local_size
         self.tag = 0 if ranks is None else 1 + zlib.crc32(repr(self.ranks).encode()) % 30000
         self.is_world = self.ranks == list(range(transport.size))   # every rank of the transport
-        self.debug = os.environ.get("RINGFLOW_DEBUG", "0") not in ("", "0") if debug is None else debug
-        self.engine = _ENGINES.setdefault(transport, Engine())
+        self.debug = settings.get("RINGFLOW_DEBUG") if debug is None else debug
+        self.engine = engine_for(transport)
         self._owns_engine = ranks is None
         self.slice_bytes = getattr(transport, "slice_bytes", None)   # ring pipelining granularity
         self.device = torch.device(getattr(transport, "device", "cpu"))  # for internal buffers
         self._scratch: dict[tuple, torch.Tensor] = {}
-        self.auto_choices: dict[tuple, str] = {}     # select's memo of algorithm="auto"
-        # read once, as NCCL reads its variables at init: auto runs on every call, and reading
-        # the environment cost more than the rest of choosing
-        # (``algorithm``: the same text passed as an argument, as the trainer's --algorithm does)
-        self.algorithm_env = settings.get("RINGFLOW_ALGORITHM") if algorithm is None else algorithm
+        # what RINGFLOW_ALGORITHM would say, given as an argument (the trainer's --algorithm);
+        # None: select reads the variable
+        self.algorithm_env = algorithm
+        self.auto_memo: tuple[str, dict] | None = None   # select's, filled on first "auto"
         self.seq = 0
         self.recorder = FlightRecorder(self.rank, self.size, transport.rank, history)
         self.current: CallRecord | None = None
-        self._check: PendingCheck | None = None     # fingerprint exchange of the running call
-        self._check_sends: PendingCheck | None = None  # ... compared, its sends still to finish
-        self.parent: Communicator | None = None      # the group this one was cut from
+        self.checks = CallCheck()      # RINGFLOW_DEBUG's fingerprint exchange of the running call
+        self.parent = parent        # the group this one was cut from (its failures name ours)
 
     @property
     def history(self):
@@ -109,10 +88,8 @@ class Communicator:
         members = list(members)
         if len(set(members)) != len(members) or any(not 0 <= m < self.size for m in members):
             raise ValueError(f"subgroup members {members} must be distinct ranks in [0, {self.size})")
-        child = Communicator(self.transport, timeout=self.timeout, debug=self.debug,
-                             ranks=[self.ranks[m] for m in members])
-        child.parent = self
-        return child
+        return Communicator(self.transport, timeout=self.timeout, debug=self.debug,
+                            ranks=[self.ranks[m] for m in members], parent=self)
 
     def split_by_node(self) -> tuple["Communicator", "Communicator"]:
         """(ranks on my node, ranks with my local_rank on every node): the two-level layout."""
@@ -155,8 +132,8 @@ class Communicator:
         """Post a send/receive; a transport that finds the peer gone while posting is a failure of
         the running collective too (gloo reports a closed connection here, not in the wait)."""
         owner = self._owner()
-        if owner._check is not None and not self.transport.checks_message_size:
-            owner._verify_check(owner.timeout)   # RINGFLOW_DEBUG over gloo: compare, then post
+        if owner.checks.pending is not None and not self.transport.checks_message_size:
+            owner.checks.verify(owner, owner.timeout)   # RINGFLOW_DEBUG over gloo: compare, post
         try:
             return post()
         except PeerTimeout as e:
@@ -167,8 +144,8 @@ class Communicator:
     def wait(self, work: Work, peer: int, step: int = 0) -> None:
         """Wait for ``work``; turn transport failures into errors that name the call and peer."""
         owner = self._owner()
-        if owner._check is not None:         # RINGFLOW_DEBUG: compare fingerprints before any data
-            owner._verify_check(owner.timeout)
+        if owner.checks.pending is not None:   # RINGFLOW_DEBUG: compare fingerprints before data
+            owner.checks.verify(owner, owner.timeout)
         self._wait(work, peer, step)
 
     def _owner(self) -> "Communicator":
@@ -178,11 +155,6 @@ class Communicator:
         while comm.current is None and comm.parent is not None:
             comm = comm.parent
         return comm
-
-    def _verify_check(self, timeout: float) -> None:
-        check, self._check = self._check, None
-        check.verify(lambda w, p: self._wait(w, p, -1, timeout))
-        self._check_sends = check
 
     def _wait(self, work: Work, peer: int, step: int, timeout: float | None = None) -> None:
         rec = self._owner().current
@@ -202,20 +174,15 @@ class Communicator:
         name = f"{rec.name} #{rec.seq}" if rec else "point-to-point"
         if owner is not self:
             name += f" (in its sub-group of ranks {self.ranks}, as rank {self.rank})"
-        where = {-1: "in the debug fingerprint exchange", -2: "while posting a message",
-                 -3: "inside the backend's own collective"}.get(step, f"at step {step}")
-        whom = (f"waiting for rank {peer} (world rank {self.ranks[peer]}, " if peer >= 0 else
-                "(the backend does not say which rank it waited for; ")
-        msg = (f"rank {owner.rank}: {name} {what} {where} {whom}"
-               f"transport {self.transport.name}). That rank died, stalled or "
-               "called a different collective: read its log and the flight recorder below; if it "
-               "is only slow, raise the timeout (RINGFLOW_TIMEOUT or ringflow.init(timeout=...))")
+        world_peer = self.ranks[peer] if peer >= 0 else -1
+        msg = peer_failure(owner.rank, name, what, step, peer, world_peer, self.transport.name)
         if rec is not None:
             rec.state = "timed out" if cls is CollectiveTimeout else "failed"
-            rec.step, rec.peer = step, self.ranks[peer] if peer >= 0 else -1
+            rec.step, rec.peer = step, world_peer
         # Half-delivered messages may be left in flight: nothing later on this transport is safe.
         for comm in {self, owner}:
-            comm.engine.broken = comm.engine.broken or f"{name} on rank {owner.rank}: {what} {where}"
+            comm.engine.broken = (comm.engine.broken
+                                  or f"{name} on rank {owner.rank}: {what} {where(step)}")
         owner.recorder.dump(sys.stderr, why=msg)
         err = cls(msg, peer=peer, step=step) if cls is CollectiveTimeout else cls(msg)
         err.__cause__ = cause
@@ -236,9 +203,7 @@ class Communicator:
     def run(self, name: str, job: Callable[[], None], *, tensor: torch.Tensor | None = None,
             op=None, root: int = -1, async_op: bool = False) -> CollectiveWork | None:
         """Number, record, (optionally) fingerprint-check and execute one collective."""
-        rec = CallRecord(self.seq, name, tensor.numel() if tensor is not None else 0,
-                         _dtype_name(tensor.dtype) if tensor is not None else "-",
-                         _OP_NAMES.get(op) or getattr(op, "name", "-").lower(), root)
+        rec = call_record(self.seq, name, tensor, op, root)
         self.seq += 1
         self.recorder.add(rec)
 
@@ -248,7 +213,7 @@ class Communicator:
             try:
                 if outer is None:
                     self._refuse_if_broken(rec)
-                    self._execute_checked(job)
+                    self.checks.run(self, job)
                 else:
                     job()            # the outer call's fingerprint check covers what it runs
                 rec.state = "done"
@@ -259,7 +224,7 @@ class Communicator:
             finally:
                 self.current = outer
                 if outer is None:
-                    self._check, self._check_sends = None, None
+                    self.checks.clear()
 
         if async_op:
             return self.engine.submit(name, execute)
@@ -270,30 +235,7 @@ class Communicator:
         broken = self.engine.broken
         if broken:
             rec.state = "refused"
-            raise CollectiveError(
-                f"rank {self.rank}: {rec.name} #{rec.seq} not started: an earlier collective failed "
-                f"({broken}) and may have left messages half-delivered, so this transport cannot "
-                "be used again. Restart the job (torchrun --max-restarts resumes from the last "
-                "checkpoint)")
-
-    def _execute_checked(self, job: Callable[[], None]) -> None:
-        """Run ``job``; with RINGFLOW_DEBUG, around a fingerprint exchange (see debug.py)."""
-        if not (self.debug and self.size > 1):
-            job()
-            return
-        self._check = PendingCheck(self, self.current)
-        try:
-            job()
-            if self._check is not None:          # the job never waited (nothing to receive)
-                self._verify_check(self.timeout)
-        except CollectiveMismatch as e:
-            self.engine.broken = self.engine.broken or str(e)   # data may be in flight: unusable
-            raise
-        except CollectiveError:
-            if self._check is not None:          # failed before comparing: a mismatch explains it
-                self._verify_check(min(self.timeout, 2.0))      # better, if fingerprints came
-            raise
-        self._check_sends.finish(lambda w, p: self._wait(w, p, -1))
+            raise CollectiveError(refused(self.rank, f"{rec.name} #{rec.seq}", broken))
 
     def scratch(self, dtype: torch.dtype, numel: int, device: torch.device) -> torch.Tensor:
         """A reusable 1-D work buffer of at least ``numel`` elements (grown, never shrunk)."""
@@ -306,11 +248,8 @@ class Communicator:
 
     def close(self) -> None:
         """Stop the background thread (world communicator only; subgroups share it)."""
-        if not self._owns_engine:
-            return
-        engine = _ENGINES.pop(self.transport, None)
-        if engine is not None:
-            engine.close()
+        if self._owns_engine:
+            close_engine(self.transport)
 
     def __repr__(self) -> str:
         return (f"Communicator(rank={self.rank}, size={self.size}, local_size={self.local_size}, "

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import settings
+
 
 @dataclasses.dataclass
 class Model:
@@ -61,7 +63,7 @@ def kind(transport) -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RINGFLOW_CACHE") or Path.home() / ".cache" / "ringflow")
+    return Path(settings.get("RINGFLOW_CACHE") or Path.home() / ".cache" / "ringflow")
 
 
 def cache_path(kind_: str, size: int, local_size: int) -> Path:
@@ -84,7 +86,7 @@ def load(comm) -> Model:
     """The model for ``comm``: its tune file if present (read once per process), else defaults."""
     tr = comm.transport
     # keyed on the env var itself, not cache_dir(): resolving the home folder is slow
-    key = (kind(tr), comm.size, comm.local_size, os.environ.get("RINGFLOW_CACHE"))
+    key = (kind(tr), comm.size, comm.local_size, settings.get("RINGFLOW_CACHE"))
     if key not in _LOADED:
         path = cache_path(key[0], comm.size, comm.local_size)
         if path.exists():

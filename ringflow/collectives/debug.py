@@ -27,7 +27,7 @@ import zlib
 
 import torch
 
-from .errors import CollectiveMismatch
+from .errors import CollectiveError, CollectiveMismatch
 
 FIELDS = ("collective", "numel", "dtype", "op", "root", "sequence number")
 
@@ -132,3 +132,44 @@ class PendingCheck:
     def finish(self, wait) -> None:
         for work, peer in self.sends:
             wait(work, peer)
+
+
+class CallCheck:
+    """RINGFLOW_DEBUG's fingerprint exchange for the collective running on one communicator.
+
+    Posted as the collective starts; compared before its first wait returns (before its first
+    post, where the transport cannot survive a message of the wrong size); its sends finished
+    as it ends.
+        comm.checks.run(comm, job)      # job() alone unless comm.debug and comm.size > 1
+    """
+
+    def __init__(self):
+        self.pending: PendingCheck | None = None     # posted, not compared yet
+        self.sending: PendingCheck | None = None     # compared, its sends still to finish
+
+    def verify(self, comm, timeout: float) -> None:
+        check, self.pending = self.pending, None
+        check.verify(lambda w, p: comm._wait(w, p, -1, timeout))
+        self.sending = check
+
+    def run(self, comm, job) -> None:
+        """Run ``job``; with RINGFLOW_DEBUG, around a fingerprint exchange."""
+        if not (comm.debug and comm.size > 1):
+            job()
+            return
+        self.pending = PendingCheck(comm, comm.current)
+        try:
+            job()
+            if self.pending is not None:          # the job never waited (nothing to receive)
+                self.verify(comm, comm.timeout)
+        except CollectiveMismatch as e:
+            comm.engine.broken = comm.engine.broken or str(e)   # data may be in flight: unusable
+            raise
+        except CollectiveError:
+            if self.pending is not None:          # failed before comparing: a mismatch explains it
+                self.verify(comm, min(comm.timeout, 2.0))      # better, if fingerprints came
+            raise
+        self.sending.finish(lambda w, p: comm._wait(w, p, -1))
+
+    def clear(self) -> None:
+        self.pending = self.sending = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from typing import Callable
 
 _inside = threading.local()   # set while this thread executes a collective (nested calls run inline)
@@ -118,3 +119,20 @@ class Engine:
             self._queue.put(None)
             self._thread.join(timeout=5)
             self._thread = None
+
+
+# One engine per transport, dropped with it (keyed weakly: a new transport never inherits the
+# engine, or the failure mark, of a dead one that happened to share its id).
+_ENGINES: "weakref.WeakKeyDictionary[object, Engine]" = weakref.WeakKeyDictionary()
+
+
+def engine_for(transport) -> Engine:
+    """The engine of ``transport``, shared by every communicator over it."""
+    return _ENGINES.setdefault(transport, Engine())
+
+
+def close_engine(transport) -> None:
+    """Stop the background thread of ``transport``'s engine (a later engine_for makes a new one)."""
+    engine = _ENGINES.pop(transport, None)
+    if engine is not None:
+        engine.close()

@@ -16,3 +16,31 @@ class CollectiveTimeout(CollectiveError):
 
 class CollectiveMismatch(CollectiveError):
     """Ranks called different collectives (name, size, dtype, op or root) at the same point."""
+
+
+_WHERE = {-1: "in the debug fingerprint exchange", -2: "while posting a message",
+          -3: "inside the backend's own collective"}
+
+
+def where(step: int) -> str:
+    """Where in a collective a wait was: a ring step, or one of the waits outside the steps."""
+    return _WHERE.get(step, f"at step {step}")
+
+
+def peer_failure(rank: int, call: str, what: str, step: int, peer: int, world_peer: int,
+                 transport: str) -> str:
+    """The message of a wait or post that failed: which call, where, on whom, and what to do."""
+    whom = (f"waiting for rank {peer} (world rank {world_peer}, " if peer >= 0 else
+            "(the backend does not say which rank it waited for; ")
+    return (f"rank {rank}: {call} {what} {where(step)} {whom}"
+            f"transport {transport}). That rank died, stalled or "
+            "called a different collective: read its log and the flight recorder below; if it "
+            "is only slow, raise the timeout (RINGFLOW_TIMEOUT or ringflow.init(timeout=...))")
+
+
+def refused(rank: int, call: str, broken: str) -> str:
+    """The message of a collective refused because an earlier one failed on this transport."""
+    return (f"rank {rank}: {call} not started: an earlier collective failed "
+            f"({broken}) and may have left messages half-delivered, so this transport cannot "
+            "be used again. Restart the job (torchrun --max-restarts resumes from the last "
+            "checkpoint)")

@@ -20,6 +20,9 @@ import threading
 import time
 from pathlib import Path
 
+from .. import settings
+from .ops import ReduceOp
+
 
 @dataclasses.dataclass
 class CallRecord:
@@ -49,6 +52,24 @@ class CallRecord:
         return f"#{self.seq} {self.call()} {self.state}{self.where()}"
 
 
+_DTYPE_NAMES: dict = {}
+_OP_NAMES = {op: op.name.lower() for op in ReduceOp}
+
+
+def _dtype_name(dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
+def call_record(seq: int, name: str, tensor, op, root: int) -> CallRecord:
+    """The record of collective ``seq`` on ``tensor`` (None: no data, as for barrier)."""
+    return CallRecord(seq, name, tensor.numel() if tensor is not None else 0,
+                      _dtype_name(tensor.dtype) if tensor is not None else "-",
+                      _OP_NAMES.get(op) or getattr(op, "name", "-").lower(), root)
+
+
 class FlightRecorder:
     """A bounded log of one communicator's collectives (oldest first)."""
 
@@ -68,7 +89,7 @@ class FlightRecorder:
         text = self.text()
         if file is not None:
             print(text, file=file, flush=True)
-        folder = os.environ.get("RINGFLOW_FLIGHT_DIR")
+        folder = settings.get("RINGFLOW_FLIGHT_DIR")
         if folder:
             path = Path(folder) / f"flight-rank{self.world_rank}.json"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,19 +10,22 @@ and it crosses it once per node instead of once per rank:
 
 The node layout comes from the Communicator (``local_size``, set by ringflow.init
 from LOCAL_WORLD_SIZE / OMPI_COMM_WORLD_LOCAL_SIZE). Inside a node the groups
-use ``comm.intra_transport`` when one was attached (the shared-memory transport),
-else the world's own transport. Every step either copies bytes or reduces in an
-order fixed by the ring, so ranks end bitwise identical.
+use ``comm.intra_transport`` when the communicator was built with one
+(``ringflow.init(intra="shm")``: shared memory), else the world's own transport.
+Every step either copies bytes or reduces in an order fixed by the ring, so ranks
+end bitwise identical. The cross-node step is chosen per size by the caller
+(``select`` passes its own choice as ``across``), so this module never imports select.
 
     rc.all_reduce(t, algorithm="two_level")
 """
 from __future__ import annotations
 
 import weakref
+from typing import Callable
 
 import torch
 
-from . import ring, select
+from . import ring
 from .chunking import chunk_bounds
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg
@@ -36,16 +39,18 @@ def node_groups(comm: Communicator) -> tuple[Communicator, Communicator]:
     groups = _GROUPS.get(comm)
     if groups is None:
         intra, inter = comm.split_by_node()
-        shm = getattr(comm, "intra_transport", None)
-        if shm is not None and comm.local_size > 1:
-            intra = Communicator(shm, timeout=comm.timeout, debug=comm.debug)
-            intra.parent = comm            # its failures name the collective running on comm
+        if comm.intra_transport is not None and comm.local_size > 1:
+            # parent: its failures name the collective running on comm
+            intra = Communicator(comm.intra_transport, timeout=comm.timeout, debug=comm.debug,
+                                 parent=comm)
         groups = _GROUPS[comm] = (intra, inter)
     return groups
 
 
-def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
-    """Two-level all-reduce of flat ``buf`` in place (any node count, any ranks per node)."""
+def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp,
+               across: Callable[[Communicator, torch.Tensor, ReduceOp], None]) -> None:
+    """Two-level all-reduce of flat ``buf`` in place (any node count, any ranks per node);
+    ``across(inter, block, op)`` all-reduces this rank's block among the nodes."""
     if comm.size == 1:
         return
     intra, inter = node_groups(comm)
@@ -54,38 +59,7 @@ def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
     ring.reduce_scatter_(intra, buf, bounds, inner)
     a, b = bounds[intra.rank]
     if inter.size > 1:
-        block = buf[a:b]
-        _, across = select.choose(inter, "all_reduce", block.numel() * block.element_size(),
-                                  exclude=("two_level", "native", "naive"), record=False)
-        across(inter, block, inner)
+        across(inter, buf[a:b], inner)
     finish_avg(buf[a:b], op, comm.size)
     ring.all_gather_(intra, buf, bounds)
 
-
-_SHM_GENERATION = [0]
-
-
-def use_shm_inside_nodes(comm: Communicator, timeout: float | None = None) -> None:
-    """Give ``comm``'s two-level algorithm a shared-memory transport among each node's ranks.
-
-    Call it on every rank, right after ``ringflow.init()``; the handshake runs over
-    MPI under the mpi transport, else over torch.distributed's store.
-        comm = ringflow.init(); use_shm_inside_nodes(comm)
-    """
-    from ..launch import read_launch_env
-    from ..transport.shm import ShmTransport
-    from ..transport.shm_bootstrap import MpiExchange, StoreExchange, launch_store
-    if comm.local_size == 1:
-        return
-    timeout = comm.timeout if timeout is None else timeout
-    _SHM_GENERATION[0] += 1
-    if comm.transport.name == "mpi":
-        node_comm = comm.transport.comm.Split(color=comm.node, key=comm.local_rank)
-        exchange = MpiExchange(node_comm)
-    else:
-        exchange = StoreExchange(launch_store(read_launch_env(), timeout),
-                                 f"ringflow/shm/node{comm.node}/{_SHM_GENERATION[0]}",
-                                 comm.local_rank, comm.local_size, timeout)
-    comm.intra_transport = ShmTransport(comm.local_rank, comm.local_size, exchange=exchange,
-                                        timeout=timeout)
-    _GROUPS.pop(comm, None)

@@ -12,10 +12,9 @@ rank ends bitwise identical.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
+from .. import settings
 from .chunking import all_gather_chunks, chunk_bounds, reduce_scatter_chunks
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_out
@@ -28,8 +27,8 @@ def _slices(bounds: tuple[int, int], nslices: int) -> list[tuple[int, int]]:
 
 def slice_bytes(comm: Communicator) -> int:
     """Pipeline slice size: $RINGFLOW_SLICE_BYTES (0: whole chunks), else the transport's own."""
-    env = os.environ.get("RINGFLOW_SLICE_BYTES")
-    return int(env) if env else (comm.slice_bytes or 0)
+    size = settings.get("RINGFLOW_SLICE_BYTES")
+    return size if size is not None else (comm.slice_bytes or 0)
 
 
 def slice_count(comm: Communicator, chunk_elems: int, itemsize: int) -> int:

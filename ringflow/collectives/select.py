@@ -11,14 +11,29 @@ ran last is kept in ``last`` so a benchmark can say which one it measured.
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, Iterable
 
+from .. import settings
 from . import costmodel, direct, hierarchical, naive, native, ring, staged, tree
 
+
+def two_level(comm, buf, op) -> None:
+    """The two-level all-reduce, its cross-node step chosen here by size like any other call."""
+    hierarchical.all_reduce(comm, buf, op, _across_nodes)
+
+
+def _across_nodes(inter, block, op) -> None:
+    # never two_level again (inter is flat), native (the backend's group is the world's) or naive
+    _, fn = choose(inter, "all_reduce", block.numel() * block.element_size(),
+                   exclude=("two_level", "native", "naive"), record=False)
+    fn(inter, block, op)
+
+
+# Every algorithm by name. The algorithm modules never import this one (two_level gets its
+# cross-node choice passed in), so selection sits above them all.
 ALGORITHMS: dict[str, dict[str, Callable]] = {
     "all_reduce": {"ring": ring.all_reduce, "rd": tree.all_reduce_rd, "rhd": tree.all_reduce_rhd,
-                   "direct": direct.all_reduce, "two_level": hierarchical.all_reduce,
+                   "direct": direct.all_reduce, "two_level": two_level,
                    "fp32acc": direct.all_reduce_fp32, "staged": staged.all_reduce,
                    "naive": naive.all_reduce, "native": native.all_reduce},
     "reduce_scatter": {"ring": ring.reduce_scatter, "direct": direct.reduce_scatter,
@@ -46,7 +61,7 @@ def available(comm, collective: str) -> list[str]:
 
 def forced(collective: str, env: str | None = None) -> str | None:
     """The algorithm RINGFLOW_ALGORITHM forces for ``collective`` (None: not forced)."""
-    env = os.environ.get("RINGFLOW_ALGORITHM", "") if env is None else env
+    env = settings.get("RINGFLOW_ALGORITHM") if env is None else env
     for item in filter(None, (s.strip() for s in env.split(","))):
         if "=" not in item:
             if item in ALGORITHMS[collective]:
@@ -100,16 +115,27 @@ def choose(comm, collective: str, nbytes: int, algorithm: str = "auto",
 
 def _auto(comm, collective: str, nbytes: int, exclude: tuple) -> str:
     """auto's answer, memoised per communicator: it runs on every call, and a small collective
-    costs little more than resolving it. RINGFLOW_ALGORITHM is what the communicator saw when it
-    was made; a new tune (costmodel.forget) expires the memo."""
+    costs little more than resolving it. RINGFLOW_ALGORITHM is read once per communicator, as
+    NCCL reads its variables at init (reading the environment cost more than the rest of
+    choosing), unless the communicator was given the text (``algorithm=``); a new tune
+    (costmodel.forget) expires the memo."""
     key = (collective, nbytes, exclude, costmodel.generation)
-    memo = comm.auto_choices
+    env, memo = comm.auto_memo or _new_memo(comm)
     name = memo.get(key)
     if name is None:
-        name = forced(collective, comm.algorithm_env)
+        name = forced(collective, env)
         if name is None or name in exclude or name not in available(comm, collective):
             name = fastest(comm, collective, nbytes, exclude)
         if len(memo) > 4096:
             memo.clear()
         memo[key] = name
     return name
+
+
+def _new_memo(comm) -> tuple[str, dict]:
+    """(the RINGFLOW_ALGORITHM text ``comm`` runs under, {choice key: name}), kept on ``comm``
+    (an attribute, not a table keyed by communicator: looking one up weakly cost more than
+    the choice)."""
+    env = settings.get("RINGFLOW_ALGORITHM") if comm.algorithm_env is None else comm.algorithm_env
+    comm.auto_memo = (env, {})
+    return comm.auto_memo

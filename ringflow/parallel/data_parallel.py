@@ -27,10 +27,11 @@ import torch
 from torch import nn
 
 from .. import collectives as rc
+from ..collectives.group import resolve as resolve_group
 from .ddp_kwargs import check_ddp_kwargs
 from .flat import FlatBuffer, group_by_dtype
 from .reducer import Reducer
-from .sync import broadcast_coalesced, resolve_group
+from .sync import broadcast_coalesced
 
 PREFIX = "module."
 

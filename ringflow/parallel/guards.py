@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, TypeVar
 import torch
 
 from .. import collectives as rc
-from .sync import resolve_group
+from ..collectives.group import resolve as resolve_group
 
 T = TypeVar("T")
 

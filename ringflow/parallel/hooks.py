@@ -13,9 +13,10 @@ from typing import Mapping
 import torch
 
 from .. import collectives as rc
+from ..collectives.group import resolve as resolve_group
 from .composed import ComposedOptimizer
 from .reducer import Reducer
-from .sync import broadcast_coalesced, broadcast_object, resolve_group
+from .sync import broadcast_coalesced, broadcast_object
 
 
 def ring_allreduce_hook(state, bucket) -> torch.futures.Future[torch.Tensor]:

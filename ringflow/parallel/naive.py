@@ -11,7 +11,8 @@ from __future__ import annotations
 from torch import nn
 
 from .. import collectives as rc
-from .sync import broadcast_coalesced, resolve_group
+from ..collectives.group import resolve as resolve_group
+from .sync import broadcast_coalesced
 
 
 class NaiveDataParallel(nn.Module):

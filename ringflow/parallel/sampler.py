@@ -62,7 +62,7 @@ class DistributedSampler(torch.utils.data.Sampler):
                  drop_last: bool = False, rank: int | None = None, world_size: int | None = None):
         self.n = dataset_or_len if isinstance(dataset_or_len, int) else len(dataset_or_len)
         if rank is None or world_size is None:
-            from .sync import resolve_group
+            from ..collectives.group import resolve as resolve_group
             comm = resolve_group(group)
             rank, world_size = comm.rank, comm.size
         self.rank, self.world_size = rank, world_size

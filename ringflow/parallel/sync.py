@@ -14,17 +14,6 @@ from .. import collectives as rc
 from .flat import FlatBuffer, group_by_dtype
 
 
-def resolve_group(group) -> rc.Communicator:
-    """``group`` itself, or the world from ``ringflow.init()`` when it is None."""
-    if group is None:
-        from ..runtime import world
-        return world()
-    if not isinstance(group, rc.Communicator):
-        raise TypeError(f"group must be a ringflow Communicator or None, got {type(group).__name__}"
-                        " (create one with ringflow.init())")
-    return group
-
-
 def broadcast_coalesced(tensors: Sequence[torch.Tensor], src: int, comm: rc.Communicator) -> None:
     """Overwrite ``tensors`` in place with rank ``src``'s values: one broadcast per dtype."""
     if comm.size == 1 or not tensors:

@@ -24,10 +24,10 @@ import math
 import torch
 
 from .. import collectives as rc
+from ..collectives.group import resolve as resolve_group
 from . import zero_state
 from .composed import ComposedOptimizer
 from .shard import ShardedGroup
-from .sync import resolve_group
 
 
 def _param_groups(params) -> list[dict]:

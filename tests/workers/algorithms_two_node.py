@@ -8,7 +8,8 @@ import torch
 
 import ringflow
 from ringflow import collectives as rc
-from ringflow.collectives import hierarchical
+from ringflow import runtime
+from ringflow.collectives import Communicator, hierarchical
 
 
 def inputs(rank: int, numel: int, dtype) -> torch.Tensor:
@@ -22,8 +23,10 @@ def main() -> None:
     check(comm)
     if comm.rank == 0:
         print("two-level OK (torch inside nodes)", flush=True)
-    hierarchical.use_shm_inside_nodes(comm)
-    check(comm)
+    # the same world, as init(intra="shm") builds it: shared memory inside each node
+    shm = runtime._make_intra("shm", comm.launch, comm.transport, comm.timeout)
+    check(Communicator(comm.transport, timeout=comm.timeout, local_size=comm.local_size,
+                       intra_transport=shm, launch=comm.launch))
     rc.barrier()
     if comm.rank == 0:
         print("two-level OK (shm inside nodes)", flush=True)
@@ -38,11 +41,11 @@ def check(comm) -> None:
                           ("sum", torch.bfloat16)):
             got = inputs(comm.rank, numel, dtype)
             want = got.clone()
-            rc.all_reduce(got, op=op, algorithm="two_level")
-            rc.all_reduce(want, op=op, algorithm="naive")
+            rc.all_reduce(got, op=op, group=comm, algorithm="two_level")
+            rc.all_reduce(want, op=op, group=comm, algorithm="naive")
             assert torch.equal(got, want), f"rank {comm.rank} numel {numel} {op} {dtype}"
             first = got.clone()
-            rc.broadcast(first, src=0)
+            rc.broadcast(first, src=0, group=comm)
             assert torch.equal(first.view(torch.uint8), got.view(torch.uint8)), "ranks differ"
 
 
