@@ -40,10 +40,10 @@ def _pick_transport(launch: LaunchEnv, requested: str,
 
 def _make_transport(kind: str, launch: LaunchEnv, device: torch.device, timeout: float):
     if kind == "shm|torch":
-        from .transport.shm_ring import ShmUnavailable
+        from .transport.shm import ShmUnavailable
         try:
             return _make_transport("shm", launch, device, timeout)
-        except ShmUnavailable as e:          # raised on every rank alike (shm_bootstrap)
+        except ShmUnavailable as e:          # raised on every rank alike (shm.bootstrap)
             if launch.rank == 0:
                 print(f"ringflow: shared memory unavailable ({e}); using the torch transport",
                       file=sys.stderr, flush=True)

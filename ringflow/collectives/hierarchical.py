@@ -74,7 +74,7 @@ def use_shm_inside_nodes(comm: Communicator, timeout: float | None = None) -> No
     """
     from ..launch import read_launch_env
     from ..transport.shm import ShmTransport
-    from ..transport.shm_bootstrap import MpiExchange, StoreExchange, launch_store
+    from ..transport.shm.bootstrap import MpiExchange, StoreExchange, launch_store
     if comm.local_size == 1:
         return
     timeout = comm.timeout if timeout is None else timeout

@@ -17,9 +17,9 @@ import subprocess
 
 import torch
 
-from .backoff import affinity, spin_seconds, wait_until
 from .base import Transport, TransportError, Work, require_contiguous
-from .node_shm import BesideNodeShm
+from .shm.node import BesideNodeShm
+from .shm.wait import affinity, spin_seconds, wait_until
 
 # 512 KiB-4 MiB slices were fastest over Open MPI's shared memory (MACHINE-FACTS).
 SLICE_BYTES = 1 << 20
@@ -162,14 +162,14 @@ class MpiTransport(BesideNodeShm, Transport):
                         self._inflight)
 
     def _map_node_shm(self):
-        """Shared memory beside MPI when every rank is on this node (node_shm): no message per
+        """Shared memory beside MPI when every rank is on this node (shm.node): no message per
         fingerprint or staged round. Collective, at start-up, so that whether it exists is
         settled before any collective picks an algorithm; None where it cannot be had."""
         if not (self.local_size == self.size > 1 and not self.gpu):
             return None
-        from .node_shm import NodeShm
-        from .shm_bootstrap import MpiExchange
-        from .shm_ring import ShmUnavailable
+        from .shm import ShmUnavailable
+        from .shm.bootstrap import MpiExchange
+        from .shm.node import NodeShm
         try:
             return NodeShm(MpiExchange(self.comm), self.rank, self.size, self.spin)
         except ShmUnavailable:                 # every rank alike

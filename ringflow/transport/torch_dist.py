@@ -19,9 +19,9 @@ import socket
 import torch
 import torch.distributed as dist
 
-from .backoff import wait_until
 from .base import PeerTimeout, Transport, TransportError, Work, require_contiguous
-from .node_shm import BesideNodeShm
+from .shm.node import BesideNodeShm
+from .shm.wait import wait_until
 
 
 # torch 2.13 renamed the tensor forms (*_single) and deprecated the old names; older torch has
@@ -164,16 +164,16 @@ class TorchTransport(BesideNodeShm, Transport):
         return tr
 
     def _map_node_shm(self):
-        """Shared memory beside gloo when every rank is on this node (node_shm): microseconds
+        """Shared memory beside gloo when every rank is on this node (shm.node): microseconds
         where a gloo message costs hundreds. Collective, at start-up, so that whether it exists
         is settled before any collective picks an algorithm; None where it cannot be had (on
         every rank alike)."""
         if not (self.one_node and self.size > 1 and self.backend == "gloo"):
             return None
-        from .backoff import spin_seconds
-        from .node_shm import NodeShm
-        from .shm_bootstrap import StoreExchange
-        from .shm_ring import ShmUnavailable
+        from .shm import ShmUnavailable
+        from .shm.bootstrap import StoreExchange
+        from .shm.node import NodeShm
+        from .shm.wait import spin_seconds
         exchange = StoreExchange(dist.distributed_c10d._get_default_store(), "ringflow/node",
                                  self.rank, self.size, self.timeout)
         try:

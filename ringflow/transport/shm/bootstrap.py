@@ -20,8 +20,9 @@ import secrets
 import socket
 import tempfile
 
-from .backoff import affinity
-from .shm_ring import Ring, Segment, ShmUnavailable
+from .ring import Ring
+from .segment import Segment, ShmUnavailable
+from .wait import affinity
 
 
 class StoreExchange:
@@ -106,7 +107,7 @@ def _shm_dir() -> str:
 def map_segments(exchange, rank: int, size: int, ring_bytes: int, stage_half: int = 0):
     """(own segment, {peer: segment}, {src: inbound Ring}, {dst: outbound Ring}, node CPUs) for
     this rank; node CPUs: how many CPUs the ranks may use together (their affinities' union).
-    Each segment ends with a staging area of two ``stage_half`` halves (see shm_stage)."""
+    Each segment ends with a staging area of two ``stage_half`` halves (see stage)."""
     nbytes = Segment.bytes_for(max(size - 1, 1), ring_bytes, stage_half)
     path = os.path.join(_shm_dir(), f"ringflow-{os.getpid()}-{secrets.token_hex(4)}-r{rank}")
     try:

@@ -1,8 +1,8 @@
 """Ranks on one node talking through shared-memory ring buffers (memory speed, no MPI needed).
 
 Every directed pair (src -> dst) has one single-producer single-consumer ring
-in dst's segment (``shm_ring``); an Outbox streams sends into it and an Inbox
-matches them to receives (``shm_channel``). Copies are ``ctypes.memmove`` with
+in dst's segment (``ring``, ``segment``); an Outbox streams sends into it and an Inbox
+matches them to receives (``channel``). Copies are ``ctypes.memmove`` with
 the GIL released. Sends and receives make progress whenever any Work of this
 transport is waited on or polled, so the ring pattern "post a send right and a
 receive left, wait for the receive first" cannot deadlock, even with messages
@@ -11,7 +11,7 @@ core, then sleeps on its futex doorbell.
 
 ``irecv_reduce`` receives and reduces in one pass straight from the ring (one
 copy less than receive-then-reduce); ring algorithms use it when present. Each
-segment also ends with a staging area (``shm_stage``) that staged collectives
+segment also ends with a staging area (``stage``) that staged collectives
 read in place, with no messages at all.
 
     tr = ShmTransport(rank, size, store=store)          # or ringflow.init(transport="shm")
@@ -29,12 +29,13 @@ from typing import Callable
 
 import torch
 
-from .base import PeerTimeout, Transport, TransportError, Work, require_contiguous
-from .shm_bootstrap import StoreExchange, launch_exchange, map_segments
-from .shm_channel import CODES, Inbox, Message, Outbox
-from .shm_board import Board
-from .shm_ring import HEADER, STATE_CLOSED, Segment, fence, pid_alive
-from .shm_stage import Stage, stage_half
+from ..base import PeerTimeout, Transport, TransportError, Work, require_contiguous
+from .board import Board
+from .bootstrap import StoreExchange, launch_exchange, map_segments
+from .channel import CODES, Inbox, Message, Outbox
+from .ring import HEADER
+from .segment import STATE_CLOSED, Segment, fence, pid_alive
+from .stage import Stage, stage_half
 
 _LIVE: "weakref.WeakSet[ShmTransport]" = weakref.WeakSet()
 _MAX_SLEEP = 0.02                     # bound on one futex wait (liveness checks, lost wake-ups)
@@ -44,7 +45,7 @@ class ShmTransport(Transport):
     """Point-to-point over /dev/shm rings between ``size`` processes of one node.
 
     rank, size: this process's index and the number of processes in this (node-local) group.
-    store: a torch.distributed Store every member can reach (or ``exchange``, see shm_bootstrap).
+    store: a torch.distributed Store every member can reach (or ``exchange``, see shm.bootstrap).
     prefix: store-key namespace; distinct per group when several groups share one store.
     ring_bytes: bytes per directed ring ($RINGFLOW_SHM_RING_BYTES, default 8 MiB).
     slice_bytes: the ring algorithms' pipelining slice ($RINGFLOW_SHM_SLICE_BYTES, 2 MiB).
@@ -65,7 +66,7 @@ class ShmTransport(Transport):
             raise ValueError(f"rank {rank} is outside a group of {size} ranks")
         if (store is None) == (exchange is None) and size > 1:
             raise ValueError("ShmTransport needs exactly one of store= (a torch.distributed Store "
-                             "reachable by all ranks) or exchange= (see shm_bootstrap)")
+                             "reachable by all ranks) or exchange= (see shm.bootstrap)")
         self.rank, self.size = rank, size
         ring_bytes = ring_bytes or int(os.environ.get("RINGFLOW_SHM_RING_BYTES", 8 << 20))
         if ring_bytes < 4096 or ring_bytes % 4096:
@@ -234,7 +235,7 @@ class ShmTransport(Transport):
             self._sleep(bell, max(left, 1e-4))
 
     def _sleep(self, bell: int, seconds: float) -> None:
-        """Announce the sleep, look once more (Dekker; see shm_ring), then wait on the doorbell."""
+        """Announce the sleep, look once more (Dekker; see segment), then wait on the doorbell."""
         with self._lock:
             self.own.sleepers.value += 1
             fence()

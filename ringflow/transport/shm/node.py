@@ -3,7 +3,7 @@
 Those transports move messages through gloo or MPI, but when all their ranks share a
 node each rank also maps one small segment (a control page and a staging area), for the
 two things that need no messages at all: RINGFLOW_DEBUG's fingerprint board
-(``shm_board``) and staged collectives (``shm_stage``), which read peers' data in place
+(``board``) and staged collectives (``stage``), which read peers' data in place
 where a gloo message costs hundreds of microseconds and an MPI one, through Python, tens.
 
 Mapped at start-up (``from_launch``), so whether staged collectives exist is settled before
@@ -19,11 +19,11 @@ from __future__ import annotations
 import os
 import time
 
-from .base import PeerTimeout, TransportError
-from .shm_board import Board
-from .shm_bootstrap import map_segments
-from .shm_ring import STATE_CLOSED, Segment, fence, pid_alive
-from .shm_stage import Stage, stage_half
+from ..base import PeerTimeout, TransportError
+from .board import Board
+from .bootstrap import map_segments
+from .segment import STATE_CLOSED, Segment, fence, pid_alive
+from .stage import Stage, stage_half
 
 RING_BYTES = 4096             # the smallest rings map_segments allows: no messages go through
 _NAP = 0.02                   # longest doorbell sleep between liveness checks
@@ -77,7 +77,7 @@ class NodeShm:
                 raise TransportError(f"rank {self.rank}: peer rank {peer} exited or closed while "
                                      f"waiting to {what}")
             own.sleepers.value += 1
-            fence()                               # Dekker with Segment.notify, see shm_ring
+            fence()                               # Dekker with Segment.notify, see segment
             try:
                 if not done():
                     own.bell.wait(bell, _NAP if deadline is None else

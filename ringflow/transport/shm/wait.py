@@ -15,7 +15,7 @@ import os
 import time
 from typing import Callable
 
-from .base import PeerTimeout
+from ..base import PeerTimeout
 
 SPIN_SECONDS = 50e-6      # poll flat out this long first when ranks outnumber cores
 FIRST_SLEEP = 10e-6
