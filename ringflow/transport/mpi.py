@@ -19,7 +19,7 @@ import torch
 
 from .base import Transport, TransportError, Work, require_contiguous
 from .shm.node import BesideNodeShm
-from .shm.wait import affinity, spin_seconds, wait_until
+from .shm.wait import affinity, node_spin_us, spin_seconds, wait_until
 
 # 512 KiB-4 MiB slices were fastest over Open MPI's shared memory (MACHINE-FACTS).
 SLICE_BYTES = 1 << 20
@@ -94,7 +94,7 @@ class MpiTransport(BesideNodeShm, Transport):
         local = comm.Split_type(self.MPI.COMM_TYPE_SHARED)     # ranks sharing this node's cores
         self.local_size = local.Get_size()
         node_cpus = set().union(*map(set, local.allgather(affinity())))
-        self.spin = spin_seconds(self.local_size, len(node_cpus))
+        self.spin = spin_seconds(node_spin_us(self.local_size, len(node_cpus)))
         local.Free()
         self._board = None
         self.node = None                   # NodeShm beside MPI on one node (from_launch)
