@@ -73,8 +73,9 @@ def use_shm_inside_nodes(comm: Communicator, timeout: float | None = None) -> No
         comm = ringflow.init(); use_shm_inside_nodes(comm)
     """
     from ..launch import read_launch_env
+    from ..transport.rendezvous import launch_store
     from ..transport.shm import ShmTransport
-    from ..transport.shm.bootstrap import MpiExchange, StoreExchange, launch_store
+    from ..transport.shm.bootstrap import MpiExchange, StoreExchange
     if comm.local_size == 1:
         return
     timeout = comm.timeout if timeout is None else timeout
