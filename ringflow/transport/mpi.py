@@ -12,11 +12,11 @@ not steal their peers' cores.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 
 import torch
 
+from .. import settings
 from .base import Transport, TransportError, Work, require_contiguous
 from .shm.node import BesideNodeShm
 from .shm.wait import affinity, node_spin_us, spin_seconds, wait_until
@@ -37,9 +37,9 @@ def load_mpi():
 
 def cuda_aware() -> bool:
     """Whether the MPI library can read device memory: $RINGFLOW_MPI_CUDA_AWARE, else ompi_info."""
-    forced = os.environ.get("RINGFLOW_MPI_CUDA_AWARE")
+    forced = settings.get("RINGFLOW_MPI_CUDA_AWARE")
     if forced is not None:
-        return forced not in ("", "0")
+        return forced
     try:
         out = subprocess.run(["ompi_info", "--parsable", "--all"], capture_output=True, text=True,
                              timeout=30).stdout

@@ -21,6 +21,7 @@ import secrets
 import socket
 import tempfile
 
+from ... import settings
 from .ring import Ring
 from .segment import Segment, ShmUnavailable
 from .wait import affinity
@@ -85,8 +86,10 @@ def _node_id() -> str:
 
 
 def _shm_dir() -> str:
-    default = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    return os.environ.get("RINGFLOW_SHM_DIR", default)
+    folder = settings.get("RINGFLOW_SHM_DIR")
+    if folder is not None:
+        return folder
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
 
 def map_segments(exchange, rank: int, size: int, ring_bytes: int, stage_half: int = 0):

@@ -24,19 +24,17 @@ Ordering is x86-64's, as for the rings (ring): bytes first, counter after.
 """
 from __future__ import annotations
 
-import os
-
 from typing import Callable
 
 import torch
 
+from ... import settings
 from ..base import TransportError, Work
 
 def stage_half(stage_bytes: int | None = None) -> int:
     """Bytes per staging half: ``stage_bytes``, else $RINGFLOW_SHM_STAGE_BYTES, default 2 MiB
     (0: no staging area). Every transport that stages reads it here."""
-    half = (int(os.environ.get("RINGFLOW_SHM_STAGE_BYTES", 2 << 20))
-            if stage_bytes is None else stage_bytes)
+    half = settings.get("RINGFLOW_SHM_STAGE_BYTES") if stage_bytes is None else stage_bytes
     if half < 0 or half % 64:
         raise ValueError(f"stage_bytes must be a multiple of 64 and >= 0, got {half}")
     return half

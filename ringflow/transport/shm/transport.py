@@ -28,6 +28,7 @@ from typing import Callable
 
 import torch
 
+from ... import settings
 from ..base import Transport, TransportError, Work, require_contiguous
 from .board import Board
 from .bootstrap import StoreExchange, launch_exchange, map_segments
@@ -67,11 +68,11 @@ class ShmTransport(Transport):
             raise ValueError("ShmTransport needs exactly one of store= (a torch.distributed Store "
                              "reachable by all ranks) or exchange= (see shm.bootstrap)")
         self.rank, self.size = rank, size
-        ring_bytes = ring_bytes or int(os.environ.get("RINGFLOW_SHM_RING_BYTES", 8 << 20))
+        ring_bytes = ring_bytes or settings.get("RINGFLOW_SHM_RING_BYTES")
         if ring_bytes < 4096 or ring_bytes % 4096:
             raise ValueError(f"ring_bytes must be a multiple of 4096 and >= 4096, got {ring_bytes}")
         self.ring_bytes = ring_bytes
-        self.slice_bytes = slice_bytes or int(os.environ.get("RINGFLOW_SHM_SLICE_BYTES", 2 << 20))
+        self.slice_bytes = slice_bytes or settings.get("RINGFLOW_SHM_SLICE_BYTES")
         half = stage_half(stage_bytes)
 
         self._lock = threading.RLock()
