@@ -8,7 +8,7 @@ a network stack. ``ShmTransport`` is the transport; the modules under it, bottom
     board      RINGFLOW_DEBUG's fingerprints, posted in a control page
     bootstrap  the handshake that swaps segment names and maps every peer's segment
     node       a segment per rank beside the torch (gloo) and MPI transports on one node
-    wait       the one spin-then-sleep wait every waiter of ringflow's transports uses
+    wait       the one spin-then-sleep wait (shm, node, MPI and NCCL requests)
     transport  ShmTransport
 
     from ringflow.transport.shm import ShmTransport, ShmUnavailable

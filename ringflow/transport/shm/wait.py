@@ -6,7 +6,8 @@ few hundred microseconds is seen at once (a sleep costs 60 us or more of timer s
 which alone doubled small all-reduces over MPI). After the spin it sleeps, so that ranks
 outnumbering cores leave the CPU to the peer they are waiting for: on this rank's
 doorbell where peers ring one after they publish (``Bell``, shared memory; see segment),
-else in naps doubling from 10 us to 1 ms (``Backoff``).
+else in naps doubling from 10 us to 1 ms (``Backoff``). (The local transport's threads
+wait on a condition variable instead: their sends notify it.)
 
 How long to spin is $RINGFLOW_SPIN_US, else a default each transport picks for its
 situation (``spin_seconds``).
@@ -131,9 +132,10 @@ class Bell:
         own = self.segment
         with self.lock:
             own.sleepers.value += 1
+        try:                          # a look that raises (a closed transport) still counts down
             fence()
-            ready = (self.progress is not None and self.progress()) or done()
-        try:
+            with self.lock:
+                ready = (self.progress is not None and self.progress()) or done()
             if not ready:
                 own.bell.wait(self.seen, max(1e-4, BELL_NAP if left is None else
                                              min(BELL_NAP, left)))
