@@ -40,10 +40,10 @@ def _pick_transport(launch: LaunchEnv, requested: str,
 
 def _make_transport(kind: str, launch: LaunchEnv, device: torch.device, timeout: float):
     if kind == "shm|torch":
-        from .transport.shm_ring import ShmUnavailable
+        from .transport.shm import ShmUnavailable
         try:
             return _make_transport("shm", launch, device, timeout)
-        except ShmUnavailable as e:          # raised on every rank alike (shm_bootstrap)
+        except ShmUnavailable as e:          # raised on every rank alike (shm.bootstrap)
             if launch.rank == 0:
                 print(f"ringflow: shared memory unavailable ({e}); using the torch transport",
                       file=sys.stderr, flush=True)
@@ -78,7 +78,8 @@ def _make_intra(intra: str | None, launch: LaunchEnv, world_transport, timeout: 
     if intra != "shm" or launch.local_size == 1:
         return None
     from .transport.shm import ShmTransport
-    from .transport.shm_bootstrap import MpiExchange, StoreExchange, launch_store
+    from .transport.rendezvous import launch_store
+    from .transport.shm.bootstrap import MpiExchange, StoreExchange
     node = launch.rank // launch.local_size
     _SHM_GENERATION[0] += 1
     if world_transport.name == "mpi":

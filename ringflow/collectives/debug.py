@@ -8,7 +8,7 @@ which ranks hold which value, instead of hanging or mixing bytes.
 How the fingerprints travel decides what the check costs (benchmarks/bench_debug_overhead.py):
 - on a board (``Transport.fingerprint_board``) when the transport has one: with every
   rank on one node, each writes its fingerprint in place in a shared-memory page that
-  its peers read (shm, torch and MPI transports: transport/shm_board.py); MPI across
+  its peers read (shm, torch and MPI transports: transport/shm/board.py); MPI across
   nodes starts persistent requests on a tag of their own (transport/mpi_board.py);
 - else as messages, posted as the collective starts, so each rank's first message to
   a peer is its fingerprint (messages between two ranks keep their order).

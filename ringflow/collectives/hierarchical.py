@@ -62,4 +62,3 @@ def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp,
         across(inter, buf[a:b], inner)
     finish_avg(buf[a:b], op, comm.size)
     ring.all_gather_(intra, buf, bounds)
-

@@ -2,9 +2,9 @@
 
 For ranks of one node: the shm transport's own staging area, or the one the torch (gloo)
 and MPI transports map beside their messages when all their ranks share a node
-(``transport/node_shm``). A message costs tens of microseconds of Python (hundreds over
+(``transport/shm/node``). A message costs tens of microseconds of Python (hundreds over
 gloo), and a ring or recursive-doubling step pays that every time. Here each rank copies its data into its
-own staging area (``transport/shm_stage``), publishes a counter, waits for its peers'
+own staging area (``transport/shm/stage``), publishes a counter, waits for its peers'
 counters and then reads their stages directly: one copy in, one wait, one pass over the
 n stages per round. Data larger than a stage half goes in several rounds.
 

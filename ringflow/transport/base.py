@@ -82,7 +82,7 @@ class Transport(abc.ABC):
         return sw, rw
 
     # Staged collectives (collectives/staged.py) read peers' data in shared memory in place.
-    # ``may_stage``: whether ``staging()`` gives them a Stage (shm_stage). It is settled when
+    # ``may_stage``: whether ``staging()`` gives them a Stage (shm.stage). It is settled when
     # the transport is made and the same on every rank, because "auto" consults it.
     may_stage: bool = False
 

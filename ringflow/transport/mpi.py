@@ -12,14 +12,14 @@ not steal their peers' cores.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 
 import torch
 
-from .backoff import affinity, spin_seconds, wait_until
+from .. import settings
 from .base import Transport, TransportError, Work, require_contiguous
-from .node_shm import BesideNodeShm
+from .shm.node import BesideNodeShm
+from .shm.wait import affinity, node_spin_us, spin_seconds, wait_until
 
 # 512 KiB-4 MiB slices were fastest over Open MPI's shared memory (MACHINE-FACTS).
 SLICE_BYTES = 1 << 20
@@ -37,9 +37,9 @@ def load_mpi():
 
 def cuda_aware() -> bool:
     """Whether the MPI library can read device memory: $RINGFLOW_MPI_CUDA_AWARE, else ompi_info."""
-    forced = os.environ.get("RINGFLOW_MPI_CUDA_AWARE")
+    forced = settings.get("RINGFLOW_MPI_CUDA_AWARE")
     if forced is not None:
-        return forced not in ("", "0")
+        return forced
     try:
         out = subprocess.run(["ompi_info", "--parsable", "--all"], capture_output=True, text=True,
                              timeout=30).stdout
@@ -94,7 +94,7 @@ class MpiTransport(BesideNodeShm, Transport):
         local = comm.Split_type(self.MPI.COMM_TYPE_SHARED)     # ranks sharing this node's cores
         self.local_size = local.Get_size()
         node_cpus = set().union(*map(set, local.allgather(affinity())))
-        self.spin = spin_seconds(self.local_size, len(node_cpus))
+        self.spin = spin_seconds(node_spin_us(self.local_size, len(node_cpus)))
         local.Free()
         self._board = None
         self.node = None                   # NodeShm beside MPI on one node (from_launch)
@@ -162,14 +162,14 @@ class MpiTransport(BesideNodeShm, Transport):
                         self._inflight)
 
     def _map_node_shm(self):
-        """Shared memory beside MPI when every rank is on this node (node_shm): no message per
+        """Shared memory beside MPI when every rank is on this node (shm.node): no message per
         fingerprint or staged round. Collective, at start-up, so that whether it exists is
         settled before any collective picks an algorithm; None where it cannot be had."""
         if not (self.local_size == self.size > 1 and not self.gpu):
             return None
-        from .node_shm import NodeShm
-        from .shm_bootstrap import MpiExchange
-        from .shm_ring import ShmUnavailable
+        from .shm import ShmUnavailable
+        from .shm.bootstrap import MpiExchange
+        from .shm.node import NodeShm
         try:
             return NodeShm(MpiExchange(self.comm), self.rank, self.size, self.spin)
         except ShmUnavailable:                 # every rank alike

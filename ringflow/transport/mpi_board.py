@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backoff import wait_until
+from .shm.wait import wait_until
 from .base import Work
 
 TAG = 32000                     # above every communicator's tag (0..30000), below MPI_TAG_UB

@@ -5,7 +5,7 @@ send and the receive of a step as one group (posting them one by one deadlocks N
 over gloo they are posted as plain isend/irecv, which is cheaper.
 The process group comes from torchrun's MASTER_ADDR/MASTER_PORT (env://); under
 mpirun without them, rank 0 opens a TCPStore and tells the others its address
-over MPI; a world of one uses an in-process store.
+over MPI; a world of one uses an in-process store (``rendezvous``).
 
     tr = TorchTransport.from_launch(read_launch_env(), torch.device("cpu"), timeout=60)
     sw, rw = tr.sendrecv(x, dst=1, recv=y, src=1); rw.wait(30); sw.wait(30)
@@ -13,15 +13,14 @@ over MPI; a world of one uses an in-process store.
 from __future__ import annotations
 
 import datetime
-import os
-import socket
 
 import torch
 import torch.distributed as dist
 
-from .backoff import wait_until
 from .base import PeerTimeout, Transport, TransportError, Work, require_contiguous
-from .node_shm import BesideNodeShm
+from .rendezvous import process_group_store
+from .shm.node import BesideNodeShm
+from .shm.wait import wait_until
 
 
 # torch 2.13 renamed the tensor forms (*_single) and deprecated the old names; older torch has
@@ -65,54 +64,6 @@ class _TorchWork(Work):
         self.done = True
 
 
-def _mpi_bootstrap_store(launch, timeout: datetime.timedelta) -> dist.Store:
-    """Under mpirun without MASTER_ADDR/PORT: rank 0 opens a TCPStore; MPI says where it is."""
-    try:
-        from mpi4py import MPI
-    except ImportError:
-        raise RuntimeError("the torch transport under mpirun needs MASTER_ADDR and MASTER_PORT, "
-                           "or mpi4py to agree on them: pip install 'ringflow[mpi]' or export "
-                           "MASTER_ADDR=<rank 0 host> MASTER_PORT=<free port>") from None
-    world = MPI.COMM_WORLD
-    hosts = world.allgather(socket.gethostname())
-    store, where = None, None
-    if launch.rank == 0:                   # one node: loopback; several: rank 0's own name
-        host = os.environ.get("MASTER_ADDR") or (
-            "127.0.0.1" if len(set(hosts)) == 1 else socket.getfqdn())
-        store = dist.TCPStore(host, int(os.environ.get("MASTER_PORT", 0)), launch.size, True,
-                              timeout=timeout, wait_for_workers=False)
-        where = (host, store.port)         # port 0 above: the OS picked a free one
-    host, port = world.bcast(where, root=0)
-    if launch.rank != 0:
-        store = dist.TCPStore(host, port, launch.size, False, timeout=timeout)
-    return store
-
-
-def _attempt_store(launch, timeout: datetime.timedelta) -> dist.Store:
-    """torchrun's agent serves one store across restarts (--max-restarts): a prefix per attempt
-    keeps a restarted group from reading the dead group's addresses (gloo then hangs)."""
-    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
-                           launch.size, False, timeout=timeout)
-    return dist.PrefixStore(f"ringflow/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}",
-                            client)
-
-
-def _store_for(launch, timeout: datetime.timedelta) -> dict:
-    """init_process_group keyword arguments that say how ranks find each other."""
-    if "MASTER_ADDR" in os.environ and "MASTER_PORT" in os.environ:
-        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-            return {"store": _attempt_store(launch, timeout)}
-        return {"init_method": "env://"}
-    if launch.size == 1:
-        return {"store": dist.HashStore()}
-    if launch.launcher in ("mpirun", "pmi"):
-        return {"store": _mpi_bootstrap_store(launch, timeout)}
-    raise RuntimeError(f"the torch transport needs MASTER_ADDR and MASTER_PORT for a world of "
-                       f"{launch.size} ranks started by {launch.launcher}; export them (Slurm: "
-                       "MASTER_ADDR=$(scontrol show hostnames $SLURM_NODELIST | head -n1) "
-                       "MASTER_PORT=29500) or launch with torchrun")
-
-
 def init_process_group(launch, device: torch.device, timeout: float) -> bool:
     """Start torch.distributed's default group for any launcher; False if one already exists.
 
@@ -129,7 +80,7 @@ def init_process_group(launch, device: torch.device, timeout: float) -> bool:
         torch.cuda.set_device(device)
         extra["device_id"] = device         # eager NCCL init: the first batched p2p is then safe
     dist.init_process_group(backend, rank=launch.rank, world_size=launch.size, timeout=td,
-                            **_store_for(launch, td), **extra)
+                            **process_group_store(launch, timeout), **extra)
     if backend == "gloo" and launch.size > 1:
         # Every rank fully connected before any returns: a rank that dies in its first
         # collective then fails its peers inside that collective, not inside their start-up.
@@ -164,20 +115,21 @@ class TorchTransport(BesideNodeShm, Transport):
         return tr
 
     def _map_node_shm(self):
-        """Shared memory beside gloo when every rank is on this node (node_shm): microseconds
+        """Shared memory beside gloo when every rank is on this node (shm.node): microseconds
         where a gloo message costs hundreds. Collective, at start-up, so that whether it exists
         is settled before any collective picks an algorithm; None where it cannot be had (on
         every rank alike)."""
         if not (self.one_node and self.size > 1 and self.backend == "gloo"):
             return None
-        from .backoff import spin_seconds
-        from .node_shm import NodeShm
-        from .shm_bootstrap import StoreExchange
-        from .shm_ring import ShmUnavailable
+        from .shm import ShmUnavailable
+        from .shm.bootstrap import StoreExchange
+        from .shm.node import NodeShm
+        from .shm.wait import node_spin_us, spin_seconds
         exchange = StoreExchange(dist.distributed_c10d._get_default_store(), "ringflow/node",
                                  self.rank, self.size, self.timeout)
         try:
-            return NodeShm(exchange, self.rank, self.size, spin_seconds(self.size))
+            return NodeShm(exchange, self.rank, self.size,
+                           spin_seconds(node_spin_us(self.size)))
         except ShmUnavailable:                 # every rank alike: messages it is
             return None
 

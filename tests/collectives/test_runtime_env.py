@@ -8,7 +8,7 @@ import torch
 import ringflow
 from ringflow import collectives as rc
 from ringflow import launch, runtime
-from ringflow.transport.backoff import wait_until
+from ringflow.transport.shm.wait import wait_until
 from ringflow.transport.base import PeerTimeout
 from tests.launchers import run_cmd
 

@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from ringflow.transport.base import PeerTimeout, TransportError
 from ringflow.transport.shm import ShmTransport
-from ringflow.transport.shm_ring import STATE_CLOSED
+from ringflow.transport.shm.segment import STATE_CLOSED
 
 RING = 8192
 
@@ -245,8 +245,8 @@ class _Told:
 
 def test_a_rank_without_shared_memory_fails_every_rank_alike(tmp_path, monkeypatch):
     """Reserving the segment up front (no SIGBUS later); a rank that cannot tells its peers."""
-    from ringflow.transport.shm_bootstrap import map_segments
-    from ringflow.transport.shm_ring import ShmUnavailable
+    from ringflow.transport.shm.bootstrap import map_segments
+    from ringflow.transport.shm import ShmUnavailable
     monkeypatch.setenv("RINGFLOW_SHM_DIR", str(tmp_path))
     told = _Told(0, "")
     with pytest.raises(ShmUnavailable, match="cannot reserve"):    # 1 TiB: more than any disk here
@@ -258,9 +258,9 @@ def test_a_rank_without_shared_memory_fails_every_rank_alike(tmp_path, monkeypat
 
 
 def test_node_board_carries_fingerprints_between_ranks_and_times_out_alone():
-    """The RINGFLOW_DEBUG board the torch and MPI transports map on one node (node_shm)."""
-    from ringflow.transport.node_shm import NodeShm
-    from ringflow.transport.shm_bootstrap import StoreExchange
+    """The RINGFLOW_DEBUG board the torch and MPI transports map on one node (shm.node)."""
+    from ringflow.transport.shm.node import NodeShm
+    from ringflow.transport.shm.bootstrap import StoreExchange
     store = dist.HashStore()
     nodes = in_threads([lambda r=r: NodeShm(StoreExchange(store, "t/board", r, 2, 10), r, 2,
                                             spin=0.0) for r in range(2)])
@@ -282,10 +282,10 @@ def test_node_board_carries_fingerprints_between_ranks_and_times_out_alone():
 def test_ranks_bound_to_one_core_each_are_not_oversubscribed(monkeypatch, tmp_path):
     """mpirun binds each rank to its own core: the node's ranks are counted against the union
     of their affinities, not against this process's single core."""
-    from ringflow.transport import shm_bootstrap
-    from ringflow.transport.shm_bootstrap import StoreExchange, map_segments
+    from ringflow.transport.shm import bootstrap
+    from ringflow.transport.shm.bootstrap import StoreExchange, map_segments
     monkeypatch.setenv("RINGFLOW_SHM_DIR", str(tmp_path))
-    monkeypatch.setattr(shm_bootstrap, "affinity",
+    monkeypatch.setattr(bootstrap, "affinity",
                         lambda: [int(threading.current_thread().name[-1])])   # core = rank
     store = dist.HashStore()
 

@@ -12,7 +12,7 @@ rank's round-s data is in place), ``read`` (s + 1 once it has read every peer's 
 s) and the byte count of each half (so a peer that staged a different size is an error,
 not a silent misread). Before writing half s % 2 a rank waits until every peer's
 ``read`` >= s - 1, i.e. they are done with round s - 2, the last user of that half.
-Ordering is x86-64's, as for the rings (shm_ring): bytes first, counter after.
+Ordering is x86-64's, as for the rings (ring): bytes first, counter after.
 
     st = transport.stage                       # None when the transport has none
     s = st.next_round()
@@ -24,25 +24,23 @@ Ordering is x86-64's, as for the rings (shm_ring): bytes first, counter after.
 """
 from __future__ import annotations
 
-import os
-
 from typing import Callable
 
 import torch
 
-from .base import TransportError, Work
+from ... import settings
+from ..base import TransportError, Work
 
 def stage_half(stage_bytes: int | None = None) -> int:
     """Bytes per staging half: ``stage_bytes``, else $RINGFLOW_SHM_STAGE_BYTES, default 2 MiB
     (0: no staging area). Every transport that stages reads it here."""
-    half = (int(os.environ.get("RINGFLOW_SHM_STAGE_BYTES", 2 << 20))
-            if stage_bytes is None else stage_bytes)
+    half = settings.get("RINGFLOW_SHM_STAGE_BYTES") if stage_bytes is None else stage_bytes
     if half < 0 or half % 64:
         raise ValueError(f"stage_bytes must be a multiple of 64 and >= 0, got {half}")
     return half
 
 
-OFFSET = 2048          # in the control page, after the fingerprint board (shm_board: 1024..1152)
+OFFSET = 2048          # in the control page, after the fingerprint board (board: 1024..1152)
 POSTED, READ, NBYTES = 0, 1, 2      # word indices; NBYTES + half index holds a half's size
 
 

@@ -1,8 +1,8 @@
 """Ranks on one node talking through shared-memory ring buffers (memory speed, no MPI needed).
 
 Every directed pair (src -> dst) has one single-producer single-consumer ring
-in dst's segment (``shm_ring``); an Outbox streams sends into it and an Inbox
-matches them to receives (``shm_channel``). Copies are ``ctypes.memmove`` with
+in dst's segment (``ring``, ``segment``); an Outbox streams sends into it and an Inbox
+matches them to receives (``channel``). Copies are ``ctypes.memmove`` with
 the GIL released. Sends and receives make progress whenever any Work of this
 transport is waited on or polled, so the ring pattern "post a send right and a
 receive left, wait for the receive first" cannot deadlock, even with messages
@@ -11,7 +11,7 @@ core, then sleeps on its futex doorbell.
 
 ``irecv_reduce`` receives and reduces in one pass straight from the ring (one
 copy less than receive-then-reduce); ring algorithms use it when present. Each
-segment also ends with a staging area (``shm_stage``) that staged collectives
+segment also ends with a staging area (``stage``) that staged collectives
 read in place, with no messages at all.
 
     tr = ShmTransport(rank, size, store=store)          # or ringflow.init(transport="shm")
@@ -23,32 +23,33 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-import time
 import weakref
 from typing import Callable
 
 import torch
 
-from .base import PeerTimeout, Transport, TransportError, Work, require_contiguous
-from .shm_bootstrap import StoreExchange, launch_exchange, map_segments
-from .shm_channel import CODES, Inbox, Message, Outbox
-from .shm_board import Board
-from .shm_ring import HEADER, STATE_CLOSED, Segment, fence, pid_alive
-from .shm_stage import Stage, stage_half
+from ... import settings
+from ..base import Transport, TransportError, Work, require_contiguous
+from .board import Board
+from .bootstrap import StoreExchange, launch_exchange, map_segments
+from .channel import CODES, Inbox, Message, Outbox
+from .ring import HEADER
+from .segment import STATE_CLOSED, Segment, pid_alive
+from .stage import Stage, stage_half
+from .wait import Bell, spin_seconds, wait_until
 
 _LIVE: "weakref.WeakSet[ShmTransport]" = weakref.WeakSet()
-_MAX_SLEEP = 0.02                     # bound on one futex wait (liveness checks, lost wake-ups)
 
 
 class ShmTransport(Transport):
     """Point-to-point over /dev/shm rings between ``size`` processes of one node.
 
     rank, size: this process's index and the number of processes in this (node-local) group.
-    store: a torch.distributed Store every member can reach (or ``exchange``, see shm_bootstrap).
+    store: a torch.distributed Store every member can reach (or ``exchange``, see shm.bootstrap).
     prefix: store-key namespace; distinct per group when several groups share one store.
     ring_bytes: bytes per directed ring ($RINGFLOW_SHM_RING_BYTES, default 8 MiB).
     slice_bytes: the ring algorithms' pipelining slice ($RINGFLOW_SHM_SLICE_BYTES, 2 MiB).
-    spin_us: spin before sleeping ($RINGFLOW_SHM_SPIN_US; 50 with a core per rank, else 0).
+    spin_us: spin before sleeping ($RINGFLOW_SPIN_US; 50 with a core per rank, else 0).
     stage_bytes: each half of the staging area for staged collectives
         ($RINGFLOW_SHM_STAGE_BYTES, default 2 MiB; 0: none, staged collectives unavailable).
     """
@@ -65,13 +66,13 @@ class ShmTransport(Transport):
             raise ValueError(f"rank {rank} is outside a group of {size} ranks")
         if (store is None) == (exchange is None) and size > 1:
             raise ValueError("ShmTransport needs exactly one of store= (a torch.distributed Store "
-                             "reachable by all ranks) or exchange= (see shm_bootstrap)")
+                             "reachable by all ranks) or exchange= (see shm.bootstrap)")
         self.rank, self.size = rank, size
-        ring_bytes = ring_bytes or int(os.environ.get("RINGFLOW_SHM_RING_BYTES", 8 << 20))
+        ring_bytes = ring_bytes or settings.get("RINGFLOW_SHM_RING_BYTES")
         if ring_bytes < 4096 or ring_bytes % 4096:
             raise ValueError(f"ring_bytes must be a multiple of 4096 and >= 4096, got {ring_bytes}")
         self.ring_bytes = ring_bytes
-        self.slice_bytes = slice_bytes or int(os.environ.get("RINGFLOW_SHM_SLICE_BYTES", 2 << 20))
+        self.slice_bytes = slice_bytes or settings.get("RINGFLOW_SHM_SLICE_BYTES")
         half = stage_half(stage_bytes)
 
         self._lock = threading.RLock()
@@ -83,7 +84,9 @@ class ShmTransport(Transport):
                                                                      ring_bytes, half)
         # the ranks' CPUs together: under mpirun each is bound to one core, not oversubscribed
         self.oversubscribed = size > cpus
-        self.spin = _spin_seconds(self.oversubscribed, spin_us)
+        # spinning pays only while every rank has a core; oversubscribed it steals the peer's
+        self.spin = (spin_seconds(0.0 if self.oversubscribed else 50.0) if spin_us is None
+                     else spin_us * 1e-6)
         # Rank 0 may host the rendezvous store (no torchrun agent): freeing it now would reset
         # peers still inside the last barrier of the handshake.
         self._exchange = exchange
@@ -208,43 +211,19 @@ class ShmTransport(Transport):
         (a string, or a callable making one) names the wait in errors."""
         if done():
             return
-        start = time.monotonic()
-        deadline = None if timeout is None else start + timeout
-        next_check = start + 0.1
-        while not done():
+
+        def ready() -> bool:
+            if done():
+                return True
             if self._closed:
                 raise TransportError(f"rank {self.rank}: the shm transport was closed while "
                                      f"waiting to {_text(what)}")
-            bell = self.own.bell.value()        # read before looking, so no wake-up is lost
-            with self._lock:
-                if self._progress() or done():
-                    continue
-            now = time.monotonic()
-            if now - start < self.spin:
-                if self.oversubscribed:
-                    os.sched_yield()            # let a peer that shares our core run first
-                continue
-            if deadline is not None and now >= deadline:
-                raise PeerTimeout(f"rank {self.rank}: {_text(what)} timed out after {timeout:.1f}s",
-                                  peer)
-            if now >= next_check:
-                self._check_alive(peer, done, what)
-                next_check = now + 0.1
-            left = _MAX_SLEEP if deadline is None else min(_MAX_SLEEP, deadline - now)
-            self._sleep(bell, max(left, 1e-4))
-
-    def _sleep(self, bell: int, seconds: float) -> None:
-        """Announce the sleep, look once more (Dekker; see shm_ring), then wait on the doorbell."""
-        with self._lock:
-            self.own.sleepers.value += 1
-            fence()
-            moved = self._progress()
-        try:
-            if not moved:
-                self.own.bell.wait(bell, seconds)
-        finally:
-            with self._lock:
-                self.own.sleepers.value -= 1
+            return False
+        # spinning yields the core only oversubscribed: else the yield is a wasted syscall
+        wait_until(ready, timeout, peer, lambda: f"rank {self.rank}: {_text(what)}", self.spin,
+                   sleep=Bell(self.own, self._lock, self._progress),
+                   check=lambda: self._check_alive(peer, done, what),
+                   spin_yield=self.oversubscribed)
 
     def _check_alive(self, rank: int, done: Callable[[], bool], what: str) -> None:
         """A peer that closed or died can no longer complete our wait: fail now, not at timeout."""
@@ -303,13 +282,6 @@ def _text(what) -> str:
 
 def _verb(msg: Message) -> str:
     return "send to" if msg.kind == "send" else "receive from"
-
-
-def _spin_seconds(oversubscribed: bool, spin_us: float | None) -> float:
-    """Spinning pays only while every rank has a core; oversubscribed it steals the peer's."""
-    default = 0.0 if oversubscribed else 50.0
-    return (spin_us if spin_us is not None else
-            float(os.environ.get("RINGFLOW_SHM_SPIN_US", default))) * 1e-6
 
 
 @atexit.register

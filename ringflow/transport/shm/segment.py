@@ -1,19 +1,8 @@
-"""The pieces under the shared-memory transport: segments, SPSC byte rings, doorbells.
+"""A rank's shared-memory segment: its control page, its futex doorbell, liveness.
 
 Each rank creates one segment (a file in /dev/shm, mapped MAP_SHARED) holding a
-control page and one inbound ring per peer; senders map the receiver's segment
-and write into "their" ring. A ring is a single-producer single-consumer byte
-stream: the sender alone advances ``tail``, the receiver alone advances ``head``,
-both monotonic 64-bit byte counts on separate cache lines, so no locks are needed.
-
-Memory ordering: a writer copies the bytes first and stores the counter after
-the copy returned; a reader loads the counter first and copies after. On x86-64
-(TSO) stores become visible in program order and loads are not reordered with
-older loads, so a reader that sees the new counter sees the bytes (glibc's
-memmove ends its non-temporal path with an sfence). Counters are aligned 8-byte
-ctypes values, read and written with single moves. On weakly ordered CPUs (ARM)
-this leans on the barriers of the GIL release around every ctypes call; only
-x86-64 is tested.
+control page and one inbound ring per peer (``ring``); senders map the receiver's
+segment and write into "their" ring.
 
 Sleeping: each rank owns a 32-bit doorbell (a Linux futex word) and a count of
 its sleeping threads. A waiter reads the doorbell *before* checking its rings,
@@ -28,10 +17,9 @@ semaphores, a full fence on x86-64; ``fence()`` uses one. Should a wake-up still
 be lost (another platform), waits are bounded at 20 ms, never a hang. No core is
 burnt while ranks outnumber cores. A receiver that frees space wakes the sender
 only if the sender raised the ring's ``want`` flag (it is blocked on a full ring),
-by the same store-fence-load handshake.
+by the same store-fence-load handshake. The waiting side is written once, in ``wait``.
 
     seg = Segment.create(path, Segment.bytes_for(peers=3, ring_bytes=8 << 20))
-    ring = Ring(seg, index=0, ring_bytes=8 << 20)
 """
 from __future__ import annotations
 
@@ -40,17 +28,10 @@ import mmap
 import os
 import platform
 import shutil
-import struct
 import threading
 import time
 
-import torch
-
 PAGE = 4096
-HEADER = 64                       # every message starts with one 64-byte record
-ALIGN = 64                        # messages occupy whole 64-byte lines, so headers never wrap
-_MAGIC = 0x52464C57               # "RFLW": catches a stream that lost its framing
-_HEADER_FMT = "<IiQQq"            # magic, dtype code, nbytes, numel, tag
 STATE_OPEN, STATE_CLOSED = 1, 2
 
 _FUTEX_WAIT, _FUTEX_WAKE_OP = 0, 5
@@ -64,11 +45,6 @@ def fence() -> None:
     """A full memory fence: glibc's semaphore ops under threading.Lock are LOCK-prefixed."""
     _FENCE.acquire()
     _FENCE.release()
-
-
-def footprint(nbytes: int) -> int:
-    """Ring bytes a message of ``nbytes`` occupies (header plus payload, 64-byte aligned)."""
-    return HEADER + -(-nbytes // ALIGN) * ALIGN
 
 
 def pid_alive(pid: int) -> bool:
@@ -94,7 +70,7 @@ class ShmUnavailable(RuntimeError):
 
 class Segment:
     """One rank's shared file: control page, one (ctrl page + data) ring per peer, then the
-    two halves of its staging area (shm_stage), if it has one."""
+    two halves of its staging area (``stage``), if it has one."""
 
     def __init__(self, path: str, mm: mmap.mmap, created: bool):
         self.path, self.mm, self.created = path, mm, created
@@ -180,61 +156,6 @@ class Segment:
             self.mm.close()
         except BufferError:                          # a Ring still exports it; freed at exit
             pass
-
-
-class Ring:
-    """The SPSC byte ring ``index`` of ``seg``; positions are monotonic byte counts."""
-
-    def __init__(self, seg: Segment, index: int, ring_bytes: int):
-        off = PAGE + index * (PAGE + ring_bytes)
-        self.mm, self.size = seg.mm, ring_bytes
-        self.tail = ctypes.c_uint64.from_buffer(seg.mm, off)        # written by the sender only
-        self.head = ctypes.c_uint64.from_buffer(seg.mm, off + 64)   # written by the receiver only
-        self.want = ctypes.c_uint64.from_buffer(seg.mm, off + 128)  # sender: "blocked on space"
-        self.data_off = off + PAGE
-        self.data = seg.base + self.data_off
-        self.bytes = torch.frombuffer(seg.mm, dtype=torch.uint8, count=ring_bytes,
-                                      offset=self.data_off)      # for reductions from the ring
-
-    def copy_in(self, pos: int, src: int, n: int) -> None:
-        """Copy ``n`` bytes from address ``src`` to stream position ``pos`` (wrapping)."""
-        at = pos % self.size
-        first = min(n, self.size - at)
-        ctypes.memmove(self.data + at, src, first)    # ctypes releases the GIL while copying
-        if first < n:
-            ctypes.memmove(self.data, src + first, n - first)
-
-    def copy_out(self, pos: int, dst: int, n: int) -> None:
-        """Copy ``n`` bytes at stream position ``pos`` to address ``dst`` (wrapping)."""
-        at = pos % self.size
-        first = min(n, self.size - at)
-        ctypes.memmove(dst, self.data + at, first)
-        if first < n:
-            ctypes.memmove(dst + first, self.data, n - first)
-
-    def views(self, pos: int, n: int):
-        """(uint8 view, offset in the piece) of ``n`` bytes at ``pos``: one, two if wrapping."""
-        at = pos % self.size
-        first = min(n, self.size - at)
-        yield self.bytes[at:at + first], 0
-        if first < n:
-            yield self.bytes[:n - first], first
-
-    def put_header(self, pos: int, tag: int, code: int, nbytes: int, numel: int) -> None:
-        struct.pack_into(_HEADER_FMT, self.mm, self.data_off + pos % self.size,
-                         _MAGIC, code, nbytes, numel, tag)
-
-    def get_header(self, pos: int) -> tuple[int, int, int, int]:
-        """(tag, dtype code, nbytes, numel) of the message starting at ``pos``."""
-        magic, code, nbytes, numel, tag = struct.unpack_from(
-            _HEADER_FMT, self.mm, self.data_off + pos % self.size)
-        if magic != _MAGIC:
-            raise RuntimeError(f"shared-memory ring lost its framing at byte {pos} (found "
-                               f"{magic:#x}, expected {_MAGIC:#x}); a peer wrote out of turn")
-        return tag, code, nbytes, numel
-
-    def release(self) -> None:
-        self.tail = self.head = self.want = self.mm = self.bytes = None
 
 
 class Doorbell:

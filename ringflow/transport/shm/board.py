@@ -3,11 +3,11 @@
 Each rank writes the fingerprint of its collective number s into slot s % 2 of a
 small table in its own control page, the marker s + 1 last; peers read it in place
 once the marker shows (on x86-64 stores become visible in program order, see
-shm_ring). Two slots suffice: a rank cannot post s + 2 (reusing slot s % 2) before it
+ring). Two slots suffice: a rank cannot post s + 2 (reusing slot s % 2) before it
 has read every peer's s + 1, and a peer posts s + 1 only after reading all of s.
 
 The shm transport lends its own control pages; the torch and MPI transports, when all
-their ranks share a node, map a page per rank (``node_shm``), so the check costs
+their ranks share a node, map a page per rank (``node``), so the check costs
 microseconds instead of a message over gloo or MPI.
 
     board = transport.fingerprint_board()
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import Work
+from ..base import Work
 
 OFFSET = 1024                 # in the control page, clear of the doorbell, pid, state, sleepers
 SLOTS, WIDTH = 2, 8           # marker + up to 7 values per slot

@@ -3,7 +3,7 @@
 Those transports move messages through gloo or MPI, but when all their ranks share a
 node each rank also maps one small segment (a control page and a staging area), for the
 two things that need no messages at all: RINGFLOW_DEBUG's fingerprint board
-(``shm_board``) and staged collectives (``shm_stage``), which read peers' data in place
+(``board``) and staged collectives (``stage``), which read peers' data in place
 where a gloo message costs hundreds of microseconds and an MPI one, through Python, tens.
 
 Mapped at start-up (``from_launch``), so whether staged collectives exist is settled before
@@ -16,17 +16,16 @@ every rank alike, so all fall back together.
 """
 from __future__ import annotations
 
-import os
-import time
+import threading
 
-from .base import PeerTimeout, TransportError
-from .shm_board import Board
-from .shm_bootstrap import map_segments
-from .shm_ring import STATE_CLOSED, Segment, fence, pid_alive
-from .shm_stage import Stage, stage_half
+from ..base import TransportError
+from .board import Board
+from .bootstrap import map_segments
+from .segment import STATE_CLOSED, Segment, pid_alive
+from .stage import Stage, stage_half
+from .wait import Bell, wait_until
 
 RING_BYTES = 4096             # the smallest rings map_segments allows: no messages go through
-_NAP = 0.02                   # longest doorbell sleep between liveness checks
 
 
 class BesideNodeShm:
@@ -50,6 +49,7 @@ class NodeShm:
     def __init__(self, exchange, rank: int, size: int, spin: float, stage_bytes: int | None = None):
         half = stage_half(stage_bytes)
         self.rank, self.spin = rank, spin
+        self._lock = threading.Lock()             # this process's threads asleep on our bell
         self.own, self.peers, _, _, _ = map_segments(exchange, rank, size, RING_BYTES, half)
         self.board = Board(self.own, self.peers, self.wait_until)
         self.stage = None if not half else Stage(
@@ -59,31 +59,15 @@ class NodeShm:
     def wait_until(self, done, peer: int, what: str, timeout: float | None) -> None:
         """Spin, then sleep on our doorbell (peers ring it after posting) until ``done()``;
         PeerTimeout after ``timeout``, TransportError once ``peer`` has exited or closed."""
-        start = time.monotonic()
-        deadline = None if timeout is None else start + timeout
-        own = self.own
-        while not done():
-            bell = own.bell.value()               # read before looking, so no wake-up is lost
-            if done():
-                return
-            now = time.monotonic()
-            if now - start < self.spin:
-                os.sched_yield()
-                continue
-            if deadline is not None and now >= deadline:
-                raise PeerTimeout(f"rank {self.rank}: {what} timed out after {timeout:.1f}s", peer)
-            seg = self.peers[peer]
-            if seg.state.value == STATE_CLOSED or not pid_alive(seg.pid.value):
-                raise TransportError(f"rank {self.rank}: peer rank {peer} exited or closed while "
-                                     f"waiting to {what}")
-            own.sleepers.value += 1
-            fence()                               # Dekker with Segment.notify, see shm_ring
-            try:
-                if not done():
-                    own.bell.wait(bell, _NAP if deadline is None else
-                                  max(1e-4, min(_NAP, deadline - now)))
-            finally:
-                own.sleepers.value -= 1
+        wait_until(done, timeout, peer, lambda: f"rank {self.rank}: {what}", self.spin,
+                   sleep=Bell(self.own, self._lock), check=lambda: self._check_alive(peer, what),
+                   check_every=0.0)
+
+    def _check_alive(self, peer: int, what: str) -> None:
+        seg = self.peers[peer]
+        if seg.state.value == STATE_CLOSED or not pid_alive(seg.pid.value):
+            raise TransportError(f"rank {self.rank}: peer rank {peer} exited or closed while "
+                                 f"waiting to {what}")
 
     def close(self) -> None:
         """Tell peers we are gone, wake them, unmap (idempotent)."""

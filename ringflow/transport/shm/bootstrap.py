@@ -2,7 +2,8 @@
 
 The handshake needs only an all-gather and a barrier, so it runs over either a
 torch.distributed Store (torchrun: the agent's or rank 0's TCPStore, or the
-default process group's store) or MPI (mpirun: ``MPI.COMM_WORLD``).
+default process group's store; see transport/rendezvous.py) or MPI (mpirun:
+``MPI.COMM_WORLD``).
 
 1. each rank creates its segment (its inbound rings) under a fresh random name;
 2. all-gather (node id, path, ring size); every rank maps every other segment;
@@ -20,8 +21,10 @@ import secrets
 import socket
 import tempfile
 
-from .backoff import affinity
-from .shm_ring import Ring, Segment, ShmUnavailable
+from ... import settings
+from .ring import Ring
+from .segment import Segment, ShmUnavailable
+from .wait import affinity
 
 
 class StoreExchange:
@@ -68,25 +71,9 @@ def launch_exchange(launch, timeout: float):
             return MpiExchange(MPI.COMM_WORLD)
         except ImportError:
             pass
-    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return StoreExchange(launch_store(launch, timeout), f"ringflow/shm/a{restart}", launch.rank,
-                         launch.size, timeout)
-
-
-def launch_store(launch, timeout: float):
-    """The default process group's store if one exists, else a TCPStore at MASTER_ADDR:PORT."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.distributed_c10d._get_default_store()
-    if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
-        raise RuntimeError(f"the shm transport under {launch.launcher} needs MASTER_ADDR and "
-                           "MASTER_PORT (torchrun sets them) or mpi4py under mpirun to exchange "
-                           "segment names")
-    # torchrun's agent already serves a store at MASTER_PORT when it says so; else rank 0 does.
-    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), launch.size,
-                         is_master=launch.rank == 0 and not agent,
-                         timeout=datetime.timedelta(seconds=timeout), multi_tenant=True)
+    from ..rendezvous import launch_store, restart_count
+    return StoreExchange(launch_store(launch, timeout), f"ringflow/shm/a{restart_count()}",
+                         launch.rank, launch.size, timeout)
 
 
 def _node_id() -> str:
@@ -99,14 +86,16 @@ def _node_id() -> str:
 
 
 def _shm_dir() -> str:
-    default = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    return os.environ.get("RINGFLOW_SHM_DIR", default)
+    folder = settings.get("RINGFLOW_SHM_DIR")
+    if folder is not None:
+        return folder
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
 
 def map_segments(exchange, rank: int, size: int, ring_bytes: int, stage_half: int = 0):
     """(own segment, {peer: segment}, {src: inbound Ring}, {dst: outbound Ring}, node CPUs) for
     this rank; node CPUs: how many CPUs the ranks may use together (their affinities' union).
-    Each segment ends with a staging area of two ``stage_half`` halves (see shm_stage)."""
+    Each segment ends with a staging area of two ``stage_half`` halves (see stage)."""
     nbytes = Segment.bytes_for(max(size - 1, 1), ring_bytes, stage_half)
     path = os.path.join(_shm_dir(), f"ringflow-{os.getpid()}-{secrets.token_hex(4)}-r{rank}")
     try:

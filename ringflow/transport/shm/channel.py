@@ -22,8 +22,9 @@ from typing import Callable
 
 import torch
 
-from .base import TransportError, Work
-from .shm_ring import HEADER, Ring, Segment, fence, footprint
+from ..base import TransportError, Work
+from .ring import HEADER, Ring, footprint
+from .segment import Segment, fence
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.int16,
           torch.int32, torch.int64, torch.uint8, torch.bool, torch.complex64, torch.complex128)
@@ -95,7 +96,7 @@ class Outbox:
             if data:
                 ring.copy_in(tail, msg.addr + msg.pos - HEADER, data)
             msg.pos, self.tail = msg.pos + n, tail + n
-            ring.tail.value = self.tail               # publish after the copy (shm_ring: ordering)
+            ring.tail.value = self.tail               # publish after the copy (ring: ordering)
             self.peer.notify()
             moved = True
             if msg.pos == msg.foot:
@@ -103,7 +104,7 @@ class Outbox:
         return moved
 
     def _blocked(self) -> bool:
-        """Ask to be woken when the peer frees space; False if it already did (Dekker, shm_ring)."""
+        """Ask to be woken when the peer frees space; False if it already did (Dekker, segment)."""
         ring = self.ring
         ring.want.value = 1
         fence()
