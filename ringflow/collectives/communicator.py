@@ -18,11 +18,14 @@ from typing import Callable, Sequence
 import torch
 
 from .. import settings
-from ..transport.base import DoneWork, PeerTimeout, Transport, TransportError, Work
+from ..transport.base import (DoneWork, PeerTimeout, StampMismatch, Transport, TransportError,
+                              Work)
 from .debug import CallCheck
 from .engine import CollectiveWork, close_engine, engine_for
-from .errors import CollectiveError, CollectiveTimeout, peer_failure, refused, where
+from .errors import (CollectiveError, CollectiveMismatch, CollectiveTimeout, peer_failure, refused,
+                     where)
 from .flight import CallRecord, FlightRecorder, call_record
+from .stamp import describe, stamp_of
 
 
 def default_timeout() -> float:
@@ -64,6 +67,7 @@ class Communicator:
         self.algorithm_env = algorithm
         self.auto_memo: tuple[str, dict] | None = None   # select's, filled on first "auto"
         self.seq = 0
+        self.board_calls = 0           # native calls checked on the fingerprint board (debug.py)
         self.recorder = FlightRecorder(self.rank, self.size, transport.rank, history)
         self.current: CallRecord | None = None
         self.checks = CallCheck()      # RINGFLOW_DEBUG's fingerprint exchange of the running call
@@ -103,19 +107,24 @@ class Communicator:
     def isend(self, tensor: torch.Tensor, dst: int) -> Work:
         if tensor.numel() == 0:
             return DoneWork()
-        return self._post(lambda: self.transport.isend(tensor, self.ranks[dst], self.tag), dst)
+        stamp = self._stamp()
+        return self._post(lambda: self.transport.isend(tensor, self.ranks[dst], self.tag, stamp),
+                          dst)
 
     def irecv(self, tensor: torch.Tensor, src: int) -> Work:
         if tensor.numel() == 0:
             return DoneWork()
-        return self._post(lambda: self.transport.irecv(tensor, self.ranks[src], self.tag), src)
+        stamp = self._stamp()
+        return self._post(lambda: self.transport.irecv(tensor, self.ranks[src], self.tag, stamp),
+                          src)
 
     def sendrecv(self, send: torch.Tensor, dst: int, recv: torch.Tensor, src: int) -> tuple[Work, Work]:
         """Post a send to ``dst`` and a receive from ``src`` together."""
         if send.numel() == 0 or recv.numel() == 0:
             return self.isend(send, dst), self.irecv(recv, src)
+        stamp = self._stamp()
         return self._post(lambda: self.transport.sendrecv(send, self.ranks[dst], recv,
-                                                          self.ranks[src], self.tag), src)
+                                                          self.ranks[src], self.tag, stamp), src)
 
     def irecv_reduce(self, out: torch.Tensor, first: torch.Tensor, src: int,
                      combine: Callable) -> Work:
@@ -125,8 +134,14 @@ class Communicator:
         """
         if out.numel() == 0:
             return DoneWork()
+        stamp = self._stamp()
         return self._post(lambda: self.transport.irecv_reduce(out, first, self.ranks[src], self.tag,
-                                                              combine), src)
+                                                              combine, stamp), src)
+
+    def _stamp(self) -> tuple | None:
+        """The stamp of the running collective (None outside one: plain point-to-point)."""
+        rec = self._owner().current
+        return None if rec is None else rec.stamp
 
     def _post(self, post: Callable, peer: int):
         """Post a send/receive; a transport that finds the peer gone while posting is a failure of
@@ -165,8 +180,16 @@ class Communicator:
             work.wait(timeout)
         except PeerTimeout as e:
             raise self._failure(CollectiveTimeout, f"timed out after {timeout:.1f}s", peer, step, e)
+        except StampMismatch as e:
+            raise self._failure(CollectiveMismatch, self._mismatch_text(e), peer, step, e)
         except TransportError as e:
             raise self._failure(CollectiveError, f"failed ({e})", peer, step, e)
+
+    def _mismatch_text(self, e: StampMismatch) -> str:
+        theirs = ("a message of another collective (its tag differs; the transport carries no "
+                  "more of it)" if e.came is None else f"a message of its {describe(e.came)}")
+        return (f"received from its peer {theirs}, while this rank runs "
+                f"{describe(e.wanted)}: the ranks' collectives do not match")
 
     def _failure(self, cls, what: str, peer: int, step: int, cause: Exception) -> CollectiveError:
         owner = self._owner()
@@ -204,6 +227,7 @@ class Communicator:
             op=None, root: int = -1, async_op: bool = False) -> CollectiveWork | None:
         """Number, record, (optionally) fingerprint-check and execute one collective."""
         rec = call_record(self.seq, name, tensor, op, root)
+        rec.stamp = stamp_of(rec)
         self.seq += 1
         self.recorder.add(rec)
 

@@ -39,7 +39,8 @@ def _code(text: str) -> int:
 # Names a fingerprint can hold, so a rank can print what its peers called.
 _KNOWN = ("all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor", "broadcast", "reduce",
           "all_to_all_single", "barrier", "sum", "avg", "max", "min", "product", "-",
-          "float32", "float64", "float16", "bfloat16", "int8", "int32", "int64", "uint8")
+          "float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64", "uint8",
+          "bool", "complex64", "complex128")
 _NAMES = {_code(t): t for t in _KNOWN}
 _CODES = {t: c for c, t in _NAMES.items()}
 
@@ -47,6 +48,14 @@ _CODES = {t: c for c, t in _NAMES.items()}
 def _coded(text: str) -> int:
     code = _CODES.get(text)
     return _code(text) if code is None else code
+
+
+code_of = _coded            # the stamp (stamp.py) names calls with the same codes
+
+
+def name_of(code: int) -> str:
+    """The name a code stands for ("?" when it is not one ringflow knows)."""
+    return _NAMES.get(code, "?")
 
 
 def fingerprint(rec) -> list[int]:
@@ -91,15 +100,16 @@ class PendingCheck:
         check.verify(wait)                    # wait(work, peer) each; raises on a mismatch
     """
 
-    def __init__(self, comm, rec):
+    def __init__(self, comm, rec, slot: int | None = None):
         n, r = comm.size, comm.rank
         self.rank, self.rec, self.size = r, rec, n
         self.mine = mine = fingerprint(rec)
         self.recvs, self.sends, self.table = [], [], None
         board = _board(comm)
         if board is not None:          # one node / MPI: no message per call, plain lists (fast)
-            board.post(rec.seq, mine)
-            self.recvs = [(board.expect(p, rec.seq, len(mine)), p) for p in range(n) if p != r]
+            slot = rec.seq if slot is None else slot      # board slots numbered by the caller
+            board.post(slot, mine)
+            self.recvs = [(board.expect(p, slot, len(mine)), p) for p in range(n) if p != r]
             return
         # Messages: one table per communicator, reused (its collectives run one at a time and
         # each check's messages finish before the next one posts).
@@ -132,6 +142,24 @@ class PendingCheck:
     def finish(self, wait) -> None:
         for work, peer in self.sends:
             wait(work, peer)
+
+
+def check_on_board(comm) -> None:
+    """Compare this call's fingerprint with every rank's on the transport's board, if it has one;
+    CollectiveMismatch (and the transport marked unusable) where they differ.
+
+    For the backends' own collectives (native.py), whose messages carry no stamp: a rank in
+    another call fails here instead of the backend mixing their bytes. The board's slots are
+    numbered by these calls alone (``comm.board_calls``). Without a board (gloo across nodes)
+    there is no check but RINGFLOW_DEBUG's."""
+    if comm.debug or comm.size == 1 or _board(comm) is None:
+        return
+    slot, comm.board_calls = comm.board_calls, comm.board_calls + 1
+    try:
+        PendingCheck(comm, comm.current, slot).verify(lambda w, p: comm._wait(w, p, -1))
+    except CollectiveMismatch as e:
+        comm.engine.broken = comm.engine.broken or str(e)
+        raise
 
 
 class CallCheck:

@@ -37,6 +37,7 @@ class CallRecord:
     step: int = -1
     peer: int = -1
     started: float = 0.0
+    stamp: tuple | None = None     # what its messages carry (stamp.py)
 
     def call(self) -> str:
         return f"{self.name}(numel={self.numel}, {self.dtype}, op={self.op}, root={self.root})"

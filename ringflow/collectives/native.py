@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .communicator import Communicator
+from .debug import check_on_board
 from .ops import ReduceOp
 
 
@@ -30,6 +31,7 @@ def _require(comm: Communicator, collective: str):
 
 def _run(comm: Communicator, collective: str, *args) -> None:
     fn = _require(comm, collective)
+    check_on_board(comm)          # the backend's messages carry no stamp: compare calls first
     try:
         fn(*args)
     except RuntimeError as e:     # the backend's own error (peer gone, its timeout): name the call

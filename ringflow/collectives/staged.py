@@ -50,14 +50,15 @@ def _round(comm: Communicator, st, data: torch.Tensor, step: int) -> int:
     """
     s = st.next_round()
     nbytes = data.numel() * data.element_size()
+    stamp = comm._stamp()             # a peer in another collective's round is named, not read
     lean = not comm.debug
     for p in range(comm.size):
         if p != comm.rank and not (lean and st.is_writable(p, s)):
             comm.wait(st.writable(p, s), peer=p, step=step)
-    st.put(s, data)
+    st.put(s, data, stamp)
     for p in range(comm.size):
-        if p != comm.rank and not (lean and st.has_posted(p, s, nbytes)):
-            comm.wait(st.posted(p, s, nbytes), peer=p, step=step)   # also raises a size mismatch
+        if p != comm.rank and not (lean and st.has_posted(p, s, nbytes, stamp)):
+            comm.wait(st.posted(p, s, nbytes, stamp), peer=p, step=step)   # raises a mismatch
     return s
 
 

@@ -27,6 +27,36 @@ class PeerTimeout(TransportError):
         self.peer = peer
 
 
+class StampMismatch(TransportError):
+    """A message carried another collective's stamp (collectives/stamp.py) than the receive
+    that took it: ``came`` (None where the transport only saw that its tag differs) and
+    ``wanted``."""
+
+    def __init__(self, message: str, peer: int, came: tuple | None, wanted: tuple):
+        super().__init__(message)
+        self.peer, self.came, self.wanted = peer, came, wanted
+
+
+# Communicator tags are below TAG_SPAN; tag-matched transports add a multiple of it for the stamp.
+TAG_SPAN = 1 << 15
+
+
+def stamp_hash(stamp: tuple) -> int:
+    """A 31-bit hash of a stamp (four int64 words), the same on every rank."""
+    h = 0
+    for word in stamp:
+        h = (h * 1_000_003 ^ word) & 0x7FFFFFFFFFFFFFFF
+    return h ^ (h >> 31)
+
+
+def fold_tag(tag: int, stamp: tuple | None, slots: int) -> int:
+    """``tag`` with the stamp folded in (one of ``slots`` multiples of TAG_SPAN above it): messages
+    of different collectives then never match a receive. No stamp: the tag itself."""
+    if stamp is None or slots < 1:
+        return tag
+    return tag + TAG_SPAN * (1 + stamp_hash(stamp) % slots)
+
+
 class Work(abc.ABC):
     """Handle of an outstanding send or receive."""
 
@@ -56,7 +86,9 @@ class Transport(abc.ABC):
 
     Messages between a pair of ranks with the same ``tag`` arrive in the order
     they were posted (MPI's non-overtaking rule); tags separate communicators
-    that share one transport.
+    that share one transport. ``stamp`` (collectives/stamp.py) is the identity of the
+    collective a message belongs to: a transport carries it with the message, or folds it
+    into the tag, so that a receive never takes the bytes of another collective.
     """
 
     name: str = "abstract"
@@ -67,18 +99,19 @@ class Transport(abc.ABC):
     checks_message_size: bool = False
 
     @abc.abstractmethod
-    def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0) -> Work:
+    def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0, stamp: tuple | None = None) -> Work:
         """Start sending a contiguous ``tensor`` to ``dst``."""
 
     @abc.abstractmethod
-    def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0) -> Work:
-        """Start receiving into the contiguous ``tensor`` from ``src``."""
+    def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0, stamp: tuple | None = None) -> Work:
+        """Start receiving into the contiguous ``tensor`` from ``src``; its Work raises
+        StampMismatch where the message came from another collective than ``stamp``."""
 
     def sendrecv(self, send: torch.Tensor, dst: int, recv: torch.Tensor, src: int,
-                 tag: int = 0) -> tuple[Work, Work]:
+                 tag: int = 0, stamp: tuple | None = None) -> tuple[Work, Work]:
         """Post a send and a receive together; returns (send_work, recv_work)."""
-        rw = self.irecv(recv, src, tag)
-        sw = self.isend(send, dst, tag)
+        rw = self.irecv(recv, src, tag, stamp)
+        sw = self.isend(send, dst, tag, stamp)
         return sw, rw
 
     # Staged collectives (collectives/staged.py) read peers' data in shared memory in place.

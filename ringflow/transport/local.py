@@ -11,7 +11,8 @@ import threading
 import time
 import torch
 
-from .base import DoneWork, PeerTimeout, Transport, TransportError, Work, require_contiguous
+from .base import (DoneWork, PeerTimeout, StampMismatch, Transport, TransportError, Work,
+                   require_contiguous)
 
 
 class _Hub:
@@ -20,7 +21,7 @@ class _Hub:
     def __init__(self, size: int):
         self.size = size
         self.cond = threading.Condition()
-        self.messages: dict[tuple, torch.Tensor] = {}
+        self.messages: dict[tuple, tuple] = {}   # key -> (tensor, the sender's stamp)
         self.posted: dict[tuple, int] = {}     # (src, dst, tag, "send"|"recv") -> count
         self.failed: dict[int, str] = {}       # rank -> why it left
 
@@ -32,8 +33,9 @@ class _Hub:
 
 
 class _LocalRecv(Work):
-    def __init__(self, hub: _Hub, key: tuple, tensor: torch.Tensor, peer: int):
-        self.hub, self.key, self.tensor, self.peer = hub, key, tensor, peer
+    def __init__(self, hub: _Hub, key: tuple, tensor: torch.Tensor, peer: int,
+                 stamp: tuple | None):
+        self.hub, self.key, self.tensor, self.peer, self.stamp = hub, key, tensor, peer, stamp
         self.done = False
 
     def is_completed(self) -> bool:
@@ -53,7 +55,10 @@ class _LocalRecv(Work):
                     raise PeerTimeout(f"receive from rank {self.peer} timed out after {timeout:.1f}s",
                                       self.peer)
                 self.hub.cond.wait(timeout=0.05 if left is None else min(left, 0.05))
-            msg = self.hub.messages.pop(self.key)
+            msg, came = self.hub.messages.pop(self.key)
+        if self.stamp is not None and came is not None and came != self.stamp:
+            raise StampMismatch(f"message from rank {self.peer} belongs to another collective",
+                                self.peer, came, self.stamp)
         if msg.numel() != self.tensor.numel() or msg.dtype != self.tensor.dtype:
             raise TransportError(f"message from rank {self.peer} has {msg.numel()} x {msg.dtype}, "
                                  f"receiver posted {self.tensor.numel()} x {self.tensor.dtype}")
@@ -81,20 +86,20 @@ class LocalTransport(Transport):
         if not 0 <= peer < self.size:
             raise ValueError(f"peer rank {peer} out of range for a world of {self.size}")
 
-    def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0) -> Work:
+    def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0, stamp: tuple | None = None) -> Work:
         self._check_peer(dst)
         require_contiguous(tensor)
         i = self.hub.next_index((self.rank, dst, tag, "send"))
         with self.hub.cond:
-            self.hub.messages[(self.rank, dst, tag, i)] = tensor.detach().clone()
+            self.hub.messages[(self.rank, dst, tag, i)] = (tensor.detach().clone(), stamp)
             self.hub.cond.notify_all()
         return DoneWork()
 
-    def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0) -> Work:
+    def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0, stamp: tuple | None = None) -> Work:
         self._check_peer(src)
         require_contiguous(tensor)
         i = self.hub.next_index((src, self.rank, tag, "recv"))
-        return _LocalRecv(self.hub, (src, self.rank, tag, i), tensor, src)
+        return _LocalRecv(self.hub, (src, self.rank, tag, i), tensor, src, stamp)
 
     def check_tensor(self, tensor: torch.Tensor) -> None:
         require_contiguous(tensor)

@@ -13,11 +13,13 @@ not steal their peers' cores.
 from __future__ import annotations
 
 import subprocess
+from typing import Callable
 
 import torch
 
 from .. import settings
-from .base import Transport, TransportError, Work, require_contiguous
+from .base import (TAG_SPAN, StampMismatch, Transport, TransportError, Work, fold_tag,
+                   require_contiguous)
 from .shm.node import BesideNodeShm
 from .shm.wait import affinity, node_spin_us, spin_seconds, wait_until
 
@@ -59,6 +61,8 @@ class _MpiWork(Work):
     def __init__(self, request, keep, peer: int, what: str, spin: float, inflight: set):
         self.request, self.keep, self.peer, self.what = request, keep, peer, what
         self.spin, self.done, self.inflight = spin, False, inflight
+        self.foreign: Callable[[], None] | None = None   # a receive's probe for another call's
+        self._strikes = 0                                # message (MpiTransport._foreign)
         inflight.add(self)
 
     def is_completed(self) -> bool:
@@ -69,9 +73,21 @@ class _MpiWork(Work):
                 self.inflight.discard(self)
         return self.done
 
+    def _probe(self) -> None:
+        """Another collective's message waiting from the peer while ours has not come: a
+        mismatch, once seen on two looks in a row (MPI keeps one peer's messages in order)."""
+        try:
+            self.foreign()
+            self._strikes = 0
+        except StampMismatch:
+            self._strikes += 1
+            if self._strikes >= 2 and not self.is_completed():
+                raise
+
     def wait(self, timeout: float | None = None) -> None:
         try:
-            wait_until(self.is_completed, timeout, self.peer, self.what, self.spin)
+            wait_until(self.is_completed, timeout, self.peer, self.what, self.spin,
+                       check=None if self.foreign is None else self._probe)
         except Exception as e:
             if type(e).__module__.startswith("mpi4py"):
                 raise TransportError(f"{self.what} failed: {e}") from e
@@ -101,6 +117,10 @@ class MpiTransport(BesideNodeShm, Transport):
         M = self.MPI
         self._ops = {"sum": M.SUM, "avg": M.SUM, "max": M.MAX, "min": M.MIN, "product": M.PROD}
         self._inflight: set = set()        # unfinished works (see _MpiWork)
+        # MPI_TAG_UB is at least 32767 by the standard (Open MPI: 2**31 - 1); the stamp takes the
+        # multiples of TAG_SPAN that fit above a communicator's tag (none at the minimum)
+        tag_ub = comm.Get_attr(M.TAG_UB) or 32767
+        self.stamp_slots = max(0, tag_ub // TAG_SPAN - 1)
 
     @classmethod
     def from_launch(cls, launch, device: torch.device, timeout: float) -> "MpiTransport":
@@ -149,17 +169,35 @@ class MpiTransport(BesideNodeShm, Transport):
         return peer
 
     # ---- point to point ---------------------------------------------------------------------
-    def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0) -> Work:
+    # The stamp is folded into the tag: MPI never matches another call's message to a receive,
+    # and a receive that waits finds such a message with a probe and reports it (_MpiWork._probe).
+    def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0, stamp: tuple | None = None) -> Work:
         buf = self._bytes(tensor)
-        req = self.comm.Isend(buf, dest=self._peer(dst), tag=tag)
+        folded = fold_tag(tag, stamp, self.stamp_slots)
+        req = self.comm.Isend(buf, dest=self._peer(dst), tag=folded)
         return _MpiWork(req, (buf, tensor), dst, f"send to rank {dst}", self.spin,
                         self._inflight)
 
-    def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0) -> Work:
+    def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0, stamp: tuple | None = None) -> Work:
         buf = self._bytes(tensor)
-        req = self.comm.Irecv(buf, source=self._peer(src), tag=tag)
-        return _MpiWork(req, (buf, tensor), src, f"receive from rank {src}", self.spin,
+        folded = fold_tag(tag, stamp, self.stamp_slots)
+        req = self.comm.Irecv(buf, source=self._peer(src), tag=folded)
+        work = _MpiWork(req, (buf, tensor), src, f"receive from rank {src}", self.spin,
                         self._inflight)
+        if stamp is not None:
+            work.foreign = lambda: self._foreign(src, tag, folded, stamp)
+        return work
+
+    def _foreign(self, src: int, tag: int, folded: int, stamp: tuple) -> None:
+        """Raise StampMismatch if ``src``'s next message of this communicator (``tag``) belongs
+        to another collective: one that the receive waiting for ``folded`` will never match."""
+        status = self.MPI.Status()
+        if not self.comm.Iprobe(source=src, tag=self.MPI.ANY_TAG, status=status):
+            return
+        came = status.Get_tag()
+        if came != folded and came % TAG_SPAN == tag and came >= TAG_SPAN:
+            raise StampMismatch(f"rank {src} sent a message of another collective (tag {came}, "
+                                f"this receive waits for tag {folded})", src, None, stamp)
 
     def _map_node_shm(self):
         """Shared memory beside MPI when every rank is on this node (shm.node): no message per

@@ -17,7 +17,8 @@ import datetime
 import torch
 import torch.distributed as dist
 
-from .base import PeerTimeout, Transport, TransportError, Work, require_contiguous
+from .base import (TAG_SPAN, PeerTimeout, Transport, TransportError, Work, fold_tag,
+                   require_contiguous)
 from .rendezvous import process_group_store
 from .shm.node import BesideNodeShm
 from .shm.wait import wait_until
@@ -36,6 +37,10 @@ def _translate(err: RuntimeError, peer: int, what: str, timeout: float | None) -
         limit = f" after {timeout:.1f}s" if timeout is not None else ""
         return PeerTimeout(f"{what} timed out{limit} ({text})", peer)
     return TransportError(f"{what} failed: {text}")
+
+
+# gloo takes non-negative int32 tags: the stamp has this many multiples of TAG_SPAN above a tag
+STAMP_SLOTS = (2**31 - 1) // TAG_SPAN - 1
 
 
 class _TorchWork(Work):
@@ -158,21 +163,26 @@ class TorchTransport(BesideNodeShm, Transport):
         except RuntimeError as e:
             raise _translate(e, peer, what, None) from e
 
-    def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0) -> Work:
-        return self._post(dist.isend, tensor, dst, tag, f"send to rank {dst}")
+    # The stamp is folded into the tag (gloo matches by tag, so another call's message is never
+    # taken: the wait times out instead). NCCL ignores tags: there a mismatch is not caught.
+    def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0, stamp: tuple | None = None) -> Work:
+        return self._post(dist.isend, tensor, dst, fold_tag(tag, stamp, STAMP_SLOTS),
+                          f"send to rank {dst}")
 
-    def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0) -> Work:
-        return self._post(dist.irecv, tensor, src, tag, f"receive from rank {src}")
+    def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0, stamp: tuple | None = None) -> Work:
+        return self._post(dist.irecv, tensor, src, fold_tag(tag, stamp, STAMP_SLOTS),
+                          f"receive from rank {src}")
 
     def sendrecv(self, send: torch.Tensor, dst: int, recv: torch.Tensor, src: int,
-                 tag: int = 0) -> tuple[Work, Work]:
+                 tag: int = 0, stamp: tuple | None = None) -> tuple[Work, Work]:
         """NCCL: one batch, launched as a group; gloo: both posted before either waits."""
-        self.check_tensor(send)
-        self.check_tensor(recv)
         if not self.poll:                  # gloo: plain isend/irecv never deadlock, and skip
             # batch_isend_irecv's coalescing (~100 us of Python per step, benchmarks/results)
-            rw = self.irecv(recv, src, tag)
-            return self.isend(send, dst, tag), rw
+            rw = self.irecv(recv, src, tag, stamp)
+            return self.isend(send, dst, tag, stamp), rw
+        tag = fold_tag(tag, stamp, STAMP_SLOTS)
+        self.check_tensor(send)
+        self.check_tensor(recv)
         ops = [dist.P2POp(dist.irecv, recv, self._peer(src), tag=tag),
                dist.P2POp(dist.isend, send, self._peer(dst), tag=tag)]
         try:

@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from ..base import TransportError, Work
+from ..base import StampMismatch, TransportError, Work
 from .ring import HEADER, Ring, footprint
 from .segment import Segment, fence
 
@@ -39,8 +39,9 @@ class Message(Work):
     """
 
     def __init__(self, owner, kind: str, peer: int, tag: int, tensor: torch.Tensor | None,
-                 nbytes: int, code: int, numel: int):
+                 nbytes: int, code: int, numel: int, stamp: tuple | None = None):
         self.owner, self.kind, self.peer, self.tag = owner, kind, peer, tag
+        self.stamp = stamp                # the collective it belongs to (collectives/stamp.py)
         self.tensor = tensor              # kept alive (and unmodified by contract) while in flight
         self.addr = tensor.data_ptr() if tensor is not None else 0
         self.nbytes, self.code, self.numel = nbytes, code, numel
@@ -85,7 +86,7 @@ class Outbox:
                     if self._blocked():
                         break
                     continue
-                ring.put_header(tail, msg.tag, msg.code, msg.nbytes, msg.numel)
+                ring.put_header(tail, msg.tag, msg.code, msg.nbytes, msg.numel, msg.stamp)
                 msg.pos, tail, free = HEADER, tail + HEADER, free - HEADER
             n = min(free, msg.foot - msg.pos, self.piece)
             if tail + n == self.tail:
@@ -175,27 +176,29 @@ class Inbox:
             e0, e1 = (offset + at) // size, (offset + at + part.numel()) // size
             msg.combine(msg.tensor[e0:e1], msg.first[e0:e1], part.view(dtype))
 
-    def _match(self, tag: int, code: int, nbytes: int, numel: int) -> Message | None:
+    def _match(self, tag: int, code: int, nbytes: int, numel: int,
+               stamp: tuple | None) -> Message | None:
         """The receive for the arriving message, a drain buffer, or None to leave it queued."""
         queue = self.posted.get(tag)
         if queue:
             msg = queue.popleft()
             self.waiting -= 1
-            if msg.nbytes == nbytes and (msg.code == code or -1 in (code, msg.code)):
+            came = Message(msg.owner, "recv", self.src, tag, None, nbytes, code, numel, stamp)
+            error = self._refusal(came, msg)
+            if error is None:
                 return msg
-            came = Message(msg.owner, "recv", self.src, tag, None, nbytes, code, numel)
-            msg.error, came.claimer = self._mismatch(came, msg), msg
+            msg.error, came.claimer = error, msg
             return came                                 # swallow its bytes, fail the receive
         if not self.waiting:
             return None
         buf = torch.empty(nbytes, dtype=torch.uint8)    # a later message is awaited: drain this
-        early = Message(None, "recv", self.src, tag, buf, nbytes, code, numel)
+        early = Message(None, "recv", self.src, tag, buf, nbytes, code, numel, stamp)
         self.early.setdefault(tag, collections.deque()).append(early)
         return early
 
     def _claim(self, early: Message, msg: Message) -> None:
-        if early.nbytes != msg.nbytes:
-            msg.error = self._mismatch(early, msg)
+        msg.error = self._refusal(early, msg)
+        if msg.error is not None:
             msg.finish()
             return
         early.claimer = msg
@@ -217,7 +220,13 @@ class Inbox:
                 late.combine(late.tensor, late.first, buf.view(late.tensor.dtype))
         late.finish()
 
-    def _mismatch(self, came: Message, want: Message) -> TransportError:
+    def _refusal(self, came: Message, want: Message) -> TransportError | None:
+        """Why ``want`` may not take ``came`` (another collective's, another size), or None."""
+        if want.stamp is not None and came.stamp is not None and came.stamp != want.stamp:
+            return StampMismatch(f"rank {self.rank}: message from rank {self.src} belongs to "
+                                 "another collective", self.src, came.stamp, want.stamp)
+        if came.nbytes == want.nbytes and (came.code == want.code or -1 in (came.code, want.code)):
+            return None
         return TransportError(
             f"rank {self.rank}: message from rank {self.src} has {came.describe()}, but the "
             f"receive posted for it expects {want.describe()}; both sides must agree")

@@ -27,7 +27,8 @@ from .segment import PAGE, Segment
 HEADER = 64                       # every message starts with one 64-byte record
 ALIGN = 64                        # messages occupy whole 64-byte lines, so headers never wrap
 _MAGIC = 0x52464C57               # "RFLW": catches a stream that lost its framing
-_HEADER_FMT = "<IiQQq"            # magic, dtype code, nbytes, numel, tag
+_HEADER_FMT = "<IiQQq4q"          # magic, dtype code, nbytes, numel, tag, stamp (4 words)
+_NO_STAMP = (0, 0, 0, 0)          # a message sent outside a collective (a stamp's verb is never 0)
 
 
 def footprint(nbytes: int) -> int:
@@ -73,18 +74,20 @@ class Ring:
         if first < n:
             yield self.bytes[:n - first], first
 
-    def put_header(self, pos: int, tag: int, code: int, nbytes: int, numel: int) -> None:
+    def put_header(self, pos: int, tag: int, code: int, nbytes: int, numel: int,
+                   stamp: tuple | None = None) -> None:
         struct.pack_into(_HEADER_FMT, self.mm, self.data_off + pos % self.size,
-                         _MAGIC, code, nbytes, numel, tag)
+                         _MAGIC, code, nbytes, numel, tag, *(stamp or _NO_STAMP))
 
-    def get_header(self, pos: int) -> tuple[int, int, int, int]:
-        """(tag, dtype code, nbytes, numel) of the message starting at ``pos``."""
-        magic, code, nbytes, numel, tag = struct.unpack_from(
+    def get_header(self, pos: int) -> tuple:
+        """(tag, dtype code, nbytes, numel, stamp or None) of the message starting at ``pos``."""
+        magic, code, nbytes, numel, tag, *stamp = struct.unpack_from(
             _HEADER_FMT, self.mm, self.data_off + pos % self.size)
         if magic != _MAGIC:
             raise RuntimeError(f"shared-memory ring lost its framing at byte {pos} (found "
                                f"{magic:#x}, expected {_MAGIC:#x}); a peer wrote out of turn")
-        return tag, code, nbytes, numel
+        stamp = tuple(stamp)
+        return tag, code, nbytes, numel, None if stamp == _NO_STAMP else stamp
 
     def release(self) -> None:
         self.tail = self.head = self.want = self.mm = self.bytes = None

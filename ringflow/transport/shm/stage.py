@@ -9,8 +9,9 @@ counters show. One round of a collective is then a copy in, a wait and the reduc
 Layout: each segment ends with two halves of ``half`` bytes; round s uses half s % 2.
 Three words per rank in its control page (``OFFSET``): ``posted`` (s + 1 once the
 rank's round-s data is in place), ``read`` (s + 1 once it has read every peer's round
-s) and the byte count of each half (so a peer that staged a different size is an error,
-not a silent misread). Before writing half s % 2 a rank waits until every peer's
+s), the byte count of each half (so a peer that staged a different size is an error,
+not a silent misread) and the stamp of the collective each half belongs to (four words per
+half: a peer that staged another collective's round is named, never read; collectives/stamp.py). Before writing half s % 2 a rank waits until every peer's
 ``read`` >= s - 1, i.e. they are done with round s - 2, the last user of that half.
 Ordering is x86-64's, as for the rings (ring): bytes first, counter after.
 
@@ -29,7 +30,7 @@ from typing import Callable
 import torch
 
 from ... import settings
-from ..base import TransportError, Work
+from ..base import StampMismatch, TransportError, Work
 
 def stage_half(stage_bytes: int | None = None) -> int:
     """Bytes per staging half: ``stage_bytes``, else $RINGFLOW_SHM_STAGE_BYTES, default 2 MiB
@@ -42,6 +43,8 @@ def stage_half(stage_bytes: int | None = None) -> int:
 
 OFFSET = 2048          # in the control page, after the fingerprint board (board: 1024..1152)
 POSTED, READ, NBYTES = 0, 1, 2      # word indices; NBYTES + half index holds a half's size
+STAMP = 4                           # STAMP + 4 * half index: that half's stamp (4 words)
+WORDS = STAMP + 8
 
 
 class Stage:
@@ -51,7 +54,7 @@ class Stage:
     def __init__(self, segments: dict, rank: int, offset: int, half: int, wait_until: Callable):
         self.rank, self.size, self.half = rank, len(segments), half
         self.segments = segments                      # rank -> Segment (this rank's too)
-        self.words = {r: memoryview(seg.mm)[OFFSET:OFFSET + 32].cast("q")
+        self.words = {r: memoryview(seg.mm)[OFFSET:OFFSET + 8 * WORDS].cast("q")
                       for r, seg in segments.items()}
         self.areas = {r: torch.frombuffer(seg.mm, dtype=torch.uint8, count=2 * half, offset=offset)
                       for r, seg in segments.items()}
@@ -87,8 +90,9 @@ class Stage:
         return _Until(self, peer, lambda: self.is_writable(peer, s),
                       f"rank {peer} to finish reading staged round {s - 2}")
 
-    def put(self, s: int, data: torch.Tensor) -> None:
-        """Copy ``data`` (any shape, strided too) into half s % 2, row-major, and publish it."""
+    def put(self, s: int, data: torch.Tensor, stamp: tuple | None = None) -> None:
+        """Copy ``data`` (any shape, strided too) into half s % 2, row-major, and publish it
+        with the stamp of the collective it belongs to."""
         nbytes = data.numel() * data.element_size()
         if nbytes > self.half:
             raise ValueError(f"a staged round holds at most {self.half} bytes, got {nbytes}")
@@ -96,22 +100,35 @@ class Stage:
         (dst if data.dim() == 1 else dst.view(data.shape)).copy_(data)
         mine = self.words[self.rank]
         mine[NBYTES + s % 2] = nbytes
+        at = STAMP + 4 * (s % 2)
+        mine[at], mine[at + 1], mine[at + 2], mine[at + 3] = stamp or (0, 0, 0, 0)
         mine[POSTED] = s + 1                          # last: a reader that sees it sees the bytes
         self._notify()
 
-    def has_posted(self, peer: int, s: int, nbytes: int) -> bool:
-        """Whether ``peer`` has published round s with ``nbytes`` (False on another size too:
-        ``posted``'s Work then raises the mismatch)."""
-        words = self.words[peer]
-        return words[POSTED] >= s + 1 and words[NBYTES + s % 2] == nbytes
+    def _same_call(self, words, s: int, stamp: tuple | None) -> bool:
+        at = STAMP + 4 * (s % 2)
+        return stamp is None or (words[at] == stamp[0] and words[at + 1] == stamp[1]
+                                 and words[at + 2] == stamp[2] and words[at + 3] == stamp[3])
 
-    def posted(self, peer: int, s: int, nbytes: int) -> Work:
-        """Completes once ``peer`` has published round s; fails if it staged another size."""
+    def has_posted(self, peer: int, s: int, nbytes: int, stamp: tuple | None = None) -> bool:
+        """Whether ``peer`` has published round s with ``nbytes`` for collective ``stamp``
+        (False on another size or stamp too: ``posted``'s Work then raises the mismatch)."""
+        words = self.words[peer]
+        return (words[POSTED] >= s + 1 and words[NBYTES + s % 2] == nbytes
+                and self._same_call(words, s, stamp))
+
+    def posted(self, peer: int, s: int, nbytes: int, stamp: tuple | None = None) -> Work:
+        """Completes once ``peer`` has published round s; fails if it staged another size or
+        another collective's round."""
         words = self.words[peer]
 
         def ready() -> bool:
             if words[POSTED] < s + 1:
                 return False
+            if not self._same_call(words, s, stamp):
+                at = STAMP + 4 * (s % 2)
+                raise StampMismatch(f"rank {peer} staged round {s} for another collective",
+                                    peer, tuple(words[at:at + 4]), stamp)
             theirs = words[NBYTES + s % 2]
             if theirs != nbytes:
                 raise TransportError(f"rank {peer} staged {theirs} bytes for this collective and "

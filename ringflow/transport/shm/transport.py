@@ -135,31 +135,33 @@ class ShmTransport(Transport):
             raise ValueError(f"the shm transport moves CPU tensors, got one on {tensor.device}; "
                              "copy it with .cpu() or use the torch (NCCL) transport for GPUs")
 
-    def _message(self, tensor: torch.Tensor, peer: int, tag: int, kind: str) -> Message:
+    def _message(self, tensor: torch.Tensor, peer: int, tag: int, kind: str,
+                 stamp: tuple | None) -> Message:
         if self._closed:
             raise TransportError(f"the shm transport of rank {self.rank} is closed; cannot {kind}")
         if not 0 <= peer < self.size or peer == self.rank:
             raise ValueError(f"peer rank {peer} must be another rank in [0, {self.size})")
         self.check_tensor(tensor)
         return Message(self, kind, peer, tag, tensor, tensor.numel() * tensor.element_size(),
-                       CODES.get(tensor.dtype, -1), tensor.numel())
+                       CODES.get(tensor.dtype, -1), tensor.numel(), stamp)
 
-    def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0) -> Work:
-        msg = self._message(tensor, dst, tag, "send")
+    def isend(self, tensor: torch.Tensor, dst: int, tag: int = 0, stamp: tuple | None = None) -> Work:
+        msg = self._message(tensor, dst, tag, "send", stamp)
         with self._lock:
             box = self.outboxes[dst]
             box.queue.append(msg)
             box.push()                      # eager: most messages fit and complete right here
         return msg
 
-    def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0) -> Work:
-        msg = self._message(tensor, src, tag, "recv")
+    def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0, stamp: tuple | None = None) -> Work:
+        msg = self._message(tensor, src, tag, "recv", stamp)
         with self._lock:
             self.inboxes[src].post(msg)
         return msg
 
     def irecv_reduce(self, out: torch.Tensor, first: torch.Tensor, src: int, tag: int,
-                     combine: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]) -> Work:
+                     combine: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
+                     stamp: tuple | None = None) -> Work:
         """Receive a message shaped like ``out`` and compute ``combine(out, first, arrived)``.
 
         ``combine`` is applied piece by piece to aligned 1-D slices of the three, reading
@@ -170,15 +172,15 @@ class ShmTransport(Transport):
             raise ValueError(f"irecv_reduce: first {tuple(first.shape)} {first.dtype} must match "
                              f"out {tuple(out.shape)} {out.dtype}")
         require_contiguous(first, "first")
-        msg = self._message(out, src, tag, "recv")
+        msg = self._message(out, src, tag, "recv", stamp)
         msg.tensor, msg.first, msg.combine = out.view(-1), first.view(-1), combine
         with self._lock:
             self.inboxes[src].post(msg)
         return msg
 
-    def sendrecv(self, send, dst, recv, src, tag=0):
-        rw = self.irecv(recv, src, tag)
-        return self.isend(send, dst, tag), rw
+    def sendrecv(self, send, dst, recv, src, tag=0, stamp=None):
+        rw = self.irecv(recv, src, tag, stamp)
+        return self.isend(send, dst, tag, stamp), rw
 
     # ---- progress and waiting -------------------------------------------------------------------
     def _progress(self) -> bool:

@@ -1,0 +1,48 @@
+"""A collective's identity on every message it sends, so a rank never takes another call's bytes.
+
+Every rank numbers its collectives (per communicator), and every message a collective sends
+carries a stamp: four int64 words holding its sequence number, element count, verb, dtype, op and
+root. The receiver compares the stamp that came with the one of the call it is running:
+
+- transports with a message header (threads, shared memory) carry the stamp whole: a receive whose
+  message bears another stamp fails with both calls named (``StampMismatch``);
+- tag-matched transports (gloo, MPI) fold a hash of it into the tag, so messages of different calls
+  never match: the waiting rank times out (gloo), or sees the other call's message waiting from the
+  same peer and says so (MPI's probe);
+- staged collectives post the stamp beside each round's data, and readers compare it.
+
+It is always on: one comparison of four integers per message. The debug fingerprint check
+(RINGFLOW_DEBUG, debug.py) compares every field across all ranks before any data moves; the stamp
+only guarantees that a rank never consumes another call's bytes.
+
+    stamp = stamp_of(rec)           # (seq, numel, verb << 32 | dtype, op << 32 | root)
+    describe(stamp)                 # "broadcast #3 (64 x float32, root 0)"
+"""
+from __future__ import annotations
+
+from .debug import code_of, name_of
+
+_LOW = 0xFFFFFFFF
+# all_to_all's blocks may differ in size across ranks, so its count is not part of its identity
+_ANY_COUNT = ("all_to_all_single",)
+
+
+def stamp_of(rec) -> tuple[int, int, int, int]:
+    """The stamp of call record ``rec`` (flight.CallRecord)."""
+    numel = 0 if rec.name in _ANY_COUNT else rec.numel
+    return (rec.seq, numel, code_of(rec.name) << 32 | code_of(rec.dtype),
+            code_of(rec.op) << 32 | (rec.root & _LOW))
+
+
+def describe(stamp) -> str:
+    """What a stamp says, in words: "all_reduce #4 (64 x float32, op sum)"."""
+    seq, numel, verb_dtype, op_root = stamp
+    verb, dtype = name_of(verb_dtype >> 32), name_of(verb_dtype & _LOW)
+    op, root = name_of(op_root >> 32), op_root & _LOW
+    root = root - (1 << 32) if root >= 1 << 31 else root
+    parts = [f"{numel} x {dtype}" if numel or verb not in _ANY_COUNT else dtype]
+    if op != "-":
+        parts.append(f"op {op}")
+    if root >= 0:
+        parts.append(f"root {root}")
+    return f"{verb} #{seq} ({', '.join(parts)})"
