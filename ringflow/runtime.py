@@ -147,7 +147,9 @@ def world():
 
 
 def shutdown() -> None:
-    """Stop the background thread and close the transport; init() may be called again."""
+    """Stop the background thread, compare the ranks' collectives (collectives/tally.py: a rank
+    that made calls its peers did not is named on stderr), close the transport; init() may be
+    called again."""
     global _WORLD
     if _WORLD is None:
         return
@@ -156,6 +158,10 @@ def shutdown() -> None:
     set_default(None)
     atexit.unregister(shutdown)
     try:
-        comm.close()
+        comm.close()                      # runs what is queued first
+        from .collectives.tally import tally
+        report = tally(comm, timeout=min(comm.timeout, 10.0))
+        if report and (comm.rank == 0 or "could not compare" in report):   # the same on all
+            print(report, file=sys.stderr, flush=True)
     finally:
         comm.transport.close()
