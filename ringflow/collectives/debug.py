@@ -122,7 +122,7 @@ class PendingCheck:
         table[r] = torch.tensor(mine, dtype=torch.int64)
         for shift in range(1, n):
             dst, src = (r + shift) % n, (r - shift) % n
-            sw, rw = comm.sendrecv(views[r], dst, views[src], src)
+            sw, rw = comm.sendrecv(views[r], dst, views[src], src, stamped=False)
             self.recvs.append((rw, src))
             self.sends.append((sw, dst))
 

@@ -26,7 +26,12 @@ def launch(transport: str, case: str, numel: int) -> list[dict]:
     else:
         env["RINGFLOW_TRANSPORT"] = {"gloo": "torch", "shm": "shm"}[transport]
         _, out = run_torchrun(2, WORKER, case, str(numel), env=env, timeout=90)
-    outs = [json.loads(l.split("RESULT ", 1)[1]) for l in out.splitlines() if "RESULT {" in l]
+    # two ranks' lines may interleave on one pipe: decode each record where it starts
+    decoder, outs, at = json.JSONDecoder(), [], out.find("RESULT {")
+    while at >= 0:
+        record, end = decoder.raw_decode(out, at + len("RESULT "))
+        outs.append(record)
+        at = out.find("RESULT {", end)
     assert len(outs) == 2, out[-4000:]
     return outs
 

@@ -125,15 +125,15 @@ class Stage:
         def ready() -> bool:
             if words[POSTED] < s + 1:
                 return False
-            if not self._same_call(words, s, stamp):
-                at = STAMP + 4 * (s % 2)
-                raise StampMismatch(f"rank {peer} staged round {s} for another collective",
-                                    peer, tuple(words[at:at + 4]), stamp)
             theirs = words[NBYTES + s % 2]
             if theirs != nbytes:
                 raise TransportError(f"rank {peer} staged {theirs} bytes for this collective and "
                                      f"rank {self.rank} {nbytes}: the ranks called collectives "
                                      "of different sizes")
+            if not self._same_call(words, s, stamp):
+                at = STAMP + 4 * (s % 2)
+                raise StampMismatch(f"rank {peer} staged round {s} for another collective",
+                                    peer, tuple(words[at:at + 4]), stamp)
             return True
         return _Until(self, peer, ready, f"rank {peer} to stage its round {s}")
 
