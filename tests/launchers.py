@@ -1,6 +1,6 @@
 """Run a worker script under torchrun or mpirun with a hard timeout (a hang fails the test fast).
 
-    out = run_torchrun(3, "tests/workers/conformance.py", "--quick", timeout=120)
+    _, out = run_torchrun(3, "tests/collectives/conformance_worker.py", timeout=120)
 
 The worker asserts and exits non-zero on failure; its output comes back in the error.
 """

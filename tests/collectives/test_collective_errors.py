@@ -10,7 +10,7 @@ from ringflow import collectives as rc
 from ringflow.collectives.threads import run_ranks
 from tests.launchers import run_mpirun, run_torchrun
 
-WORKER = "tests/workers/collectives_errors.py"
+WORKER = "tests/collectives/errors_worker.py"
 
 
 def launch(transport, *args, env=None, timeout=150):

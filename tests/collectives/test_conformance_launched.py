@@ -12,7 +12,7 @@ import pytest
 
 from tests.launchers import run_cmd, run_mpirun, run_torchrun
 
-WORKER = "tests/workers/collectives_conformance.py"
+WORKER = "tests/collectives/conformance_worker.py"
 EXAMPLE = "examples/compare_with_torch.py"
 
 

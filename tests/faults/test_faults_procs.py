@@ -1,7 +1,7 @@
 """Faults across real processes: gloo (torch transport) and MPI, under torchrun, mpirun and bare.
 
 Kept to a few launches (each costs seconds of interpreter start-up on a shared 2-core box);
-benchmarks/fault_matrix.py repeats every fault >= 20 times over more algorithms.
+tests/stress/fault_matrix.py repeats every fault >= 20 times over more algorithms.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.launchers import run_mpirun, run_torchrun
 
 T = 2            # RINGFLOW_TIMEOUT for these runs (seconds)
 SLACK = 6.0      # the issue's "+ a few seconds", generous for a loaded machine
-WORKER = "tests/workers/faults_worker.py"
+WORKER = "tests/faults/faults_worker.py"
 ENV = {"RINGFLOW_TIMEOUT": str(T), "OMP_NUM_THREADS": "1"}
 
 

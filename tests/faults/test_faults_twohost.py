@@ -16,7 +16,7 @@ from tests.faults import netns
 from tests.launchers import ROOT, _env, free_port
 
 T = 3
-WORKER = "tests/workers/faults_twohost.py"
+WORKER = "tests/faults/twohost_worker.py"
 
 
 def _agents(node_cmd, envs, logs):

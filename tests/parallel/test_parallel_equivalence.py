@@ -1,7 +1,8 @@
 """n ranks on per-rank batches == one process on the concatenated batch, for every wrapper.
 
-The matrix itself lives in tests/workers/parallel_matrix.py: in-process over the thread
-transport here, and launched under torchrun (gloo, with torch's DDP + our comm hook) and mpirun.
+The matrix itself lives in tests/parallel/matrix.py: in-process over the thread transport
+here, and launched (matrix_worker.py) under torchrun (gloo, with torch's DDP + our comm hook)
+and mpirun.
 """
 import importlib.util
 
@@ -9,9 +10,9 @@ import pytest
 
 from ringflow.collectives.threads import run_ranks
 from tests.launchers import run_mpirun, run_torchrun
-from tests.workers.parallel_matrix import run_matrix
+from tests.parallel.matrix import run_matrix
 
-WORKER = "tests/workers/parallel_matrix.py"
+WORKER = "tests/parallel/matrix_worker.py"
 
 
 @pytest.mark.timeout(120)
