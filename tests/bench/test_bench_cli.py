@@ -62,6 +62,7 @@ def test_rows_ratio_and_footer():
     assert foot[0].startswith("# ring") and "peak busbw" in foot[0] and "1.50x" in foot[0]
 
 
+@pytest.mark.launched
 @pytest.mark.timeout(120)
 def test_two_rank_torchrun_bench_checks_and_writes_json(tmp_path):
     out_json = tmp_path / "r.json"
@@ -88,6 +89,7 @@ def test_plot_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.launched
 @pytest.mark.timeout(150)
 def test_tune_writes_the_model_and_measured_points_that_auto_then_follows(tmp_path):
     _, out = run_torchrun(2, "-m", "ringflow.bench", "--tune", "-b", "4K", "-e", "64K", "-f", "4",

@@ -8,6 +8,8 @@ import pytest
 
 from tests.launchers import ROOT, _env, free_port
 
+pytestmark = pytest.mark.launched
+
 WORKER = "tests/collectives/two_node_worker.py"
 
 

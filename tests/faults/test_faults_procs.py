@@ -17,6 +17,7 @@ T = 2            # RINGFLOW_TIMEOUT for these runs (seconds)
 SLACK = 6.0      # the "+ a few seconds", generous for a loaded machine
 WORKER = "tests/faults/faults_worker.py"
 ENV = {"RINGFLOW_TIMEOUT": str(T), "OMP_NUM_THREADS": "1"}
+pytestmark = pytest.mark.launched
 
 
 def _worker(tmp_path, *args):
@@ -77,6 +78,7 @@ def test_torchrun_dead_peer_exits_nonzero_and_every_rank_reports(tmp_path):
     assert time.monotonic() - start < 60
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(120)
 def test_mpirun_dead_peer_exits_nonzero(tmp_path):
     start = time.monotonic()

@@ -17,6 +17,7 @@ from tests.launchers import ROOT, _env, free_port
 
 T = 3
 WORKER = "tests/faults/twohost_worker.py"
+pytestmark = [pytest.mark.launched, pytest.mark.netns]
 
 
 def _agents(node_cmd, envs, logs):

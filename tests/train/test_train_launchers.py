@@ -13,6 +13,7 @@ from ringflow import checkpoint as ckpt
 from tests.launchers import run_mpirun, run_torchrun
 
 TINY = ("--preset", "tiny", "--steps", "6")
+pytestmark = pytest.mark.launched
 
 
 def _train_torchrun(out, *flags):
@@ -52,6 +53,7 @@ def test_torchrun_two_ranks_trains_and_only_rank0_speaks(reference):
     assert (out / "samples" / "final.png").is_file() and (out / "loss.png").is_file()
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(400)
 def test_mpirun_then_torchrun_resume_is_bitwise(reference, tmp_path):
     run_mpirun(2, "-m", "ringflow.train", *TINY, "--steps", "3", "--out", str(tmp_path),
