@@ -20,10 +20,10 @@ test: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash benchmarks/demo.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh
 
 bench: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash benchmarks/bench_collectives.sh 1
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash benchmarks/collectives/matrix.sh 1
 
 # Emulated hosts (root and iproute2; benchmarks/cluster/README.md): make bench-cluster HOSTS=3 RATE=10gbit
 HOSTS      ?= 2

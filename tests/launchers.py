@@ -1,11 +1,12 @@
 """Run a worker script under torchrun or mpirun with a hard timeout (a hang fails the test fast).
 
-    out = run_torchrun(3, "tests/workers/conformance.py", "--quick", timeout=120)
+    _, out = run_torchrun(3, "tests/collectives/conformance_worker.py", timeout=120)
 
 The worker asserts and exits non-zero on failure; its output comes back in the error.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -55,9 +56,23 @@ def run_torchrun(nproc: int, script: str, *args: str, timeout: float = 120, env:
     return run_cmd(cmd, timeout, env, check)
 
 
-def mpirun_path() -> str:
+def _find_mpirun() -> str | None:
     exe = shutil.which("mpirun") or str(Path(sys.executable).parent / "mpirun")
-    if not Path(exe).exists():
+    return exe if Path(exe).exists() else None
+
+
+def mpi_missing() -> str | None:
+    """Why tests marked ``mpi`` cannot run here, with what to install; None when they can."""
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py not installed: install the 'mpi' extra (pip install -e '.[mpi]')"
+    if _find_mpirun() is None:
+        return "mpirun not found: install the 'mpi' extra (pip install -e '.[mpi]')"
+    return None
+
+
+def mpirun_path() -> str:
+    exe = _find_mpirun()
+    if exe is None:
         raise AssertionError("mpirun not found: install the 'mpi' extra (pip install -e '.[mpi]')")
     return exe
 

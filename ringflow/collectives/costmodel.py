@@ -41,8 +41,9 @@ class Model:
     source: str = "default"          # "default" or the tune file it came from
 
 
-DEFAULTS = {  # these 2-core machines, per message through ringflow's Python (bench_overheads.py:
-    # an exchange costs ~440 us over gloo, ~40 us over MPI or shm); tune replaces them
+DEFAULTS = {  # these 2-core machines, per message through ringflow's Python
+    # (benchmarks/collectives/overheads.py: an exchange costs ~440 us over gloo, ~40 us over MPI
+    # or shm); tune replaces them
     "torch": Model(alpha=300e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
     "mpi": Model(alpha=40e-6, beta=1 / 4.0e9, gamma=1 / 6e9),
     "shm": Model(alpha=40e-6, beta=1 / 6.0e9, gamma=1 / 6e9),

@@ -5,7 +5,7 @@ dtype, op, root, sequence number) of the call it is making. If any differ, every
 rank raises the same CollectiveMismatch naming the first differing field and
 which ranks hold which value, instead of hanging or mixing bytes.
 
-How the fingerprints travel decides what the check costs (benchmarks/bench_debug_overhead.py):
+How the fingerprints travel decides what the check costs (benchmarks/collectives/debug_overhead.py):
 - on a board (``Transport.fingerprint_board``) when the transport has one: with every
   rank on one node, each writes its fingerprint in place in a shared-memory page that
   its peers read (shm, torch and MPI transports: transport/shm/board.py); MPI across

@@ -86,6 +86,7 @@ def test_several_collectives_give_a_table_and_files_each():
     assert cli.one(one, "reduce").json == "r.json"
 
 
+@pytest.mark.launched
 @pytest.mark.timeout(120)
 def test_two_rank_torchrun_bench_checks_and_writes_json(tmp_path):
     out_json = tmp_path / "r.json"
@@ -112,6 +113,7 @@ def test_plot_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.launched
 @pytest.mark.timeout(150)
 def test_tune_writes_the_model_and_measured_points_that_auto_then_follows(tmp_path):
     _, out = run_torchrun(2, "-m", "ringflow.bench", "--tune", "-b", "4K", "-e", "64K", "-f", "4",

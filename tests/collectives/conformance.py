@@ -8,6 +8,11 @@ Inputs are small integers (values in [-8, 8]; products in {-1, 1, 2}), so sums
 and products are exact in every dtype up to 4 ranks and any summation order
 must give the same bytes; no float tolerance is needed.
 
+The five verbs whose cases are sizes x dtypes x ops are one table, ``VERBS`` in
+conformance_cases.py: a row per verb says how its inputs are built, its oracle, ringflow's
+call and torch's. Float summation order and all_to_all (per-rank splits) have cases of their
+own, so they keep a method each here.
+
 Size reduction (time budget): at 2^20+3 elements only float32 (and SUM where
 there is an op) runs; every other size runs every dtype and op.
 
@@ -25,65 +30,11 @@ import torch
 
 from ringflow import collectives as rc
 from ringflow.collectives import select
+from tests.collectives.conformance_cases import (VERBS, Case, Verb, combos, inputs, make,
+                                                 reduce_all, sizes)
 
-DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16,
-          torch.int8, torch.int32, torch.int64, torch.uint8)
-OPS = ("sum", "avg", "max", "min", "product")
-BIG = (1 << 20) + 3
 COLLECTIVES = ("all_reduce", "float_order", "reduce_scatter", "all_gather", "broadcast", "reduce",
                "all_to_all")
-
-
-def sizes(n: int) -> list[int]:
-    """{0, 1, ranks-1, ranks+1, 1000, 2^20+3}."""
-    return sorted({0, 1, n - 1, n + 1, 1000, BIG})
-
-
-def combos(numel: int, with_op: bool):
-    """(dtype, op) pairs for a size: all of them, except float32 SUM only at the big size."""
-    for dtype in DTYPES:
-        if numel == BIG and dtype != torch.float32:
-            continue
-        for op in (OPS if with_op else ("-",)):
-            if op == "avg" and not dtype.is_floating_point:
-                continue                     # refused by design (an integer mean truncates)
-            if numel == BIG and op not in ("sum", "-"):
-                continue
-            yield dtype, op
-
-
-def make(rank: int, key: str, numel: int, dtype: torch.dtype, op: str) -> torch.Tensor:
-    """Rank ``rank``'s input for case ``key``: the same on every process that asks."""
-    g = torch.Generator().manual_seed(zlib.crc32(f"{key}/{rank}".encode()))
-    if op == "product":
-        v = torch.tensor([-1, 1, 2] if dtype != torch.uint8 else [1, 1, 2])
-        return v[torch.randint(0, 3, (numel,), generator=g)].to(dtype)
-    low = 0 if dtype == torch.uint8 else -8
-    return torch.randint(low, 9, (numel,), generator=g).to(dtype)
-
-
-@functools.lru_cache(maxsize=4)
-def inputs(key: str, numel: int, dtype: torch.dtype, op: str, n: int) -> tuple[torch.Tensor, ...]:
-    """Every rank's input for a case, made once per process (threads of a local world share it)."""
-    return tuple(make(k, key, numel, dtype, op) for k in range(n))
-
-
-@functools.lru_cache(maxsize=4)
-def reduced(key: str, numel: int, dtype: torch.dtype, op: str, n: int) -> torch.Tensor:
-    """The exact reduction of :func:`inputs` (never modified: callers clone what they change)."""
-    return reduce_all(list(inputs(key, numel, dtype, op, n)), op)
-
-
-def reduce_all(parts: list[torch.Tensor], op: str) -> torch.Tensor:
-    """The exact reduction in a wide type, rounded once to the parts' dtype."""
-    dtype = parts[0].dtype
-    wide = torch.stack([p.to(torch.float64 if dtype.is_floating_point else torch.int64)
-                        for p in parts])
-    out = {"sum": wide.sum, "avg": wide.sum, "max": lambda dim: wide.amax(dim),
-           "min": lambda dim: wide.amin(dim), "product": wide.prod}[op](dim=0).to(dtype)
-    if op == "avg":
-        out.div_(len(parts))                 # what every ringflow algorithm does: exact sum / n
-    return out
 
 
 @dataclasses.dataclass
@@ -145,17 +96,19 @@ class Matrix:
     def run(self) -> Report:
         for collective in COLLECTIVES:
             start = time.monotonic()
-            getattr(self, collective)()
+            if collective in VERBS:
+                self.run_verb(collective)
+            else:
+                getattr(self, collective)()      # cases of their own: float_order, all_to_all
+            if collective == "all_reduce":
+                self.async_op()
             self.report.seconds[collective] = round(time.monotonic() - start, 1)
         return self.report
 
-    # ---- one method per collective; every rank runs the same cases in the same order ----------
+    # ---- the table's rows, then cases of their own; every rank runs them in the same order ----
     def _torch(self):
         import torch.distributed as dist
         return dist
-
-    def _ops(self, op: str):
-        return getattr(rc.ReduceOp, op.upper()), getattr(self._torch().ReduceOp, op.upper())
 
     def _each(self, collective: str, label: str, call, want: torch.Tensor, shared: bool) -> None:
         for algo in self.algorithms(collective):
@@ -163,25 +116,28 @@ class Matrix:
             if got is not None:
                 self.check(f"{label} [{algo}]", got, want, shared)
 
-    def all_reduce(self) -> None:
-        for numel in sizes(self.n):
-            for dtype, op in combos(numel, True):
-                key = f"ar/{numel}/{dtype}/{op}"
-                shape = (8, 125) if numel == 1000 else (numel,)     # any shape: flattened inside
-                parts = [p.view(shape) for p in inputs(key, numel, dtype, op, self.n)]
-                want = reduced(key, numel, dtype, op, self.n).view(shape)
-                rop, top = self._ops(op)
+    def run_verb(self, name: str) -> None:
+        """Every case of one row of ``VERBS``, in the same order on every rank."""
+        verb = VERBS[name]
+        for m in sizes(self.n):
+            root = verb.root(m, self.n)
+            for dtype, op in combos(m, verb.with_op):
+                case = self.case(verb, m, dtype, op, root)
+                label = verb.label.format(m=m, dtype=dtype, op=op, root=root)
+                want = verb.oracle(case)
+                self._each(name, label, functools.partial(verb.ours, case), want, verb.shared)
+                got = verb.theirs(case, self._torch()) if self.use_torch else None
+                if got is not None:
+                    self.check(f"{label} [torch]", got, want, shared=False)
 
-                def call(algo, x=parts[self.r], rop=rop):
-                    t = x.clone()
-                    rc.all_reduce(t, op=rop, group=self.comm, algorithm=algo)
-                    return t
-                label = f"all_reduce {op} {dtype} x{numel}"
-                self._each("all_reduce", label, call, want, shared=True)
-                if self.use_torch:
-                    t = parts[self.r].clone()
-                    self._torch().all_reduce(t, op=top)
-                    self.check(f"{label} [torch]", t, want, shared=False)
+    def case(self, verb: Verb, m: int, dtype: torch.dtype, op: str, root: int | None) -> Case:
+        key = f"{verb.key}/{m}/{dtype}" + (f"/{op}" if verb.with_op else "")
+        numel = verb.numel(m, self.n)
+        parts = inputs(key, numel, dtype, op if verb.with_op else "sum", self.n)
+        shape = verb.shape(numel)
+        return Case(self.comm, key, m, dtype, op, root, tuple(p.view(shape) for p in parts))
+
+    def async_op(self) -> None:
         t = make(self.r, "async", 1000, torch.float32, "sum")      # async_op: same answer
         want = reduce_all([make(k, "async", 1000, torch.float32, "sum") for k in range(self.n)], "sum")
         rc.all_reduce(t, group=self.comm, async_op=True).wait()
@@ -215,87 +171,6 @@ class Matrix:
                     if err > tol:
                         self.report.failures.append(f"rank {self.r}: all_reduce randn {dtype} "
                                                     f"[{algo}] vs torch: |diff| {err} > {tol}")
-
-    def reduce_scatter(self) -> None:
-        for m in sizes(self.n):
-            for dtype, op in combos(m, True):
-                key = f"rs/{m}/{dtype}/{op}"
-                parts = inputs(key, m * self.n, dtype, op, self.n)
-                want = reduced(key, m * self.n, dtype, op, self.n)[self.r * m:(self.r + 1) * m]
-                rop, top = self._ops(op)
-
-                def call(algo, x=parts[self.r], rop=rop, m=m, dtype=dtype):
-                    out = torch.full((m,), 7, dtype=dtype)
-                    rc.reduce_scatter_tensor(out, x, op=rop, group=self.comm, algorithm=algo)
-                    return out
-                label = f"reduce_scatter {op} {dtype} x{m}/rank"
-                self._each("reduce_scatter", label, call, want, shared=False)
-                if self.use_torch:
-                    out = torch.empty(m, dtype=dtype)
-                    dist = self._torch()
-                    (getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor)(
-                        out, parts[self.r].clone(), op=top)
-                    self.check(f"{label} [torch]", out, want, shared=False)
-
-    def all_gather(self) -> None:
-        for m in sizes(self.n):
-            for dtype, _ in combos(m, False):
-                key = f"ag/{m}/{dtype}"
-                parts = inputs(key, m, dtype, "sum", self.n)
-                want = torch.cat(parts)
-
-                def call(algo, x=parts[self.r], m=m, dtype=dtype):
-                    out = torch.full((m * self.n,), 7, dtype=dtype)
-                    rc.all_gather_into_tensor(out, x, group=self.comm, algorithm=algo)
-                    return out
-                label = f"all_gather {dtype} x{m}/rank"
-                self._each("all_gather", label, call, want, shared=True)
-                if self.use_torch:
-                    out = torch.empty(m * self.n, dtype=dtype)
-                    dist = self._torch()
-                    (getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor)(
-                        out, parts[self.r])
-                    self.check(f"{label} [torch]", out, want, shared=False)
-
-    def broadcast(self) -> None:
-        for numel in sizes(self.n):
-            root = numel % self.n                                   # roots vary with the size
-            for dtype, _ in combos(numel, False):
-                key = f"bc/{numel}/{dtype}"
-                mine, want = make(self.r, key, numel, dtype, "sum"), make(root, key, numel, dtype, "sum")
-
-                def call(algo, x=mine, root=root):
-                    t = x.clone()
-                    rc.broadcast(t, src=root, group=self.comm, algorithm=algo)
-                    return t
-                label = f"broadcast from {root} {dtype} x{numel}"
-                self._each("broadcast", label, call, want, shared=True)
-                if self.use_torch:
-                    t = mine.clone()
-                    self._torch().broadcast(t, src=root)
-                    self.check(f"{label} [torch]", t, want, shared=False)
-
-    def reduce(self) -> None:
-        for numel in sizes(self.n):
-            root = (numel + 1) % self.n
-            for dtype, op in combos(numel, True):
-                key = f"rd/{numel}/{dtype}/{op}"
-                parts = inputs(key, numel, dtype, op, self.n)
-                # ringflow leaves non-roots' tensors unchanged; torch leaves them undefined
-                want = reduced(key, numel, dtype, op, self.n) if self.r == root else parts[self.r]
-                rop, top = self._ops(op)
-
-                def call(algo, x=parts[self.r], rop=rop, root=root):
-                    t = x.clone()
-                    rc.reduce(t, dst=root, op=rop, group=self.comm, algorithm=algo)
-                    return t
-                label = f"reduce {op} to {root} {dtype} x{numel}"
-                self._each("reduce", label, call, want, shared=False)
-                if self.use_torch:
-                    t = parts[self.r].clone()
-                    self._torch().reduce(t, dst=root, op=top)
-                    if self.r == root:
-                        self.check(f"{label} [torch]", t, want, shared=False)
 
     def all_to_all(self) -> None:
         n, r = self.n, self.r

@@ -115,7 +115,7 @@ def test_reduce_and_broadcast_trees(alg):
 
 
 def test_every_registered_algorithm_is_covered_here_or_native():
-    # "staged" needs shared memory: tests/workers/shm_collectives.py checks it against naive
+    # "staged" needs shared memory: tests/collectives/shm_worker.py checks it against naive
     covered = {"ring", "rd", "rhd", "direct", "two_level", "fp32acc", "naive", "tree", "native",
                "staged"}
     for coll, table in select.ALGORITHMS.items():

@@ -8,7 +8,9 @@ import pytest
 
 from tests.launchers import ROOT, _env, free_port
 
-WORKER = "tests/workers/algorithms_two_node.py"
+pytestmark = pytest.mark.launched
+
+WORKER = "tests/collectives/two_node_worker.py"
 
 
 def run_two_nodes(*args: str, timeout: float = 100) -> str:

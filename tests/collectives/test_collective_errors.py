@@ -10,7 +10,7 @@ from ringflow import collectives as rc
 from ringflow.collectives.threads import run_ranks
 from tests.launchers import run_mpirun, run_torchrun
 
-WORKER = "tests/workers/collectives_errors.py"
+WORKER = "tests/collectives/errors_worker.py"
 
 
 def launch(transport, *args, env=None, timeout=150):
@@ -20,8 +20,9 @@ def launch(transport, *args, env=None, timeout=150):
                       timeout=timeout)[1]
 
 
+@pytest.mark.launched
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("transport", ["torch", "mpi"])
+@pytest.mark.parametrize("transport", ["torch", pytest.param("mpi", marks=pytest.mark.mpi)])
 def test_bad_inputs_refused_then_silent_peer_times_out(transport):
     """14 bad calls fail on the calling rank; then rank 1 stays silent and rank 0 times out."""
     out = launch(transport, "bad")
@@ -31,13 +32,17 @@ def test_bad_inputs_refused_then_silent_peer_times_out(transport):
     assert "all_reduce #1 timed out after 2.0s at step" in out and "waiting for rank 1" in out
 
 
+@pytest.mark.launched
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("transport,field", [("torch", "collective"), ("mpi", "numel")])
+@pytest.mark.parametrize("transport,field", [("torch", "collective"),
+                                             pytest.param("mpi", "numel", marks=pytest.mark.mpi)])
 def test_debug_mismatch_raises_on_every_rank(transport, field):
     out = launch(transport, "mismatch", field, env={"RINGFLOW_DEBUG": "1"})
     assert out.count("MISMATCH OK rank") == 2 and f"mismatch in {field}" in out, out[-3000:]
 
 
+@pytest.mark.launched
+@pytest.mark.mpi
 @pytest.mark.timeout(200)
 def test_debug_mismatch_over_mpi_without_shared_memory():
     """No usable shm folder: MPI sends fingerprints through persistent requests (mpi_board)."""

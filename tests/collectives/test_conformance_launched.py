@@ -12,8 +12,9 @@ import pytest
 
 from tests.launchers import run_cmd, run_mpirun, run_torchrun
 
-WORKER = "tests/workers/collectives_conformance.py"
+WORKER = "tests/collectives/conformance_worker.py"
 EXAMPLE = "examples/compare_with_torch.py"
+pytestmark = pytest.mark.launched
 
 
 @pytest.mark.timeout(300)
@@ -29,6 +30,7 @@ def test_world_of_one_torch_transport():
     assert "CONFORMANCE OK" in out and "world=1 torch_ref=True" in out, out[-3000:]
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("n", [2, 3])
 def test_mpirun_mpi_transport_matrix(n):
@@ -37,8 +39,9 @@ def test_mpirun_mpi_transport_matrix(n):
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("launcher,transport", [("torchrun", "auto"), ("mpirun", "auto"),
-                                                ("mpirun", "torch")])
+@pytest.mark.parametrize("launcher,transport", [
+    ("torchrun", "auto"), pytest.param("mpirun", "auto", marks=pytest.mark.mpi),
+    pytest.param("mpirun", "torch", marks=pytest.mark.mpi)])
 def test_example_matches_torch(launcher, transport):
     env = {"RINGFLOW_TRANSPORT": transport}
     run = run_torchrun if launcher == "torchrun" else run_mpirun

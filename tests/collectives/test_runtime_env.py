@@ -38,6 +38,7 @@ def test_launch_env_errors_name_the_variable():
         launch.read_launch_env({"RANK": "4", "WORLD_SIZE": "4"})
 
 
+@pytest.mark.mpi            # "auto" under mpirun is mpi only where mpi4py is installed
 def test_transport_choice():
     env = lambda name: launch.read_launch_env(LAUNCHERS[name][0])  # noqa: E731
     assert runtime._pick_transport(env("torchrun"), "auto") == "torch"      # two nodes
@@ -82,6 +83,8 @@ print("MPI WORLD OF ONE OK")
 """
 
 
+@pytest.mark.launched
+@pytest.mark.mpi
 @pytest.mark.timeout(60)
 def test_mpi_world_of_one_in_a_fresh_process():
     """A singleton MPI (plain python, no mpirun); own process, so pytest never initialises MPI."""

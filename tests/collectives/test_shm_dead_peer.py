@@ -19,6 +19,8 @@ import torch.distributed as dist
 
 from tests.launchers import free_port
 
+pytestmark = pytest.mark.launched
+
 
 def rank_main(rank: int, size: int, port: int, out, algorithm: str) -> None:
     from ringflow import collectives as rc

@@ -5,7 +5,7 @@ survivor raises on its own; these "bare" ranks get torchrun's variables and noth
 They are forked from the (torch-importing) caller and run the worker script with runpy,
 so a launch costs no interpreter start-up (seconds each on a loaded 2-core box).
 
-    outs = launch_bare(3, ["tests/workers/faults_worker.py", "--fault", "kill:2:1", ...])
+    outs = launch_bare(3, ["tests/faults/faults_worker.py", "--fault", "kill:2:1", ...])
 """
 from __future__ import annotations
 

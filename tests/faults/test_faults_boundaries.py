@@ -74,6 +74,7 @@ def _start(tmp_path, env: dict) -> str:
     return out
 
 
+@pytest.mark.launched
 @pytest.mark.timeout(90)
 def test_master_port_in_use_is_named(tmp_path):
     with socket.socket() as busy:                     # someone else's server holds the port
@@ -84,6 +85,7 @@ def test_master_port_in_use_is_named(tmp_path):
     assert "could not start the torch transport" in out and "port may be taken" in out, out
 
 
+@pytest.mark.launched
 @pytest.mark.timeout(90)
 def test_missing_master_addr_is_named(tmp_path):
     out = _start(tmp_path, {"WORLD_SIZE": "2", "MASTER_ADDR": None})

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ringflow.parallel.guards import all_finite, even_batches
-from tests.faults.local_world import run_world
+from ringflow.collectives.threads import run_ranks
 
 T = 2.0
 
@@ -26,7 +26,7 @@ def test_non_finite_on_one_rank_is_seen_by_all_and_all_skip_the_same_step(bad):
             else:
                 skipped.append(step)
         return skipped, w
-    outs = run_world(3, body, timeout=T)
+    outs = run_ranks(3, body, timeout=T, outcomes=True)
     assert all(o.error is None for o in outs), [o.error for o in outs]
     assert [o.value[0] for o in outs] == [[3]] * 3
     assert all(torch.isfinite(o.value[1]).all() for o in outs)
@@ -39,7 +39,7 @@ def test_all_finite_ignores_integer_and_empty_tensors_and_refuses_junk():
         with pytest.raises(TypeError, match="takes tensors"):
             all_finite([1.0], group=comm)
         return ok
-    assert [o.value for o in run_world(2, body, timeout=T)] == [True, True]
+    assert [o.value for o in run_ranks(2, body, timeout=T, outcomes=True)] == [True, True]
 
 
 @pytest.mark.timeout(60)
@@ -57,7 +57,7 @@ def test_uneven_inputs_end_the_epoch_together_without_a_hang(sized):
                 rc.all_reduce(batch.clone(), group=comm)
                 steps += 1
         return steps
-    outs = run_world(3, body, timeout=T)
+    outs = run_ranks(3, body, timeout=T, outcomes=True)
     assert [o.error for o in outs] == [None] * 3
     assert [o.value for o in outs] == [6, 6, 6]          # 3 (the shortest) per epoch, on all
     assert max(o.seconds for o in outs) < T

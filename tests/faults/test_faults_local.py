@@ -14,8 +14,8 @@ import torch
 
 from ringflow import collectives as rc
 from ringflow.collectives import flight, select
-from tests.faults.local_world import run_world
-from tests.workers.faults_inject import Fault, inject
+from ringflow.collectives.threads import run_ranks
+from tests.faults.inject import Fault, inject
 
 T = 1.0          # communicator timeout in these tests (seconds)
 SLACK = 2.0      # "+ a few seconds" the issue allows; threads need far less
@@ -76,8 +76,8 @@ CASES += [("broadcast", "tree", 0), ("broadcast", "naive", 0), ("reduce", "tree"
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("collective,algorithm,step", CASES)
 def test_dead_peer_every_survivor_raises_naming_call_step_and_peer(collective, algorithm, step):
-    outs = run_world(3, _loop(collective, algorithm, Fault("vanish", seq=2, step=step), victim=1),
-                     timeout=T)
+    outs = run_ranks(3, _loop(collective, algorithm, Fault("vanish", seq=2, step=step), victim=1),
+                     timeout=T, outcomes=True)
     assert outs[1].vanished, "the fault did not fire"
     for o in (outs[0], outs[2]):
         assert isinstance(o.error, rc.CollectiveError), f"rank {o.rank} did not raise"
@@ -93,8 +93,8 @@ def test_dead_peer_every_survivor_raises_naming_call_step_and_peer(collective, a
 @pytest.mark.timeout(60)
 def test_dead_root_is_named_by_every_survivor():
     """The root of broadcast #2 leaves right after sending: both survivors wait on it next."""
-    outs = run_world(3, _loop("broadcast", "tree", Fault("vanish", seq=2, step=0), victim=0),
-                     timeout=T)
+    outs = run_ranks(3, _loop("broadcast", "tree", Fault("vanish", seq=2, step=0), victim=0),
+                     timeout=T, outcomes=True)
     for o in outs[1:]:
         assert isinstance(o.error, rc.CollectiveTimeout), o.error
         assert "barrier #3" in str(o.error) and "waiting for rank 0" in str(o.error), o.error
@@ -102,8 +102,8 @@ def test_dead_root_is_named_by_every_survivor():
 
 @pytest.mark.timeout(60)
 def test_stalled_peer_past_timeout_raises_everywhere():
-    outs = run_world(3, _loop("all_reduce", "ring", Fault("stall", seq=2, step=0, seconds=2.2 * T),
-                              victim=2), timeout=T)
+    outs = run_ranks(3, _loop("all_reduce", "ring", Fault("stall", seq=2, step=0, seconds=2.2 * T),
+                              victim=2), timeout=T, outcomes=True)
     for o in outs[:2]:
         assert isinstance(o.error, rc.CollectiveError), o
         assert o.seconds < T + SLACK, o.seconds
@@ -114,9 +114,9 @@ def test_stalled_peer_past_timeout_raises_everywhere():
 
 @pytest.mark.timeout(60)
 def test_slow_peer_below_timeout_changes_nothing():
-    clean = run_world(3, _loop("all_reduce", "ring", None, victim=1), timeout=T)
-    slow = run_world(3, _loop("all_reduce", "ring", Fault("slow", seq=2, step=0, seconds=0.3 * T),
-                              victim=1), timeout=T)
+    clean = run_ranks(3, _loop("all_reduce", "ring", None, victim=1), timeout=T, outcomes=True)
+    slow = run_ranks(3, _loop("all_reduce", "ring", Fault("slow", seq=2, step=0, seconds=0.3 * T),
+                              victim=1), timeout=T, outcomes=True)
     for a, b in zip(clean, slow):
         assert a.error is None and b.error is None, (a.error, b.error)
         for x, y in zip(a.value, b.value):
@@ -137,7 +137,7 @@ def test_queued_async_collectives_fail_fast_after_a_failure():
             except rc.CollectiveError as e:
                 errors.append(str(e))
         return errors
-    outs = run_world(3, body, timeout=T)
+    outs = run_ranks(3, body, timeout=T, outcomes=True)
     for o in (outs[0], outs[2]):
         # (#0 may still complete: the victim posted its sends before vanishing)
         assert len(o.value) >= 9 and o.seconds < T + SLACK, (o.seconds, o.value[:2])
@@ -158,7 +158,7 @@ def test_flight_recorder_dumps_every_rank_and_names_the_divergence(tmp_path, mon
         else:
             rc.all_reduce(x, group=comm, algorithm="ring")
         rc.barrier(group=comm)
-    outs = run_world(3, body, timeout=T)
+    outs = run_ranks(3, body, timeout=T, outcomes=True)
     assert all(o.error is not None and o.seconds < T + SLACK for o in outs), outs
     err = capfd.readouterr().err
     assert "recent collectives" in err and "#2 " in err

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ringflow import collectives as rc
-from tests.faults.local_world import run_world
+from ringflow.collectives.threads import run_ranks
 
 T = 1.0
 
@@ -34,7 +34,7 @@ def _body(field: str, algorithm: str = "auto"):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("field", list(DIFFERENT))
 def test_debug_names_first_differing_field_and_ranks_on_every_rank(field):
-    outs = run_world(3, _body(field), timeout=T, debug=True)
+    outs = run_ranks(3, _body(field), timeout=T, debug=True, outcomes=True)
     for o in outs:
         assert isinstance(o.error, rc.CollectiveMismatch), (o.rank, o.error)
         msg = str(o.error)
@@ -48,7 +48,7 @@ def test_debug_names_a_different_root():
     def body(comm):
         x = torch.ones(8)
         rc.broadcast(x, src=2 if comm.rank == 0 else 0, group=comm)
-    outs = run_world(3, body, timeout=T, debug=True)
+    outs = run_ranks(3, body, timeout=T, debug=True, outcomes=True)
     for o in outs:
         assert "mismatch in root: ranks [0] have 2; ranks [1, 2] have 0" in str(o.error), o.error
 
@@ -60,7 +60,7 @@ def test_debug_catches_a_call_skipped_by_one_rank():
         if comm.rank != 2:
             rc.all_reduce(torch.ones(4), group=comm)
         rc.barrier(group=comm)
-    outs = run_world(3, body, timeout=T, debug=True)
+    outs = run_ranks(3, body, timeout=T, debug=True, outcomes=True)
     for o in outs:
         assert isinstance(o.error, rc.CollectiveMismatch), o.error
         assert "mismatch in collective" in str(o.error) and "ranks [2] have barrier" in str(o.error)
@@ -78,8 +78,8 @@ def test_debug_agrees_with_matching_calls_across_algorithms(algorithm):
         rc.all_gather_into_tensor(out, x, group=comm)
         rc.broadcast(out, src=1, group=comm)
         return out
-    plain = run_world(3, body, timeout=T)
-    checked = run_world(3, body, timeout=T, debug=True)
+    plain = run_ranks(3, body, timeout=T, outcomes=True)
+    checked = run_ranks(3, body, timeout=T, debug=True, outcomes=True)
     for a, b in zip(plain, checked):
         assert a.error is None and b.error is None, (a.error, b.error)
         assert torch.equal(a.value, b.value)
@@ -88,7 +88,7 @@ def test_debug_agrees_with_matching_calls_across_algorithms(algorithm):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("field", list(DIFFERENT))
 def test_without_debug_a_mismatch_never_hangs_past_the_timeout(field):
-    outs = run_world(3, _body(field, algorithm="ring"), timeout=T, debug=False)
+    outs = run_ranks(3, _body(field, algorithm="ring"), timeout=T, debug=False, outcomes=True)
     for o in outs:
         assert o.seconds < T + 2.0, (o.rank, o.seconds)
     # Different ops cannot be seen without fingerprints; anything that changes the messages can.

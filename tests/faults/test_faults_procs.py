@@ -1,7 +1,7 @@
 """Faults across real processes: gloo (torch transport) and MPI, under torchrun, mpirun and bare.
 
 Kept to a few launches (each costs seconds of interpreter start-up on a shared 2-core box);
-benchmarks/fault_matrix.py repeats every fault >= 20 times over more algorithms.
+tests/stress/fault_matrix.py repeats every fault >= 20 times over more algorithms.
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from tests.launchers import run_mpirun, run_torchrun
 
 T = 2            # RINGFLOW_TIMEOUT for these runs (seconds)
 SLACK = 6.0      # the issue's "+ a few seconds", generous for a loaded machine
-WORKER = "tests/workers/faults_worker.py"
+WORKER = "tests/faults/faults_worker.py"
 ENV = {"RINGFLOW_TIMEOUT": str(T), "OMP_NUM_THREADS": "1"}
+pytestmark = pytest.mark.launched
 
 
 def _worker(tmp_path, *args):
@@ -77,6 +78,7 @@ def test_torchrun_dead_peer_exits_nonzero_and_every_rank_reports(tmp_path):
     assert time.monotonic() - start < 60
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(120)
 def test_mpirun_dead_peer_exits_nonzero(tmp_path):
     start = time.monotonic()

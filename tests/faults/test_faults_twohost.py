@@ -16,7 +16,8 @@ from tests.faults import netns
 from tests.launchers import ROOT, _env, free_port
 
 T = 3
-WORKER = "tests/workers/faults_twohost.py"
+WORKER = "tests/faults/twohost_worker.py"
+pytestmark = [pytest.mark.launched, pytest.mark.netns]
 
 
 def _agents(node_cmd, envs, logs):

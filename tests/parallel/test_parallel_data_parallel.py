@@ -9,7 +9,7 @@ from ringflow import collectives as rc
 from ringflow.collectives.threads import run_ranks
 from ringflow.parallel import DataParallel, NaiveDataParallel, UnusedParametersError
 from ringflow.parallel.buckets import assign
-from tests.workers.parallel_matrix import batch, make_net
+from tests.parallel.matrix import batch, make_net
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,17 +1,16 @@
 """n ranks on per-rank batches == one process on the concatenated batch, for every wrapper.
 
-The matrix itself lives in tests/workers/parallel_matrix.py: in-process over the thread
-transport here, and launched under torchrun (gloo, with torch's DDP + our comm hook) and mpirun.
+The matrix itself lives in tests/parallel/matrix.py: in-process over the thread transport
+here, and launched (matrix_worker.py) under torchrun (gloo, with torch's DDP + our comm hook)
+and mpirun.
 """
-import importlib.util
-
 import pytest
 
 from ringflow.collectives.threads import run_ranks
 from tests.launchers import run_mpirun, run_torchrun
-from tests.workers.parallel_matrix import run_matrix
+from tests.parallel.matrix import run_matrix
 
-WORKER = "tests/workers/parallel_matrix.py"
+WORKER = "tests/parallel/matrix_worker.py"
 
 
 @pytest.mark.timeout(120)
@@ -21,6 +20,7 @@ def test_matrix_threads(n):
     assert failures == [[]] * n, failures
 
 
+@pytest.mark.launched
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("n", [2, 3])
 def test_matrix_torchrun_gloo(n):
@@ -28,8 +28,9 @@ def test_matrix_torchrun_gloo(n):
     assert "PARALLEL MATRIX OK" in out, out[-3000:]
 
 
+@pytest.mark.launched
+@pytest.mark.mpi
 @pytest.mark.timeout(150)
-@pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None, reason="mpi4py not installed")
 def test_matrix_mpirun():
     _, out = run_mpirun(2, WORKER, "--ddp", timeout=140, env={"RINGFLOW_TRANSPORT": "mpi"})
     assert "PARALLEL MATRIX OK" in out, out[-3000:]

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from ringflow.collectives.threads import run_ranks
 from ringflow.parallel import (DistributedOptimizer, DistributedSampler, broadcast_optimizer_state,
                                broadcast_parameters, ring_allreduce_hook, shard_indices)
-from tests.workers.parallel_matrix import batch, make_net
+from tests.parallel.matrix import batch, make_net
 
 pytestmark = pytest.mark.timeout(60)
 

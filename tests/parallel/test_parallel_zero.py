@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ringflow.collectives.threads import run_ranks
 from ringflow.parallel import ZeroOptimizer
-from tests.workers.parallel_matrix import batch, make_net
+from tests.parallel.matrix import batch, make_net
 
 pytestmark = pytest.mark.timeout(60)
 

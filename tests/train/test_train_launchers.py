@@ -13,6 +13,7 @@ from ringflow.train import checkpoint as ckpt
 from tests.launchers import run_mpirun, run_torchrun
 
 TINY = ("--preset", "tiny", "--steps", "6")
+pytestmark = pytest.mark.launched
 
 
 def _train_torchrun(out, *flags):
@@ -52,6 +53,7 @@ def test_torchrun_two_ranks_trains_and_only_rank0_speaks(reference):
     assert (out / "samples" / "final.png").is_file() and (out / "loss.png").is_file()
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(400)
 def test_mpirun_then_torchrun_resume_is_bitwise(reference, tmp_path):
     run_mpirun(2, "-m", "ringflow.train", *TINY, "--steps", "3", "--out", str(tmp_path),
@@ -67,7 +69,7 @@ def test_mpirun_then_torchrun_resume_is_bitwise(reference, tmp_path):
 @pytest.mark.timeout(400)
 def test_killed_rank_restarts_and_resumes_without_lost_or_repeated_steps(reference, tmp_path):
     # rank 1 dies abruptly in step 5 (after the checkpoint of step 3 and the log line of step 4)
-    _, log = run_torchrun(2, "tests/workers/train_crash.py", *TINY, "--out", str(tmp_path),
+    _, log = run_torchrun(2, "tests/train/crash_worker.py", *TINY, "--out", str(tmp_path),
                           timeout=300, env={"CRASH_AT": "5"}, extra=("--max-restarts=1",))
     assert "(exitcode: 17)" in log
     assert "resumed from" in log and "step-00000003" in log

@@ -1,7 +1,7 @@
 """Where small collectives spend their time: the backend raw, through ringflow's layers, per call.
 
-    RINGFLOW_TRANSPORT=torch torchrun --nproc_per_node=2 benchmarks/bench_overheads.py
-    mpirun -np 2 python benchmarks/bench_overheads.py
+    RINGFLOW_TRANSPORT=torch torchrun --nproc_per_node=2 benchmarks/collectives/overheads.py
+    mpirun -np 2 python benchmarks/collectives/overheads.py
 
 Rank 0 prints medians in microseconds (4 KiB float32, 2 ranks, interleaved rounds):
   exchange_raw      one send + one receive with the backend's own calls (dist.isend/irecv,

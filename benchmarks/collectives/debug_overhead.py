@@ -1,7 +1,7 @@
 """What RINGFLOW_DEBUG's fingerprint check costs: all-reduce time with and without it, interleaved.
 
-    torchrun --nproc_per_node=2 benchmarks/bench_debug_overhead.py --size 1MiB
-    mpirun -np 2 python benchmarks/bench_debug_overhead.py --size 1MiB
+    torchrun --nproc_per_node=2 benchmarks/collectives/debug_overhead.py --size 1MiB
+    mpirun -np 2 python benchmarks/collectives/debug_overhead.py --size 1MiB
 
 Both modes run in the same launch, alternating in blocks (absolute figures drift 2-3x
 between launches here, ratios inside one launch do not). Rank 0 prints one markdown row:

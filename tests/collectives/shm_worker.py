@@ -1,7 +1,7 @@
 """Worker: ringflow collectives over the shared-memory transport against exact answers.
 
-    RINGFLOW_TRANSPORT=shm torchrun --nproc_per_node=3 tests/workers/shm_collectives.py
-    RINGFLOW_TRANSPORT=shm mpirun -np 2 python tests/workers/shm_collectives.py
+    RINGFLOW_TRANSPORT=shm torchrun --nproc_per_node=3 tests/collectives/shm_worker.py
+    RINGFLOW_TRANSPORT=shm mpirun -np 2 python tests/collectives/shm_worker.py
 
 Values are small integers, exact in float32 whatever the summation order, so
 every result is compared bitwise with the closed form and with algorithm="naive".

@@ -6,14 +6,14 @@
 #   4. the user's command, `torchrun -m ringflow.train`, on CUDA (NCCL transport, bf16 autocast).
 # Results: $RESULTS/gpu_smoke.json and $RESULTS/gpu_train/ (default benchmarks/results).
 #
-#   bash benchmarks/gpu_smoke.sh                 # RESULTS=/some/dir bash benchmarks/gpu_smoke.sh
+#   bash tests/gpu/smoke.sh                 # RESULTS=/some/dir bash tests/gpu/smoke.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RESULTS=${RESULTS:-benchmarks/results}
 PY=${PY:-python}
 mkdir -p "$RESULTS"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-timeout 200 "$PY" benchmarks/gpu_smoke.py --out "$RESULTS/gpu_smoke.json" --seconds 40
+timeout 200 "$PY" tests/gpu/smoke.py --out "$RESULTS/gpu_smoke.json" --seconds 40
 rm -rf "$RESULTS/gpu_train"
 timeout 90 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m ringflow.train \
     --transport torch --steps 300 --batch-size 256 --sample-every 0 --ckpt-every 300 \

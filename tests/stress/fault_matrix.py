@@ -1,7 +1,7 @@
 """The fault matrix: every fault of issue 7 injected many times, counted as errors, hangs, data lost.
 
-    python benchmarks/fault_matrix.py --trials 20 --out /tmp/fault_matrix_table.md
-    python benchmarks/fault_matrix.py --only dead_gloo,ckpt_kill --trials 5     # a subset
+    python -m tests.stress.fault_matrix --trials 20 --out /tmp/fault_matrix_table.md
+    python -m tests.stress.fault_matrix --only dead_gloo,ckpt_kill --trials 5     # a subset
 
 Each trial draws its fault point at random (victim rank, collective number, ring step,
 algorithm, checkpoint kill point, ...; seeded, so a run can be repeated) and checks the
@@ -20,10 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import fault_trials as local  # noqa: E402  (the script's folder is on sys.path)
-import fault_trials_procs as procs  # noqa: E402
+from tests.stress import fault_trials as local
+from tests.stress import fault_trials_procs as procs
 
 FAULTS = {   # name: (what, where, contract, function)
     "dead_local": ("dead peer (vanishes mid-collective)", "local threads, 2-4 ranks, all algorithms",

@@ -1,7 +1,7 @@
 """Step time of a DiT on 2+ ranks: ringflow DataParallel and ZeroOptimizer against torch DDP (gloo).
 
     RINGFLOW_TRANSPORT=torch OMP_NUM_THREADS=1 torchrun --nproc_per_node=2 \
-        benchmarks/data_parallel.py --preset S --batch 4 --rounds 3
+        benchmarks/data_parallel/data_parallel.py --preset S --batch 4 --rounds 3
 
 All modes run in the same launch, interleaved round by round (absolute times drift 2-3x between
 launches here; ratios inside one launch are steady). Each mode has its own model copy:

@@ -17,9 +17,7 @@ import threading
 import time
 import weakref
 
-
-class Vanish(BaseException):
-    """Raised in a thread-rank to make it leave silently, like a killed process (local transport)."""
+from ringflow.collectives.threads import Vanish
 
 
 @dataclasses.dataclass

@@ -2,7 +2,7 @@
 the link between them to be cut and report how the failure surfaced.
 
     torchrun --nnodes=2 --nproc_per_node=2 --node_rank=K --rdzv-backend=c10d \
-        --rdzv-endpoint=HOST:PORT tests/workers/faults_twohost.py [--wait-cut]
+        --rdzv-endpoint=HOST:PORT tests/faults/twohost_worker.py [--wait-cut]
 
 Prints "TWOHOST OK rank R ..." once the all-reduce and a DataParallel run agree with a
 single-process reference; with --wait-cut then all-reduces until an error and prints

@@ -3,8 +3,8 @@
 # with scikit-learn, on 2 processes under torchrun, for a few minutes of CPU; then say where the
 # sample grid and the loss curve are. Extra arguments go to ringflow.train (e.g. --steps 300).
 #
-#   bash benchmarks/demo.sh                      # OUT=runs/demo-digits-dit by default
-#   NPROC=4 OUT=runs/x bash benchmarks/demo.sh --steps 3000
+#   bash examples/demo.sh                      # OUT=runs/demo-digits-dit by default
+#   NPROC=4 OUT=runs/x bash examples/demo.sh --steps 3000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/demo-digits-dit}

@@ -1,10 +1,10 @@
 """Quality bars for ringflow.models on CPU (not CI). Results: benchmarks/results/models.md.
 
-    python benchmarks/quality.py rf-moons       # sliced W2 of rectified flow, 50 Euler steps
-    python benchmarks/quality.py ddpm-moons     # sliced W2 of DDPM, 1000 ancestral and DDIM-50
-    python benchmarks/quality.py realnvp-moons  # held-out NLL (nats) of RealNVP
-    python benchmarks/quality.py 8gaussians     # mode coverage of rectified flow
-    python benchmarks/quality.py digits         # DiT: RF CFG accuracy; SD3 table; bits/dim
+    python benchmarks/quality/quality.py rf-moons       # sliced W2 of rectified flow, 50 Euler steps
+    python benchmarks/quality/quality.py ddpm-moons     # sliced W2 of DDPM, 1000 ancestral and DDIM-50
+    python benchmarks/quality/quality.py realnvp-moons  # held-out NLL (nats) of RealNVP
+    python benchmarks/quality/quality.py 8gaussians     # mode coverage of rectified flow
+    python benchmarks/quality/quality.py digits         # DiT: RF CFG accuracy; SD3 table; bits/dim
 
 Each run prints a JSON line per measurement; ``--steps`` scales training (defaults fit a few
 minutes on 2 CPU cores). Training is plain Adam + an EMA copy of the weights for sampling.
@@ -24,7 +24,7 @@ from ringflow.models.metrics import (image_metrics, mode_coverage, sliced_wasser
                                      train_classifier)
 from ringflow.models.registry import build_network, build_objective
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "results")
 
 
 def report(**fields):

@@ -1,6 +1,6 @@
-"""A rank that runs a loop of collectives and may suffer one injected fault (see faults_inject).
+"""A rank that runs a loop of collectives and may suffer one injected fault (see inject.py).
 
-    torchrun --nproc_per_node=3 tests/workers/faults_worker.py --fault kill:2:1 --victim 1 \
+    torchrun --nproc_per_node=3 tests/faults/faults_worker.py --fault kill:2:1 --victim 1 \
         --collective all_reduce --algorithm ring --report /tmp/r
 
 Each rank writes <report>/rank<R>.json: how it ended (ok, or the error's type and text) and
@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import ringflow  # noqa: E402
 from ringflow import collectives as rc  # noqa: E402
-from tests.workers.faults_inject import inject, parse  # noqa: E402
+from tests.faults.inject import inject, parse  # noqa: E402
 
 
 def call(comm, collective: str, algorithm: str, numel: int, mismatch: str = "") -> torch.Tensor:

@@ -1,7 +1,7 @@
 """ringflow all-reduce over shared memory vs gloo (and MPI under mpirun), interleaved in one run.
 
-    torchrun --nproc_per_node=2 benchmarks/bench_shm.py                 # shm vs gloo
-    mpirun -np 4 --oversubscribe python benchmarks/bench_shm.py         # shm vs gloo vs MPI
+    torchrun --nproc_per_node=2 benchmarks/collectives/shm.py                 # shm vs gloo
+    mpirun -np 4 --oversubscribe python benchmarks/collectives/shm.py         # shm vs gloo vs MPI
 
 Each size runs every implementation in turn, ``--iters`` times; a time is the slowest
 rank's, the figure is the median. busbw = 2(n-1)/n * bytes / time (nccl-tests' definition).

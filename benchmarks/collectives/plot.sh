@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The README's plots: all-reduce busbw against size, ringflow's algorithms beside the built-ins,
-# with the tuned model's predictions (dashed). Run benchmarks/bench_collectives.sh first (it tunes).
+# with the tuned model's predictions (dashed). Run benchmarks/collectives/matrix.sh first (it tunes).
 #
-#   bash benchmarks/bench_plot.sh
+#   bash benchmarks/collectives/plot.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 R=benchmarks/results
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

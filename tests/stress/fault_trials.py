@@ -1,5 +1,5 @@
 """Fault trials on thread-ranks and on checkpoint files: each draws its fault at random and
-returns one result row (see ``trial``). Used by benchmarks/fault_matrix.py.
+returns one result row (see ``trial``). Used by tests/stress/fault_matrix.py.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from ringflow.collectives.communicator import Communicator
 from ringflow.parallel.guards import all_finite, even_batches
 from ringflow.train import checkpoint as ckpt
 from ringflow.transport.local import LocalTransport
-from tests.faults.local_world import run_world
-from tests.workers.faults_inject import Fault, inject
+from ringflow.collectives.threads import run_ranks
+from tests.faults.inject import Fault, inject
 
 LOCAL_T, PROC_T, SLACK = 0.5, 2.0, 5.0
 ALGOS = [a for a in select.ALGORITHMS["all_reduce"] if a != "native"]
@@ -59,8 +59,9 @@ def dead_local(rng) -> dict:
     step = rng.randrange(2 * n - 2) if algo == "ring" else 0     # the ring: any of its steps
     victim, seq = rng.randrange(n), 2 * rng.randrange(3)
     try:
-        outs = run_world(n, _ring_loop(algo, Fault("vanish", seq, step), victim), LOCAL_T)
-    except AssertionError:
+        outs = run_ranks(n, _ring_loop(algo, Fault("vanish", seq, step), victim), LOCAL_T,
+                         outcomes=True)
+    except TimeoutError:
         return trial(False, hang=True)
     if not outs[victim].vanished:
         raise RuntimeError(f"harness: the fault {algo} #{seq} step {step} never fired")
@@ -72,8 +73,8 @@ def stall_local(rng) -> dict:
     victim = rng.randrange(n)
     fault = Fault("stall", 2 * rng.randrange(3), 0, seconds=LOCAL_T * rng.uniform(2.2, 3))
     try:
-        outs = run_world(n, _ring_loop(rng.choice(ALGOS), fault, victim), LOCAL_T)
-    except AssertionError:
+        outs = run_ranks(n, _ring_loop(rng.choice(ALGOS), fault, victim), LOCAL_T, outcomes=True)
+    except TimeoutError:
         return trial(False, hang=True)
     return _survivors_raised(outs, victim)
 
@@ -82,9 +83,9 @@ def slow_local(rng, timeout: float = 2.0) -> dict:
     """One delay of 40 % of the timeout at a random point: nothing may change."""
     n, algo = rng.choice([2, 3, 4]), rng.choice(ALGOS)
     victim, seq = rng.randrange(n), 2 * rng.randrange(3)
-    clean = run_world(n, _ring_loop(algo, None, victim), timeout)
-    slow = run_world(n, _ring_loop(algo, Fault("stall", seq, 0, seconds=0.4 * timeout), victim),
-                     timeout)
+    clean = run_ranks(n, _ring_loop(algo, None, victim), timeout, outcomes=True)
+    slow = run_ranks(n, _ring_loop(algo, Fault("stall", seq, 0, seconds=0.4 * timeout), victim),
+                     timeout, outcomes=True)
     raised = any(o.error is not None for o in clean + slow)
     same = not raised and all(torch.equal(x, y) for a, b in zip(clean, slow)
                               for x, y in zip(a.value, b.value))
@@ -115,8 +116,8 @@ def mismatch_local(rng, debug: bool = True) -> dict:
             rc.all_reduce(x, group=comm, algorithm="ring")
         rc.barrier(group=comm)
     try:
-        outs = run_world(n, body, LOCAL_T, debug=debug)
-    except AssertionError:
+        outs = run_ranks(n, body, LOCAL_T, debug=debug, outcomes=True)
+    except TimeoutError:
         return trial(False, hang=True)
     late = max(o.seconds for o in outs)
     if not debug:                         # contract: no hang past the timeout, whatever happens
@@ -141,7 +142,7 @@ def nonfinite_local(rng) -> dict:
             if not all_finite([g], group=comm):
                 skipped.append(step)
         return skipped
-    outs = run_world(n, body, LOCAL_T)
+    outs = run_ranks(n, body, LOCAL_T, outcomes=True)
     agree = all(o.error is None and o.value == [bad_step] for o in outs)
     return trial(agree, any(o.error for o in outs), lost=not agree)
 
@@ -159,8 +160,8 @@ def uneven_local(rng) -> dict:
             steps += 1
         return steps
     try:
-        outs = run_world(n, body, LOCAL_T)
-    except AssertionError:
+        outs = run_ranks(n, body, LOCAL_T, outcomes=True)
+    except TimeoutError:
         return trial(False, hang=True)
     agree = all(o.error is None and o.value == min(counts) for o in outs)
     return trial(agree, any(o.error for o in outs), lost=not agree,

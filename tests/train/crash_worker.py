@@ -2,7 +2,7 @@
 
 Under ``torchrun --max-restarts=1`` the job must restart and resume from the last checkpoint.
 
-    CRASH_AT=5 torchrun --nproc_per_node=2 --max-restarts=1 tests/workers/train_crash.py --out X
+    CRASH_AT=5 torchrun --nproc_per_node=2 --max-restarts=1 tests/train/crash_worker.py --out X
 """
 import os
 import sys

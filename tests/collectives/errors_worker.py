@@ -1,7 +1,7 @@
 """Worker: bad input, mismatched calls and a silent peer each end in a clear error, never a hang.
 
-    torchrun --nproc_per_node=2 tests/workers/collectives_errors.py bad    # then the timeout
-    RINGFLOW_DEBUG=1 torchrun --nproc_per_node=2 tests/workers/collectives_errors.py mismatch
+    torchrun --nproc_per_node=2 tests/collectives/errors_worker.py bad    # then the timeout
+    RINGFLOW_DEBUG=1 torchrun --nproc_per_node=2 tests/collectives/errors_worker.py mismatch
 
 Each check prints "<CHECK> OK rank R: ..." lines that the pytest side reads. The
 timeout runs last in "bad" mode: after it the transport is (rightly) unusable.

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The collectives table of the README: ringflow vs the built-ins, every transport, 2 and 4 ranks.
 #
-#   bash benchmarks/bench_collectives.sh [LAUNCHES] [TRANSPORTS] [RANKS] [COLLECTIVES]
-#   bash benchmarks/bench_collectives.sh 3 "torch mpi shm" "2 4" "all_reduce reduce_scatter all_gather"
-#   .venv/bin/python benchmarks/bench_summary.py benchmarks/results/raw > benchmarks/results/collectives.md
+#   bash benchmarks/collectives/matrix.sh [LAUNCHES] [TRANSPORTS] [RANKS] [COLLECTIVES]
+#   bash benchmarks/collectives/matrix.sh 3 "torch mpi shm" "2 4" "all_reduce reduce_scatter all_gather"
+#   .venv/bin/python benchmarks/collectives/summary.py benchmarks/results/raw > benchmarks/results/collectives.md
 #
 # Each launch is one process group running ringflow and the built-in interleaved (ratios are
 # same-run); the summary takes medians over launches. shm runs under mpirun so that both
 # MPI_Allreduce and gloo (torch.distributed, bootstrapped over MPI) are measured beside it.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 LAUNCHES=${1:-2}
 TRANSPORTS=${2:-"torch mpi shm"}
 RANKS=${3:-"2 4"}

@@ -1,5 +1,5 @@
 """Fault trials across processes: forked gloo ranks, torchrun, mpirun, and a training run
-restarted by torchrun. Used by benchmarks/fault_matrix.py.
+restarted by torchrun. Used by tests/stress/fault_matrix.py.
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from fault_trials import ALGOS, PROC_T, SLACK, trial
 from ringflow.train import checkpoint as ckpt
 from tests.faults.procs import launch_bare, reports
 from tests.launchers import run_mpirun, run_torchrun
+from tests.stress.fault_trials import ALGOS, PROC_T, SLACK, trial
 
-WORKER = "tests/workers/faults_worker.py"
+WORKER = "tests/faults/faults_worker.py"
 
 # ---- processes: gloo ranks forked bare, and the launchers -------------------------------------
 def _proc_env(**extra) -> dict:
@@ -124,7 +124,7 @@ def restart(rng) -> dict:
     out, crash = Path(tempfile.mkdtemp(prefix="rf-restart-")), rng.randrange(1, 7)
     start = time.monotonic()
     try:
-        code, log = run_torchrun(2, "tests/workers/train_crash.py", *TINY, "--out", str(out),
+        code, log = run_torchrun(2, "tests/train/crash_worker.py", *TINY, "--out", str(out),
                                  env=_proc_env(CRASH_AT=str(crash)), check=False, timeout=300,
                                  extra=("--max-restarts=1",))
     except AssertionError:

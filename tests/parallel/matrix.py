@@ -1,24 +1,19 @@
-"""Worker: the parallel equivalence matrix inside one launched group (or one thread world).
-
-    torchrun --nproc_per_node=3 tests/workers/parallel_matrix.py
-    RINGFLOW_TRANSPORT=mpi mpirun -np 2 python tests/workers/parallel_matrix.py --ddp
+"""The parallel equivalence matrix, run in one group: threads here, launched by matrix_worker.py.
 
 Every case trains a model with conv, linear, GroupNorm, LayerNorm and embedding layers for
 STEPS steps on per-rank batches of B rows, and must match one process trained on the
 concatenated n*B rows (max relative parameter difference <= 1e-5, fp32), with parameters
 bitwise identical across ranks after every step. Gradients are clipped by the global norm in
-every case (ZeroOptimizer across shards). Prints "PARALLEL MATRIX OK" on rank 0, or the failures.
+every case (ZeroOptimizer across shards).
+
+    failures = run_matrix(comm)          # [] when every case matched
 """
 from __future__ import annotations
-
-import sys
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import ringflow
 from ringflow import collectives as rc
 from ringflow import parallel as rp
 
@@ -158,30 +153,3 @@ def run_matrix(comm, cases=("dp", "zero1", "zero2", "hvd"), opts=("sgd", "adamw"
         for case in cases:
             failures += run_case(case, opt_name, comm, ref)
     return failures
-
-
-def main() -> int:
-    start = time.monotonic()
-    comm = ringflow.init(timeout=60)
-    cases = ["dp", "zero1", "zero2", "hvd"]
-    if "--ddp" in sys.argv:
-        import torch.distributed as dist
-        if not dist.is_initialized():
-            from ringflow.transport.torch_dist import init_process_group
-            init_process_group(comm.launch, torch.device("cpu"), timeout=60)
-        cases.append("ddp")
-    failures = run_matrix(comm, cases)
-    count = torch.tensor([len(failures)], dtype=torch.int64)
-    rc.all_reduce(count, group=comm)
-    for f in failures:
-        print(f"rank {comm.rank}: {f}", file=sys.stderr, flush=True)
-    if comm.rank == 0:
-        verdict = "PARALLEL MATRIX OK" if count.item() == 0 else f"{count.item()} FAILURES"
-        print(f"transport={comm.transport.name} world={comm.size} cases={cases} "
-              f"{verdict} in {time.monotonic() - start:.1f}s", flush=True)
-    ringflow.shutdown()
-    return 0 if count.item() == 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Worker: the whole conformance matrix inside one launched group (torchrun, mpirun or python).
 
-    torchrun --nproc_per_node=3 tests/workers/collectives_conformance.py
-    RINGFLOW_TRANSPORT=mpi mpirun -np 2 python tests/workers/collectives_conformance.py
+    torchrun --nproc_per_node=3 tests/collectives/conformance_worker.py
+    RINGFLOW_TRANSPORT=mpi mpirun -np 2 python tests/collectives/conformance_worker.py
 
 Compares every ringflow algorithm with the exact answer, ``algorithm="naive"``
 and torch.distributed's gloo collectives (whenever torch.distributed is up: the

@@ -1,6 +1,6 @@
 """Summarise ringflow-bench JSON runs into the markdown table of benchmarks/results/collectives.md.
 
-    .venv/bin/python benchmarks/bench_summary.py benchmarks/results/raw > tables.md
+    .venv/bin/python benchmarks/collectives/summary.py benchmarks/results/raw > tables.md
 
 Files are grouped by (transport, ranks, collective); a cell is the median over
 launches of the busbw, and a ratio is the median over launches of

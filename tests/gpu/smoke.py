@@ -1,4 +1,4 @@
-"""GPU smoke test, the part in Python (benchmarks/gpu_smoke.sh runs it; at most a few minutes).
+"""GPU smoke test, the part in Python (tests/gpu/smoke.sh runs it; at most a few minutes).
 
 1. NCCL: ringflow.init(transport="torch") as a world of one on CUDA, then every collective
    verb on CUDA tensors, checked against the expected values.
@@ -15,7 +15,7 @@
    autocast, fused AdamW; images/s after warm-up and model FLOP utilisation (FLOPs counted by
    torch's FlopCounterMode for one forward+backward, peak from the device name).
 
-    python benchmarks/gpu_smoke.py --out benchmarks/results/gpu_smoke.json
+    python tests/gpu/smoke.py --out benchmarks/results/gpu_smoke.json
 """
 import argparse
 import json
