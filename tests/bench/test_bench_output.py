@@ -57,6 +57,7 @@ def test_plot_one_auto_line_sized_ticks_and_visible_model(tmp_path):
     assert list(seen["locator"].tick_values(0, 1)) == [1 << 20, 4 << 20]
 
 
+@pytest.mark.launched
 @pytest.mark.timeout(120)
 def test_broadcast_rows_say_none_and_root_and_files_are_named(tmp_path):
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"

@@ -129,6 +129,7 @@ def table(out: str):
 
 
 @pytest.mark.netns
+@pytest.mark.launched
 @pytest.mark.timeout(300)
 def test_two_hosts_two_ranks_every_verb_and_algorithm_exact_on_a_shaped_link(tmp_path):
     need_netns()
@@ -152,6 +153,7 @@ def test_two_hosts_two_ranks_every_verb_and_algorithm_exact_on_a_shaped_link(tmp
 
 
 @pytest.mark.netns
+@pytest.mark.launched
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("sig,status,running", [(signal.SIGINT, 130, 7), (signal.SIGTERM, 143, 1)])
 def test_a_signal_mid_run_leaves_no_namespace_and_no_process(sig, status, running, tmp_path):

@@ -47,7 +47,8 @@ PROBE = ("import torch, ringflow; from ringflow import collectives as rc; c = ri
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("launcher", ["torchrun-shm", "mpirun"])
+@pytest.mark.launched
+@pytest.mark.parametrize("launcher", ["torchrun-shm", pytest.param("mpirun", marks=pytest.mark.mpi)])
 def test_shutdown_reports_a_rank_with_extra_calls(launcher, tmp_path):
     script = tmp_path / "probe.py"
     script.write_text(PROBE)

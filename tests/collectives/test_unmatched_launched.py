@@ -9,6 +9,7 @@ from tests.collectives.test_unmatched import assert_no_silent_divergence
 from tests.collectives.unmatched_cases import CASES
 from tests.launchers import run_mpirun, run_torchrun
 
+pytestmark = pytest.mark.launched
 WORKER = "tests/collectives/unmatched_worker.py"
 T = 4
 # the trial at both sizes; the other cases at one size between them
@@ -38,7 +39,7 @@ def launch(transport: str, case: str, numel: int) -> list[dict]:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case, numel", RUNS)
-@pytest.mark.parametrize("transport", ["shm", "mpi", "gloo"])
+@pytest.mark.parametrize("transport", ["shm", pytest.param("mpi", marks=pytest.mark.mpi), "gloo"])
 def test_launched(transport, case, numel):
     outs = launch(transport, case, numel)
     # gloo cannot show a receiver a message of another collective (tags keep them apart), so
