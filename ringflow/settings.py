@@ -98,10 +98,17 @@ def get(name: str, env: Mapping[str, str] | None = None) -> Any:
                          f"{setting.meaning}") from None
 
 
+def cache_dir() -> str:
+    """Where tunes and metric classifiers are cached: $RINGFLOW_CACHE, else ~/.cache/ringflow."""
+    return get("RINGFLOW_CACHE") or os.path.expanduser("~/.cache/ringflow")
+
+
 def markdown_table() -> str:
     """The README's table of variables."""
     rows = ["| variable | value | default | meaning |", "|---|---|---|---|"]
     for s in SETTINGS.values():
-        default = "unset" if s.default in (None, "") else f"`{s.default}`"
-        rows.append(f"| `{s.name}` | {s.expects} | {default} | {s.meaning} |")
+        default = ("unset" if s.default in (None, "") else
+                   f"`{int(s.default)}`" if isinstance(s.default, bool) else f"`{s.default}`")
+        expects = s.expects.replace("|", "\\|")
+        rows.append(f"| `{s.name}` | {expects} | {default} | {s.meaning} |")
     return "\n".join(rows)

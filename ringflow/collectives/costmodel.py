@@ -64,7 +64,7 @@ def kind(transport) -> str:
 
 
 def cache_dir() -> Path:
-    return Path(settings.get("RINGFLOW_CACHE") or Path.home() / ".cache" / "ringflow")
+    return Path(settings.cache_dir())
 
 
 def cache_path(kind_: str, size: int, local_size: int) -> Path:

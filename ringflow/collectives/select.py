@@ -62,12 +62,19 @@ def available(comm, collective: str) -> list[str]:
 def forced(collective: str, env: str | None = None) -> str | None:
     """The algorithm RINGFLOW_ALGORITHM forces for ``collective`` (None: not forced)."""
     env = settings.get("RINGFLOW_ALGORITHM") if env is None else env
+    known = sorted(set().union(*ALGORITHMS.values()))
     for item in filter(None, (s.strip() for s in env.split(","))):
         if "=" not in item:
             if item in ALGORITHMS[collective]:
                 return item
+            if item not in known:        # a typo must not silently mean auto
+                raise ValueError(f"RINGFLOW_ALGORITHM={env!r}: {item!r} is not an algorithm; "
+                                 f"choose one of {known}, or verb=name")
             continue
         coll, name = (s.strip() for s in item.split("=", 1))
+        if coll not in ALGORITHMS:
+            raise ValueError(f"RINGFLOW_ALGORITHM={env!r}: {coll!r} is not a collective; "
+                             f"choose one of {sorted(ALGORITHMS)}")
         if coll == collective:
             if name not in ALGORITHMS[collective]:
                 raise ValueError(f"RINGFLOW_ALGORITHM={env!r}: {name!r} is not an algorithm of "

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ringflow import settings
+
 
 def sliced_wasserstein(samples, reference, *, num_projections=512, seed=0):
     """SW2 between point sets (N, D) and (M, D) -> float.
@@ -86,7 +88,7 @@ class SmallClassifier(nn.Module):
 def _cache_path(x, y, epochs, seed, cache_dir):
     digest = hashlib.sha1(x.numpy().tobytes() + y.numpy().tobytes()
                           + f"{epochs},{seed},v1".encode()).hexdigest()[:16]
-    root = cache_dir or os.environ.get("RINGFLOW_CACHE") or os.path.expanduser("~/.cache/ringflow")
+    root = cache_dir or settings.cache_dir()
     return os.path.join(root, f"classifier-{digest}.pt")
 
 

@@ -165,6 +165,8 @@ def start(cfg, launch):
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
-    comm = runtime.init(transport=cfg.transport, timeout=cfg.timeout, device=device,
+    # "auto" leaves the choice to RINGFLOW_TRANSPORT / RINGFLOW_ALGORITHM, then to ringflow
+    comm = runtime.init(transport=None if cfg.transport == "auto" else cfg.transport,
+                        timeout=cfg.timeout, device=device,
                         algorithm=None if cfg.algorithm == "auto" else cfg.algorithm)
     return comm, device

@@ -61,8 +61,10 @@ class TrainConfig:
                        ["ddp", "zero1", "zero2", "torch-ddp-hook"])
     algorithm: str = _f("auto", "collective algorithm: auto (per collective and size), a name "
                         "forced wherever it applies (ring, ...), or all_reduce=ring,broadcast=tree")
-    transport: str = _f("auto", "point-to-point transport (auto: torch under torchrun, mpi "
-                        "under mpirun)", ["auto", "torch", "mpi", "shm"])
+    transport: str = _f("auto", "point-to-point transport (auto: $RINGFLOW_TRANSPORT if set, "
+                        "else shared memory for CPU ranks of one node under torchrun, torch "
+                        "(gloo/NCCL) across nodes or on GPUs, mpi under mpirun)",
+                        ["auto", "torch", "mpi", "shm"])
     compress: str = _f("none", "gradient compression on the wire", ["none", "bf16"])
     bucket_cap_mb: float = _f(25.0, "gradient bucket size in MiB")
     timeout: float = _f(300.0, "seconds a rank waits for a peer before failing")
