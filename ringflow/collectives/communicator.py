@@ -67,6 +67,8 @@ class Communicator:
         self.algorithm_env = algorithm
         self.auto_memo: tuple[str, dict] | None = None   # select's, filled on first "auto"
         self.seq = 0
+        self.stamps = True             # messages carry their call's stamp (stamp.py); False
+        #                                only to measure what that costs (benchmarks/collectives/check_overhead.py)
         self.board_calls = 0           # native calls checked on the fingerprint board (debug.py)
         self.recorder = FlightRecorder(self.rank, self.size, transport.rank, history)
         self.current: CallRecord | None = None
@@ -142,8 +144,9 @@ class Communicator:
 
     def _stamp(self) -> tuple | None:
         """The stamp of the running collective (None outside one: plain point-to-point)."""
-        rec = self._owner().current
-        return None if rec is None else rec.stamp
+        owner = self._owner()
+        rec = owner.current
+        return None if rec is None or not owner.stamps else rec.stamp
 
     def _post(self, post: Callable, peer: int):
         """Post a send/receive; a transport that finds the peer gone while posting is a failure of

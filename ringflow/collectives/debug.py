@@ -5,7 +5,7 @@ dtype, op, root, sequence number) of the call it is making. If any differ, every
 rank raises the same CollectiveMismatch naming the first differing field and
 which ranks hold which value, instead of hanging or mixing bytes.
 
-How the fingerprints travel decides what the check costs (benchmarks/collectives/debug_overhead.py):
+How the fingerprints travel decides what the check costs (benchmarks/collectives/check_overhead.py):
 - on a board (``Transport.fingerprint_board``) when the transport has one: with every
   rank on one node, each writes its fingerprint in place in a shared-memory page that
   its peers read (shm, torch and MPI transports: transport/shm/board.py); MPI across
@@ -152,7 +152,7 @@ def check_on_board(comm) -> None:
     another call fails here instead of the backend mixing their bytes. The board's slots are
     numbered by these calls alone (``comm.board_calls``). Without a board (gloo across nodes)
     there is no check but RINGFLOW_DEBUG's."""
-    if comm.debug or comm.size == 1 or _board(comm) is None:
+    if comm.debug or comm.size == 1 or not comm.stamps or _board(comm) is None:
         return
     slot, comm.board_calls = comm.board_calls, comm.board_calls + 1
     try:

@@ -1,11 +1,14 @@
-"""What RINGFLOW_DEBUG's fingerprint check costs: all-reduce time with and without it, interleaved.
+"""What a check costs: all-reduce time with and without it, interleaved. ``--check debug``:
+RINGFLOW_DEBUG's fingerprint exchange; ``--check stamps``: the stamp every message carries (always
+on; turned off here only to measure it, see ringflow/collectives/stamp.py).
 
-    torchrun --nproc_per_node=2 benchmarks/collectives/debug_overhead.py --size 1MiB
-    mpirun -np 2 python benchmarks/collectives/debug_overhead.py --size 1MiB
+    torchrun --nproc_per_node=2 benchmarks/collectives/check_overhead.py --size 1MiB
+    torchrun --nproc_per_node=2 benchmarks/collectives/check_overhead.py --check stamps --size 4KiB
+    mpirun -np 2 python benchmarks/collectives/check_overhead.py --size 1MiB
 
 Both modes run in the same launch, alternating in blocks (absolute figures drift 2-3x
 between launches here, ratios inside one launch do not). Rank 0 prints one markdown row:
-transport | ranks | size | algorithm | wall ms off | on | overhead | CPU us off | on | overhead.
+check | transport | ranks | size | algorithm | wall ms off | on | overhead | CPU us off | on | overhead.
 """
 from __future__ import annotations
 
@@ -49,19 +52,21 @@ def main() -> None:
     p.add_argument("--algorithm", default="ring")
     p.add_argument("--iters", type=int, default=20, help="calls per block")
     p.add_argument("--blocks", type=int, default=7, help="blocks per mode, interleaved")
+    p.add_argument("--check", choices=("debug", "stamps"), default="debug")
     a = p.parse_args()
     comm = ringflow.init()
     x = torch.ones(parse_size(a.size) // 4)
     block(comm, x, a.algorithm, 5)                       # warm-up (buffers, connections)
     result = {False: [], True: []}
     for i in range(2 * a.blocks):
-        comm.debug = bool(i % 2)                         # every rank flips at the same call
-        result[comm.debug].append(block(comm, x, a.algorithm, a.iters))
-    comm.debug = False
+        on = bool(i % 2)
+        setattr(comm, a.check, on)                       # every rank flips at the same call
+        result[on].append(block(comm, x, a.algorithm, a.iters))
+    setattr(comm, a.check, a.check == "stamps")          # back to the defaults
     if comm.rank == 0:
         off, on = (statistics.median(w for w, _ in result[k]) for k in (False, True))
         c_off, c_on = (statistics.median(c for _, c in result[k]) for k in (False, True))
-        print(f"| {comm.transport.name} | {comm.size} | {a.size} | {a.algorithm} | "
+        print(f"| {a.check} | {comm.transport.name} | {comm.size} | {a.size} | {a.algorithm} | "
               f"{off * 1e3:.3f} | {on * 1e3:.3f} | {100 * (on / off - 1):+.1f} % | "
               f"{c_off * 1e6:.0f} | {c_on * 1e6:.0f} | {100 * (c_on / c_off - 1):+.1f} % |",
               flush=True)
