@@ -10,7 +10,6 @@ messages.
 """
 from __future__ import annotations
 
-import sys
 import time
 import zlib
 from typing import Callable, Sequence
@@ -22,10 +21,9 @@ from ..transport.base import (DoneWork, PeerTimeout, StampMismatch, Transport, T
                               Work)
 from .debug import CallCheck
 from .engine import CollectiveWork, close_engine, engine_for
-from .errors import (CollectiveError, CollectiveMismatch, CollectiveTimeout, peer_failure, refused,
-                     where)
+from .errors import CollectiveError, CollectiveMismatch, CollectiveTimeout, failure, refused
 from .flight import CallRecord, FlightRecorder, call_record
-from .stamp import describe, stamp_of
+from .stamp import mismatch_text, stamp_of
 
 
 def default_timeout() -> float:
@@ -157,9 +155,9 @@ class Communicator:
         try:
             return post()
         except PeerTimeout as e:
-            raise self._failure(CollectiveTimeout, "timed out posting a message", peer, -2, e)
+            raise failure(self, CollectiveTimeout, "timed out posting a message", peer, -2, e)
         except TransportError as e:
-            raise self._failure(CollectiveError, f"failed ({e})", peer, -2, e)
+            raise failure(self, CollectiveError, f"failed ({e})", peer, -2, e)
 
     def wait(self, work: Work, peer: int, step: int = 0) -> None:
         """Wait for ``work``; turn transport failures into errors that name the call and peer."""
@@ -184,43 +182,17 @@ class Communicator:
         try:
             work.wait(timeout)
         except PeerTimeout as e:
-            raise self._failure(CollectiveTimeout, f"timed out after {timeout:.1f}s", peer, step, e)
+            raise failure(self, CollectiveTimeout, f"timed out after {timeout:.1f}s", peer, step, e)
         except StampMismatch as e:
-            raise self._failure(CollectiveMismatch, self._mismatch_text(e), peer, step, e)
+            raise failure(self, CollectiveMismatch, mismatch_text(e), peer, step, e)
         except TransportError as e:
-            raise self._failure(CollectiveError, f"failed ({e})", peer, step, e)
-
-    def _mismatch_text(self, e: StampMismatch) -> str:
-        theirs = ("a message of another collective (its tag differs; the transport carries no "
-                  "more of it)" if e.came is None else f"a message of its {describe(e.came)}")
-        return (f"received from its peer {theirs}, while this rank runs "
-                f"{describe(e.wanted)}: the ranks' collectives do not match")
-
-    def _failure(self, cls, what: str, peer: int, step: int, cause: Exception) -> CollectiveError:
-        owner = self._owner()
-        rec = owner.current
-        name = f"{rec.name} #{rec.seq}" if rec else "point-to-point"
-        if owner is not self:
-            name += f" (in its sub-group of ranks {self.ranks}, as rank {self.rank})"
-        world_peer = self.ranks[peer] if peer >= 0 else -1
-        msg = peer_failure(owner.rank, name, what, step, peer, world_peer, self.transport.name)
-        if rec is not None:
-            rec.state = "timed out" if cls is CollectiveTimeout else "failed"
-            rec.step, rec.peer = step, world_peer
-        # Half-delivered messages may be left in flight: nothing later on this transport is safe.
-        for comm in {self, owner}:
-            comm.engine.broken = (comm.engine.broken
-                                  or f"{name} on rank {owner.rank}: {what} {where(step)}")
-        owner.recorder.dump(sys.stderr, why=msg)
-        err = cls(msg, peer=peer, step=step) if cls is CollectiveTimeout else cls(msg)
-        err.__cause__ = cause
-        return err
+            raise failure(self, CollectiveError, f"failed ({e})", peer, step, e)
 
     def backend_failure(self, cause: Exception) -> CollectiveError:
         """The error for a failure inside a backend's own collective (algorithm="native")."""
         timeout = "timed out" in str(cause).lower() or "timeout" in str(cause).lower()
         text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        return self._failure(CollectiveTimeout if timeout else CollectiveError, f"failed ({text})",
+        return failure(self, CollectiveTimeout if timeout else CollectiveError, f"failed ({text})",
                              -1, -3, cause)
 
     def dump_history(self, file=None) -> str:

@@ -1,6 +1,8 @@
 """Errors a collective raises; each names the collective, its sequence number and the peer."""
 from __future__ import annotations
 
+import sys
+
 
 class CollectiveError(RuntimeError):
     """A collective failed on this rank (peer gone, timeout, mismatch, bad transport state)."""
@@ -44,3 +46,25 @@ def refused(rank: int, call: str, broken: str) -> str:
             f"({broken}) and may have left messages half-delivered, so this transport cannot "
             "be used again. Restart the job (torchrun --max-restarts resumes from the last "
             "checkpoint)")
+
+
+def failure(comm, cls, what: str, peer: int, step: int, cause: Exception) -> CollectiveError:
+    """The error for a wait or post of ``comm`` that failed (``peer``: group rank, -1 unknown):
+    recorded in the flight recorder (printed), and the transport marked unusable, since
+    half-delivered messages may be left in flight."""
+    owner = comm._owner()
+    rec = owner.current
+    name = f"{rec.name} #{rec.seq}" if rec else "point-to-point"
+    if owner is not comm:
+        name += f" (in its sub-group of ranks {comm.ranks}, as rank {comm.rank})"
+    world_peer = comm.ranks[peer] if peer >= 0 else -1
+    msg = peer_failure(owner.rank, name, what, step, peer, world_peer, comm.transport.name)
+    if rec is not None:
+        rec.state = "timed out" if cls is CollectiveTimeout else "failed"
+        rec.step, rec.peer = step, world_peer
+    for c in {comm, owner}:
+        c.engine.broken = c.engine.broken or f"{name} on rank {owner.rank}: {what} {where(step)}"
+    owner.recorder.dump(sys.stderr, why=msg)
+    err = cls(msg, peer=peer, step=step) if cls is CollectiveTimeout else cls(msg)
+    err.__cause__ = cause
+    return err

@@ -46,3 +46,11 @@ def describe(stamp) -> str:
     if root >= 0:
         parts.append(f"root {root}")
     return f"{verb} #{seq} ({', '.join(parts)})"
+
+
+def mismatch_text(e) -> str:
+    """What a receive that took another call's message (transport StampMismatch) says."""
+    theirs = ("a message of another collective (its tag differs; the transport carries no "
+              "more of it)" if e.came is None else f"a message of its {describe(e.came)}")
+    return (f"received from its peer {theirs}, while this rank runs {describe(e.wanted)}: the "
+            "ranks' collectives do not match")
