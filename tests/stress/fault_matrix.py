@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tests.stress import fault_trials as local
 from tests.stress import fault_trials_procs as procs
+from tests.stress import unmatched_trials as unmatched
 
 FAULTS = {   # name: (what, where, contract, function)
     "dead_local": ("dead peer (vanishes mid-collective)", "local threads, 2-4 ranks, all algorithms",
@@ -56,6 +57,15 @@ FAULTS = {   # name: (what, where, contract, function)
                       procs.dead_torchrun),
     "dead_mpirun": ("kill -9 mid all-reduce", "mpirun, mpi", "launcher exits non-zero",
                     procs.dead_mpirun),
+    "unmatched_local": ("unmatched call, no debug (extra, missing, order, verb, op, dtype)",
+                        "local threads, 2-3 ranks, all algorithms", "every rank raises, no wrong data",
+                        unmatched.unmatched_local),
+    "unmatched_shm": ("unmatched call, no debug", "torchrun, shm", "every rank raises, no wrong data",
+                      lambda rng: unmatched.unmatched_procs(rng, "shm")),
+    "unmatched_gloo": ("unmatched call, no debug", "torchrun, gloo", "every rank raises, no wrong data",
+                       lambda rng: unmatched.unmatched_procs(rng, "torch")),
+    "unmatched_mpi": ("unmatched call, no debug", "mpirun, mpi", "every rank raises, no wrong data",
+                      lambda rng: unmatched.unmatched_procs(rng, "mpi")),
     "restart": ("rank exits mid-training", "torchrun --max-restarts=1, ringflow.train",
                 "6 steps, bitwise = uninterrupted", procs.restart),
 }
