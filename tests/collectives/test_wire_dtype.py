@@ -146,12 +146,13 @@ def test_refuses_what_it_cannot_compress(kwargs, error, words):
     assert run_ranks(2, body) == [0, 0]
 
 
-def test_a_rank_not_compressing_is_a_mismatch_not_wrong_data():
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_rank_not_compressing_is_a_mismatch_not_wrong_data(debug):
     def body(comm):
         t = torch.ones(1000)
         rc.all_reduce(t, group=comm, wire_dtype=torch.bfloat16 if comm.rank == 0 else None)
         return t
-    outs = run_ranks(2, body, timeout=2.0, outcomes=True)
+    outs = run_ranks(2, body, timeout=2.0, outcomes=True, debug=debug)
     for o in outs:
         assert isinstance(o.error, rc.CollectiveError), f"rank {o.rank} ended with {o.value}"
     assert any("all_reduce_wire_bfloat16" in str(o.error) for o in outs)
