@@ -6,12 +6,13 @@ per hop.
 
 Reduce-scatter (n-1 steps): a rank rounds the float32 partial sum of the chunk it forwards to the
 wire dtype (once), receives its left neighbour's partial of the next chunk in the wire dtype,
-widens it and adds it into its own float32 chunk, which is the accumulator (no fp32 scratch).
-All-gather: each owner divides (AVG) and rounds its final chunk to the wire dtype once; those
-bytes go round the ring and every rank, the owner included, widens the same bytes, so all ranks
-end bitwise identical. Chunk c is summed in the ring's fixed order (rank c+1 first, the owner
-last), so the result never depends on timing. Buffer: one wire-dtype copy of the tensor from the
-communicator's scratch pool.
+widens it and adds it into its own float32 chunk, which is the accumulator. All-gather: each
+owner divides (AVG) and rounds its final chunk to the wire dtype once; those bytes go round the
+ring and every rank, the owner included, widens the same bytes, so all ranks end bitwise
+identical. Chunk c is summed in the ring's fixed order (rank c+1 first, the owner last), so the
+result never depends on timing. Chunks travel in slices, so rounding, widening and adding one
+slice overlaps the transfer of the next. Buffers, from the communicator's scratch pool: a
+wire-dtype copy of the tensor and one float32 slice.
 
 Error bound (normal range). Let u be the wire dtype's unit roundoff (round to nearest: 2^-8 for
 bf16, 8 significant bits; 2^-11 for fp16, 11 bits) and v = 2^-24 float32's. A value of chunk c
@@ -38,12 +39,14 @@ from __future__ import annotations
 
 import torch
 
-from .chunking import chunk_bounds, reduce_scatter_chunks
+from .. import settings
+from .chunking import all_gather_chunks, chunk_bounds, reduce_scatter_chunks
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_into
-from .ring import all_gather_, slice_count
+from .ring import slice_count
 
 WIRE_DTYPES = (torch.bfloat16, torch.float16)
+WIRE_SLICE_BYTES = 1 << 20      # wire bytes a slice, where the transport slices nothing (gloo)
 _FP32_UNIT_ROUNDOFF = 2.0 ** -24
 
 
@@ -74,22 +77,57 @@ def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp, wire: torch.
     """All-reduce flat float32 ``buf`` in place with ``wire`` on the wire (see the module doc)."""
     bounds = chunk_bounds(buf.numel(), comm.size)
     sent = comm.scratch(wire, buf.numel(), buf.device)    # (numel,): what goes on the wire
-    _reduce_scatter(comm, buf, sent, bounds, op)
+    nslices = _slice_count(comm, max(b - a for a, b in bounds), sent.element_size())
+    _reduce_scatter(comm, buf, sent, bounds, op, nslices)
     a, b = bounds[comm.rank]
     finish_avg(buf[a:b], op, comm.size)
     sent[a:b].copy_(buf[a:b])              # the last rounding; the owner keeps these bytes too
-    all_gather_(comm, sent, bounds)
-    buf.copy_(sent)
+    _all_gather(comm, buf, sent, bounds, nslices)
+
+
+def _slice_count(comm: Communicator, chunk: int, itemsize: int) -> int:
+    """The ring's slices (the transport's or RINGFLOW_SLICE_BYTES), or WIRE_SLICE_BYTES where
+    those say whole chunks: here each slice also costs passes over memory (round, widen, add),
+    which slices overlap with the transfer of the next."""
+    count = slice_count(comm, chunk, itemsize)
+    if count == 1 and settings.get("RINGFLOW_SLICE_BYTES") is None:
+        count = max(1, -(-chunk * itemsize // WIRE_SLICE_BYTES))
+    return count
+
+
+def _all_gather(comm: Communicator, buf: torch.Tensor, sent: torch.Tensor,
+                bounds: list[tuple[int, int]], nslices: int) -> None:
+    """Ring all-gather of the wire-dtype chunks of ``sent``, each slice widened into ``buf`` as
+    it lands (the owner's own chunk while its first sends are in flight)."""
+    n, r = comm.size, comm.rank
+    right, left = (r + 1) % n, (r - 1) % n
+    a, b = bounds[r]
+    if n == 1:
+        buf.copy_(sent)
+    for step in range(n - 1):
+        send_c, recv_c = all_gather_chunks(r, n, step)
+        sends, recvs = _slices(bounds[send_c], nslices), _slices(bounds[recv_c], nslices)
+        works = [comm.sendrecv(sent[sa:sb], right, sent[ra:rb], left)
+                 for (sa, sb), (ra, rb) in zip(sends, recvs)]
+        if step == 0:
+            buf[a:b].copy_(sent[a:b])
+        for (_, recv_work), (ra, rb) in zip(works, recvs):
+            comm.wait(recv_work, peer=left, step=n - 1 + step)
+            buf[ra:rb].copy_(sent[ra:rb])
+        for send_work, _ in works:
+            comm.wait(send_work, peer=right, step=n - 1 + step)
+
+
+def _slices(bounds: tuple[int, int], nslices: int) -> list[tuple[int, int]]:
+    start, stop = bounds
+    return [(start + a, start + b) for a, b in chunk_bounds(stop - start, nslices)]
 
 
 def _reduce_scatter(comm: Communicator, buf: torch.Tensor, sent: torch.Tensor,
-                    bounds: list[tuple[int, int]], op: ReduceOp) -> None:
+                    bounds: list[tuple[int, int]], op: ReduceOp, nslices: int) -> None:
     """After n-1 steps chunk ``comm.rank`` of ``buf`` holds the float32 reduction over ranks
     (SUM for AVG); what arrived of other chunks is left in ``sent``."""
     n, r = comm.size, comm.rank
-    if n == 1:
-        return
-    nslices = slice_count(comm, max(b - a for a, b in bounds), sent.element_size())
     for step in range(n - 1):
         send_c, recv_c = reduce_scatter_chunks(r, n, step)
         (sa, sb), (ra, rb) = bounds[send_c], bounds[recv_c]
@@ -102,12 +140,16 @@ def _hop(comm: Communicator, partial: torch.Tensor, out: torch.Tensor, acc: torc
     while acc = acc (op) widened arrivals from the left land in ``landing`` (the wire dtype)."""
     right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
     sends, recvs = chunk_bounds(partial.numel(), nslices), chunk_bounds(acc.numel(), nslices)
+    # widened into float32 first: an add of mixed dtypes in place ran 3x slower than both passes
+    wide = comm.scratch(torch.float32, recvs[0][1], acc.device)
     works = []
     for (sa, sb), (ra, rb) in zip(sends, recvs):
         out[sa:sb].copy_(partial[sa:sb])                 # this hop's one rounding
         works.append(comm.sendrecv(out[sa:sb], right, landing[ra:rb], left))
     for (send_work, recv_work), (ra, rb) in zip(works, recvs):
         comm.wait(recv_work, peer=left, step=step)
-        reduce_into(acc[ra:rb], landing[ra:rb], op)     # widened exactly, added in float32
+        w = wide[: rb - ra]
+        w.copy_(landing[ra:rb])                          # exact
+        reduce_into(acc[ra:rb], w, op)                   # added in float32
     for send_work, _ in works:
         comm.wait(send_work, peer=right, step=step)

@@ -113,10 +113,10 @@ def test_max_and_min_are_the_true_extreme_rounded_once(op, pick):
 
 def test_slices_do_not_change_the_bytes(monkeypatch):
     xs = inputs(3, 3001, seed=11)
-    whole = run_wire(xs, torch.bfloat16)
-    monkeypatch.setenv("RINGFLOW_SLICE_BYTES", "64")      # 32 bf16 elements a slice
-    sliced = run_wire(xs, torch.bfloat16)
-    assert all(torch.equal(a, b) for a, b in zip(whole, sliced))
+    default = run_wire(xs, torch.bfloat16)
+    for size in ("64", "0"):                # 32 bf16 elements a slice; whole chunks
+        monkeypatch.setenv("RINGFLOW_SLICE_BYTES", size)
+        assert all(torch.equal(a, b) for a, b in zip(default, run_wire(xs, torch.bfloat16)))
 
 
 def test_async_recorded_under_its_own_name():
