@@ -81,7 +81,6 @@ def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp, wire: torch.
     _reduce_scatter(comm, buf, sent, bounds, op, nslices)
     a, b = bounds[comm.rank]
     finish_avg(buf[a:b], op, comm.size)
-    sent[a:b].copy_(buf[a:b])              # the last rounding; the owner keeps these bytes too
     _all_gather(comm, buf, sent, bounds, nslices)
 
 
@@ -97,18 +96,23 @@ def _slice_count(comm: Communicator, chunk: int, itemsize: int) -> int:
 
 def _all_gather(comm: Communicator, buf: torch.Tensor, sent: torch.Tensor,
                 bounds: list[tuple[int, int]], nslices: int) -> None:
-    """Ring all-gather of the wire-dtype chunks of ``sent``, each slice widened into ``buf`` as
-    it lands (the owner's own chunk while its first sends are in flight)."""
+    """Ring all-gather: the owner rounds its float32 chunk of ``buf`` into ``sent`` (the last
+    rounding) slice by slice as it posts them; every chunk's slices are widened into ``buf`` as
+    they land, the owner's own while its first sends are in flight (it keeps the bytes it sent)."""
     n, r = comm.size, comm.rank
     right, left = (r + 1) % n, (r - 1) % n
     a, b = bounds[r]
     if n == 1:
+        sent.copy_(buf)
         buf.copy_(sent)
     for step in range(n - 1):
         send_c, recv_c = all_gather_chunks(r, n, step)
         sends, recvs = _slices(bounds[send_c], nslices), _slices(bounds[recv_c], nslices)
-        works = [comm.sendrecv(sent[sa:sb], right, sent[ra:rb], left)
-                 for (sa, sb), (ra, rb) in zip(sends, recvs)]
+        works = []
+        for (sa, sb), (ra, rb) in zip(sends, recvs):
+            if step == 0:
+                sent[sa:sb].copy_(buf[sa:sb])
+            works.append(comm.sendrecv(sent[sa:sb], right, sent[ra:rb], left))
         if step == 0:
             buf[a:b].copy_(sent[a:b])
         for (_, recv_work), (ra, rb) in zip(works, recvs):
