@@ -148,7 +148,7 @@ def test_compressed_gradients_within_the_wire_bound_of_naive(compress, wire_dtyp
         return ([p.grad.clone() for p in dp.parameters()], [p.grad for p in naive.parameters()],
                 mean_abs, names)
     results = run_ranks(n, fn)
-    gamma = wire.error_bound(wire_dtype, n) + 2 * n * 2.0 ** -24    # + the float32 oracle's roundings
+    gamma = wire.error_bound(wire_dtype, n) + 2 * n * 2.0 ** -24   # + the fp32 oracle's roundings
     info = torch.finfo(wire_dtype)
     for grads, oracle, mean_abs, names in results:
         assert f"all_reduce_wire_{str(wire_dtype)[6:]}" in names, f"no compressed call: {names}"
