@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from . import exchange, select, staged
+from . import exchange, select, staged, wire
 from .communicator import Communicator
 from .engine import CollectiveWork
 from .errors import CollectiveError, CollectiveMismatch, CollectiveTimeout
@@ -53,13 +53,27 @@ def _check_root(comm: Communicator, root: int, what: str) -> None:
                          f"(expected 0..{comm.size - 1})")
 
 
-def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False, algorithm="auto"):
-    """Reduce ``tensor`` across ranks in place; every rank gets the same bytes."""
+def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False, algorithm="auto",
+               wire_dtype=None):
+    """Reduce ``tensor`` across ranks in place; every rank gets the same bytes.
+
+    ``wire_dtype=torch.bfloat16`` (or float16) on a float32 tensor: bf16 bytes on the wire, the
+    sum taken in float32, one rounding per hop (error bound in collectives/wire.py)."""
     comm, op = _group(group), as_reduce_op(op)
     _check(comm, tensor, "tensor", op)
+    if wire_dtype is not None:
+        return _all_reduce_wire(comm, tensor, op, async_op, algorithm, wire_dtype)
     _, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm)
     flat = tensor.view(-1)
     return comm.run("all_reduce", lambda: fn(comm, flat, op), tensor=tensor, op=op,
+                    async_op=async_op)
+
+
+def _all_reduce_wire(comm, tensor, op, async_op, algorithm, wire_dtype):
+    wire.check(tensor, wire_dtype)
+    _, fn = select.choose_wire("all_reduce", algorithm, wire_dtype)
+    flat = tensor.view(-1)
+    return comm.run(wire.verb(wire_dtype), lambda: fn(comm, flat, op), tensor=tensor, op=op,
                     async_op=async_op)
 
 

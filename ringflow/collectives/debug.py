@@ -38,7 +38,8 @@ def _code(text: str) -> int:
 
 # Names a fingerprint can hold, so a rank can print what its peers called.
 _KNOWN = ("all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor", "broadcast", "reduce",
-          "all_to_all_single", "barrier", "sum", "avg", "max", "min", "product", "-",
+          "all_to_all_single", "barrier", "all_reduce_wire_bfloat16", "all_reduce_wire_float16",
+          "sum", "avg", "max", "min", "product", "-",
           "float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64", "uint8",
           "bool", "complex64", "complex128")
 _NAMES = {_code(t): t for t in _KNOWN}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from .. import settings
-from . import costmodel, direct, hierarchical, naive, native, ring, staged, tree
+from . import costmodel, direct, hierarchical, naive, native, ring, staged, tree, wire
 
 
 def two_level(comm, buf, op) -> None:
@@ -49,6 +49,10 @@ DEFAULT = {"all_reduce": "ring", "reduce_scatter": "ring", "all_gather": "ring",
            "broadcast": "tree", "reduce": "tree"}
 NEVER_AUTO = ("naive", "fp32acc")   # the oracle never wins; fp32acc changes numerics: opt-in only
 last: dict[str, str] = {}           # collective -> algorithm name chosen most recently
+# float32 carried in bf16/fp16 (``wire_dtype=``), fn(comm, buf, op, wire): apart from ALGORITHMS
+# because they change the numerics (auto never weighs them, a tune never measures them) and only
+# run when the caller names a wire dtype.
+WIRE_ALGORITHMS: dict[str, dict[str, Callable]] = {"all_reduce": {"ring": wire.all_reduce}}
 
 
 def available(comm, collective: str) -> list[str]:
@@ -118,6 +122,20 @@ def choose(comm, collective: str, nbytes: int, algorithm: str = "auto",
     if record:                      # inner choices (two_level's) keep the outer name
         last[collective] = algorithm
     return algorithm, table[algorithm]
+
+
+def choose_wire(collective: str, algorithm: str, wire_dtype) -> tuple[str, Callable]:
+    """(name, fn(comm, buf, op)) of the ``wire_dtype`` variant of ``algorithm`` ("auto": the
+    ring, the only one; RINGFLOW_ALGORITHM does not apply, as its names have no wire variant)."""
+    table = WIRE_ALGORITHMS.get(collective, {})
+    name = "ring" if algorithm == "auto" else algorithm
+    if name not in table:
+        raise ValueError(f"{collective} with wire_dtype={wire_dtype} runs algorithm "
+                         f"{sorted(table) + ['auto']}, not {algorithm!r}; drop algorithm= or pass "
+                         "wire_dtype=None")
+    last[collective] = f"{name}:{wire.verb(wire_dtype).rsplit('_', 1)[-1]}"
+    fn = table[name]
+    return name, lambda comm, buf, op: fn(comm, buf, op, wire_dtype)
 
 
 def _auto(comm, collective: str, nbytes: int, exclude: tuple) -> str:

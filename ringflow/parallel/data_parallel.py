@@ -77,12 +77,13 @@ def _replace(obj, swap: dict):
 class DataParallel(nn.Module):
     """Data-parallel wrapper: ``DataParallel(model, group=None, bucket_cap_mb=25, compress=None)``.
 
-    group: ringflow Communicator (None: the world). compress: None | "bf16" | "fp16" (gradients
-    travel in half precision, summed in fp32). find_unused_parameters: tolerate parameters that
-    get no gradient in a step (otherwise a clear error names them). broadcast_buffers: copy rank
-    0's buffers (BatchNorm statistics) to every rank at each training forward, as torch DDP does:
-    not in a forward under ``torch.no_grad()`` or in ``eval()`` mode, so one rank may evaluate on
-    its own; "always" broadcasts at every forward (then every rank must call each forward).
+    group: ringflow Communicator (None: the world). compress: None | "bf16" | "fp16" (float32
+    gradients travel in half precision, summed in fp32: compress.py). find_unused_parameters:
+    tolerate parameters that get no gradient in a step (otherwise a clear error names them).
+    broadcast_buffers: copy rank 0's buffers (BatchNorm statistics) to every rank at each
+    training forward, as torch DDP does: not in a forward under ``torch.no_grad()`` or in
+    ``eval()`` mode, so one rank may evaluate on its own; "always" broadcasts at every forward
+    (then every rank must call each forward).
     torch DDP's other keywords are accepted where they change nothing here (device_ids of the
     module's own device, static_graph, ...) and refused with the reason otherwise (ddp_kwargs.py).
     """

@@ -18,7 +18,7 @@ import torch
 
 from .. import collectives as rc
 from .buckets import MIB, make_buckets
-from .compress import HalfAllReduce, wire_dtype
+from .compress import wire_dtype
 
 
 class UnusedParametersError(RuntimeError):
@@ -43,8 +43,7 @@ class Reducer:
         self.params = [p for _, p in named]
         self.buckets = make_buckets(self.params, int(bucket_cap_mb * MIB), int(first_bucket_mb * MIB))
         self.slot = {id(p): (b, i) for b in self.buckets for i, p in enumerate(b.params)}
-        self.wire = wire_dtype(compress)
-        self.half = {}                                      # bucket index -> HalfAllReduce
+        self.wire = wire_dtype(compress)                    # float32 buckets' wire dtype
         self.sync = True                                    # average in the next backward?
         self.after_backward = None                          # called after every backward
         self._queued, self._next, self._ready = False, 0, set()
@@ -107,12 +106,9 @@ class Reducer:
 
     def _launch(self, b) -> None:
         buf = b.flat.data
-        if self.wire is not None and buf.dtype == torch.float32:
-            if b.index not in self.half:
-                self.half[b.index] = HalfAllReduce(self.comm, buf.numel(), self.wire, buf.device)
-            b.work = self.half[b.index].launch(buf)
-        else:
-            b.work = rc.all_reduce(buf, op=rc.ReduceOp.AVG, group=self.comm, async_op=True)
+        wire = self.wire if buf.dtype == torch.float32 else None   # others go in their own dtype
+        b.work = rc.all_reduce(buf, op=rc.ReduceOp.AVG, group=self.comm, async_op=True,
+                               wire_dtype=wire)
 
     def finalize(self) -> None:
         """End of backward: launch what is left, wait for all buckets, check unused parameters."""

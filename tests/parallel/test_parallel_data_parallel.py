@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ringflow import collectives as rc
+from ringflow.collectives import wire
 from ringflow.collectives.threads import run_ranks
 from ringflow.parallel import DataParallel, NaiveDataParallel, UnusedParametersError
 from ringflow.parallel.buckets import assign
@@ -125,27 +126,54 @@ def test_unused_parameters_error_names_them():
     assert run_ranks(2, fn) == [True, True]
 
 
-@pytest.mark.parametrize("compress,wire", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
-def test_compressed_gradients_half_on_wire_fp32_sum(compress, wire):
+@pytest.mark.parametrize("compress,wire_dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+@pytest.mark.parametrize("n", [2, 3])
+def test_compressed_gradients_within_the_wire_bound_of_naive(compress, wire_dtype, n):
+    """float32 buckets go through rc.all_reduce(wire_dtype=...): the fp32 average within
+    wire.error_bound of mean |g| (plus the fp32 oracle's own rounding), ranks bitwise equal."""
     def fn(comm):
-        net = make_net(1000)
-        dp = DataParallel(net, group=comm, compress=compress, bucket_cap_mb=0.01)
+        dp = DataParallel(make_net(1000), group=comm, compress=compress, bucket_cap_mb=0.01)
+        naive = NaiveDataParallel(make_net(1000), group=comm)
         x, y, t = rank_rows(comm, 3)
-        F.mse_loss(net(x, y), t).backward()                  # this rank's own gradient, no hooks
-        mine = [p.grad.clone() for p in net.parameters()]
-        net.zero_grad()
+        F.mse_loss(naive(x, y), t).backward()
+        mine = [p.grad.clone() for p in naive.parameters()]  # this rank's own gradient
+        naive.average_gradients()
         F.mse_loss(dp(x, y), t).backward()
-        everyone = []
-        for g in mine:                                       # every rank's gradient, to check
+        mean_abs = []
+        for g in mine:                                       # every rank's gradient, for the bound
             out = torch.empty(comm.size * g.numel())
             rc.all_gather_into_tensor(out, g.reshape(-1).contiguous(), group=comm)
-            everyone.append(out.view(comm.size, *g.shape))
-        return [p.grad.clone() for p in net.parameters()], everyone
-    results = run_ranks(3, fn)
-    for k, everyone in enumerate(results[0][1]):
-        expect = (everyone.to(wire).float().sum(0) / 3).to(wire).float()   # one rounding each way
-        for grads, _ in results:
-            assert torch.equal(grads[k], expect)
+            mean_abs.append(out.view(comm.size, *g.shape).abs().mean(0))
+        names = {r.name for r in comm.history}
+        return ([p.grad.clone() for p in dp.parameters()], [p.grad for p in naive.parameters()],
+                mean_abs, names)
+    results = run_ranks(n, fn)
+    gamma = wire.error_bound(wire_dtype, n) + 2 * n * 2.0 ** -24   # + the fp32 oracle's roundings
+    info = torch.finfo(wire_dtype)
+    for grads, oracle, mean_abs, names in results:
+        assert f"all_reduce_wire_{str(wire_dtype)[6:]}" in names, f"no compressed call: {names}"
+        for g, o, m, g0 in zip(grads, oracle, mean_abs, results[0][0]):
+            assert g.view(torch.int32).equal(g0.view(torch.int32)), "ranks differ bitwise"
+            err = (g - o).abs()
+            assert (err <= gamma * m + n * info.smallest_normal * info.eps).all(), err.max()
+    assert any(not torch.equal(g, o) for g, o in zip(results[0][0], results[0][1])), \
+        "compressed gradients equal the float32 ones exactly: nothing was rounded"
+
+
+def test_compress_leaves_other_dtypes_alone():
+    """float64 buckets travel in their own dtype even with compress="bf16" (only float32 is
+    compressed): the average equals the uncompressed one exactly (two ranks: one addition)."""
+    def fn(comm):
+        dp = DataParallel(make_net(5).double(), group=comm, compress="bf16")
+        naive = NaiveDataParallel(make_net(5).double(), group=comm)
+        x, y, t = rank_rows(comm, 3)
+        for model in (dp, naive):
+            F.mse_loss(model(x.double(), y), t.double()).backward()
+        naive.average_gradients()
+        same = all(torch.equal(a.grad, b.grad) for a, b in zip(dp.parameters(), naive.parameters()))
+        return same, {r.name for r in comm.history}
+    for same, names in run_ranks(2, fn):
+        assert same and not any(name.startswith("all_reduce_wire") for name in names)
 
 
 def test_broadcast_buffers_and_initial_broadcast():
