@@ -143,13 +143,24 @@ def build_parser(prog: str = "ringflow.train") -> argparse.ArgumentParser:
 
 
 def read_file(path: str) -> dict:
-    """Fields from a .json or .yaml/.yml file."""
-    text = Path(path).read_text()
+    """Fields from a .json or .yaml/.yml file; an unreadable or unparsable file is a ConfigError."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror}); expected a JSON or "
+                          "YAML file of fields, e.g. the config.json of an earlier run") from None
     if path.endswith((".yaml", ".yml")):
         import yaml
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--config {path}: not valid YAML ({e})") from None
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config {path}: not valid JSON ({e}); name the file .yaml "
+                              "or .yml for YAML") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
     return data
