@@ -68,6 +68,7 @@ def _check_numbers(cfg: TrainConfig) -> None:
              ("grad_accum", cfg.grad_accum >= 1, "at least 1"),
              ("warmup_steps", cfg.warmup_steps >= 0, "0 or more"),
              ("grad_clip", cfg.grad_clip >= 0, "0 (off) or positive"),
+             ("max_nonfinite_steps", cfg.max_nonfinite_steps >= 1, "at least 1"),
              ("ema_decay", 0 <= cfg.ema_decay < 1, "in [0, 1)"),
              ("label_dropout", 0 <= cfg.label_dropout < 1, "in [0, 1)"),
              ("log_every", cfg.log_every >= 1, "at least 1"),

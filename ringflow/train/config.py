@@ -49,6 +49,8 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay")
     beta2: float = _f(0.99, "AdamW second-moment decay")
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0: no clipping)")
+    max_nonfinite_steps: int = _f(10, "stop the run when the loss or gradient is not finite "
+                                  "this many steps in a row (an isolated one skips its update)")
     ema_decay: float = _f(0.999, "EMA decay of the weights used for sampling")
     ema_warmup: bool = _f(True, "EMA decay min(decay, (1+n)/(10+n)) early in training")
     precision: str = _f("auto", "auto: bf16 autocast on GPUs that support it, else fp32",

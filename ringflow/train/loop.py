@@ -53,6 +53,12 @@ class Run:
     gen: torch.Generator            # this rank's noise
     log: RunLog
     step: int = 0
+    nonfinite: int = 0              # steps in a row whose gradient was not finite
+    last_finite: tuple | None = None   # (step, this rank's loss tensor) of the last good step
+
+
+class Diverged(FloatingPointError):
+    """--max-nonfinite-steps steps in a row had a non-finite loss or gradient: the run stops."""
 
 
 def build_run(cfg, comm, device, data, net, objective) -> Run:
@@ -100,12 +106,30 @@ def train_step(run: Run, autocast) -> torch.Tensor:
         total += loss.detach().float() / cfg.grad_accum
     norm = run.clip(cfg.grad_clip).detach().float().reshape(())
     run.step += 1
-    # The norm is computed from synchronised gradients, so every rank skips the same step.
+    # The norm is computed from synchronised gradients, so every rank skips the same step
+    # (and every rank counts the same streak, so all of them stop together).
     if not torch.isfinite(norm):
+        check_streak(run, total)
         return torch.zeros(3, device=run.device)
+    run.nonfinite, run.last_finite = 0, (run.step, total)
     run.opt.step()
     run.ema.update(run.net)
     return torch.stack([total, norm, torch.ones((), device=run.device)])
+
+
+def check_streak(run: Run, loss: torch.Tensor) -> None:
+    """Count a skipped step; raise Diverged at --max-nonfinite-steps of them in a row."""
+    run.nonfinite += 1
+    k = run.cfg.max_nonfinite_steps
+    if run.nonfinite < k:
+        return
+    rank, what = run.comm.rank, "loss" if not torch.isfinite(loss) else "gradient"
+    last = (f"the last finite loss was {float(run.last_finite[1]):.4g} at step "
+            f"{run.last_finite[0]}" if run.last_finite else "no step of this run was finite")
+    raise Diverged(f"stopped at step {run.step}: the {what} was not finite for {k} steps in a "
+                   f"row (steps {run.step - k + 1}-{run.step}; loss {float(loss):.4g} on rank "
+                   f"{rank}); {last} (rank {rank}). No update was applied in those steps. Lower --lr, raise --warmup-steps or check the "
+                   f"data; --max-nonfinite-steps (now {k}) is how many in a row are tolerated")
 
 
 def sample_grid(run: Run, autocast, name: str) -> None:
@@ -133,11 +157,10 @@ def loop(run: Run, autocast) -> None:
         run.log.advance()
         if run.step % cfg.log_every == 0 or run.step == cfg.steps:
             elapsed, (loss, norm, applied) = time.perf_counter() - t0, sums.tolist()
-            if applied == 0:
-                raise FloatingPointError(f"every step of the last {window} had a non-finite "
-                                         f"gradient (up to step {run.step}); lower --lr or raise "
-                                         "--warmup-steps")
-            m = reduce_metrics(run.comm, {"loss": loss / applied, "grad_norm": norm / applied,
+            # applied is the same on every rank (skips follow the synchronised norm); a window
+            # of skipped steps only has no loss to log
+            means = {"loss": loss / applied, "grad_norm": norm / applied} if applied else {}
+            m = reduce_metrics(run.comm, {**means,
                                           "img_per_s": cfg.batch_size * window / elapsed})
             run.log.metrics(run.step, {**m, "skipped_steps": window - applied,
                                        "lr": learning_rate(cfg, run.step - 1)})
@@ -193,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"ringflow.train: error: {e}", file=sys.stderr)
         return 2
+    except Diverged as e:                           # every rank counted the same streak
+        if comm.rank == 0:
+            print(f"ringflow.train: error: {e}", file=sys.stderr)
+        return 1
     finally:
         runtime.shutdown()
     return 0

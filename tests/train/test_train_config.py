@@ -90,6 +90,7 @@ def test_resume_must_without_checkpoints_fails_early(capsys, tmp_path):
     (["--batch-size", "0"], ["--batch-size must be at least 1", "got 0"]),
     (["--batch-size", "-4"], ["--batch-size must be at least 1", "got -4"]),
     (["--threads", "-1"], ["--threads must be 0", "got -1"]),
+    (["--max-nonfinite-steps", "0"], ["--max-nonfinite-steps must be at least 1", "got 0"]),
     (["--config", "no/such/file.json"], ["--config no/such/file.json: cannot read it",
                                          "JSON or YAML"]),
     (["--model-kwargs", '{"hidden_size": -32}'], ["hidden_size must be a positive number",
