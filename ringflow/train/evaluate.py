@@ -48,9 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_weights(run: Path, comm, net, which: str) -> Path:
-    found = ckpt.find_latest(run / "checkpoints", comm)
+    rejected = []                                     # why, on rank 0 (the one that prints)
+    found = ckpt.find_latest(run / "checkpoints", comm, rejected)
+    why = "".join(f"\n  rejected {r}" for r in rejected)
     if found is None:
-        raise ckpt.CheckpointError(f"{run / 'checkpoints'} holds no valid checkpoint")
+        raise ckpt.CheckpointError(f"{run / 'checkpoints'} holds no valid checkpoint{why}")
+    if why:
+        print(f"ringflow.evaluate: newer checkpoints are invalid, using {found.name}{why}",
+              file=sys.stderr)
     net.load_state_dict(ckpt.read(found, f"{which}.safetensors"))
     return found
 

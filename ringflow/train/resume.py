@@ -12,6 +12,7 @@ The weights are restored before the network is wrapped, the rest after the optim
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -53,30 +54,38 @@ def rng_state(run) -> dict:
 
 
 def find_checkpoint(cfg, comm) -> Path | None:
-    """Collective: the checkpoint to resume from per --resume (None: start fresh)."""
+    """Collective: the checkpoint to resume from per --resume (None: start fresh). Rank 0 says
+    why each newer checkpoint was passed over, and plainly when none is left to load."""
     if cfg.resume == "never":
         return None
+    rejected = []                                     # rank 0's reasons, one per checkpoint
     if cfg.resume in ("auto", "must"):
-        found = ckpt.find_latest(Path(cfg.out) / "checkpoints", comm)
+        where = Path(cfg.out) / "checkpoints"
+        found = ckpt.find_latest(where, comm, rejected)
     else:
-        found = _explicit(Path(cfg.resume), comm)
+        where = Path(cfg.resume)
+        found = _explicit(where, comm, rejected)
+    why = "".join(f"\n  rejected {r}" for r in rejected)
     if found is None and cfg.resume != "auto":
-        raise ckpt.CheckpointError(f"--resume {cfg.resume}: no valid checkpoint found "
-                                   f"(looked in {Path(cfg.out) / 'checkpoints'})")
+        raise ckpt.CheckpointError(f"--resume {cfg.resume}: no valid checkpoint in {where}{why}")
+    if comm.rank == 0 and rejected:
+        said = (f"newer checkpoints in {where} are invalid, resuming from {found.name}" if found
+                else f"no valid checkpoint in {where}, starting from step 0")
+        print(f"ringflow.train: {said}{why}", file=sys.stderr, flush=True)
     return found
 
 
-def _explicit(path: Path, comm) -> Path | None:
+def _explicit(path: Path, comm, rejected: list) -> Path | None:
     """A step folder (verified on rank 0), or a run / checkpoints folder (its newest)."""
     if not path.name.startswith(ckpt.PREFIX):
         root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        return ckpt.find_latest(root, comm)
+        return ckpt.find_latest(root, comm, rejected)
     ok = 1
     if comm.rank == 0:
         try:
             ckpt.verify(path)
         except ckpt.CheckpointError as e:
-            warnings.warn(str(e), stacklevel=2)
+            rejected.append(str(e))
             ok = 0
     ok = torch.tensor([ok], dtype=torch.int64, device=comm.device)
     rc.broadcast(ok, src=0, group=comm)

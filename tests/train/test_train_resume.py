@@ -127,3 +127,30 @@ def test_a_shorter_non_finite_streak_only_skips(tmp_path, monkeypatch):
     assert loop.main(TINY + ["--max-nonfinite-steps", "5", "--out", str(tmp_path)]) == 0
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert sum(r["skipped_steps"] for r in rows) == 4
+
+
+def _corrupt(folder):
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (folder / "model.safetensors").write_bytes(bytes(data))
+
+
+def test_an_only_corrupt_checkpoint_starts_over_and_says_so(tmp_path, capsys):
+    assert loop.main(TINY + ["--steps", "3", "--out", str(tmp_path)]) == 0
+    _corrupt(ckpt.step_dir(tmp_path / "checkpoints", 3))
+    capsys.readouterr()
+    assert loop.main(TINY + ["--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert f"ringflow.train: no valid checkpoint in {tmp_path / 'checkpoints'}, starting from " \
+           "step 0\n  rejected " in err, err
+    assert "step-00000003: model.safetensors does not match its checksum (corrupt)" in err
+    assert "falling back" not in err and "resumed from" not in err
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]          # the first attempt's log restarted
+    # --resume must has nothing to load: an error with the same reasons, not a fresh start
+    _corrupt(ckpt.step_dir(tmp_path / "checkpoints", 6))
+    _corrupt(ckpt.step_dir(tmp_path / "checkpoints", 3))
+    assert loop.main(TINY + ["--resume", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "ringflow.train: error: --resume must: no valid checkpoint in" in err
+    assert err.count("does not match its checksum") == 2, err
