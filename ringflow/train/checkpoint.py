@@ -12,8 +12,8 @@ Writing: every rank writes its files into ``.tmp-step-...`` (each file fsynced),
 rank 0 checksums them into MANIFEST.json, renames the folder into place, fsyncs the parent and
 prunes to the last K, another barrier. A crash leaves a ``.tmp-`` folder, never a half
 checkpoint. Reading: rank 0 verifies the newest checkpoint against its manifest, goes on to
-older ones if it fails (saying why each was rejected), and broadcasts the chosen step. ``.pt`` files are loaded with
-``weights_only=True``: loading never runs pickled code.
+older ones if it fails (saying why each was rejected), and broadcasts the chosen step. ``.pt``
+files are loaded with ``weights_only=True``: loading never runs pickled code.
 
     ckpt.save(run / "checkpoints", step, comm, files={"model.safetensors": sd, ...}, keep_last=3)
     found = ckpt.find_latest(run / "checkpoints", comm)     # Path | None, same on every rank

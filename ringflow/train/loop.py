@@ -128,8 +128,9 @@ def check_streak(run: Run, loss: torch.Tensor) -> None:
             f"{run.last_finite[0]}" if run.last_finite else "no step of this run was finite")
     raise Diverged(f"stopped at step {run.step}: the {what} was not finite for {k} steps in a "
                    f"row (steps {run.step - k + 1}-{run.step}; loss {float(loss):.4g} on rank "
-                   f"{rank}); {last} (rank {rank}). No update was applied in those steps. Lower --lr, raise --warmup-steps or check the "
-                   f"data; --max-nonfinite-steps (now {k}) is how many in a row are tolerated")
+                   f"{rank}); {last} (rank {rank}). No update was applied in those steps. "
+                   "Lower --lr, raise --warmup-steps or check the data; --max-nonfinite-steps "
+                   f"(now {k}) is how many in a row are tolerated")
 
 
 def sample_grid(run: Run, autocast, name: str) -> None:
