@@ -4,6 +4,8 @@ Files per checkpoint (see ``checkpoint`` for the atomic write and verified read)
 model/EMA weights and state.json from rank 0; the optimizer once (``optim.pt``, replicated
 strategies) or one shard per rank (``optim.rank{r}.pt``, ZeRO); each rank's RNG states.
 The weights are restored before the network is wrapped, the rest after the optimizer exists.
+ZeRO shards written by n ranks are resharded onto m (training continues; bit for bit only on
+the same number of ranks, whose noise streams are restored).
 
     found = find_checkpoint(cfg, comm)          # Path | None, the same on every rank
     restore_model(found, net); ...wrap...; restore_rest(found, run)
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import collectives as rc
+from ..parallel import zero_state
 from ..parallel.sampler import SEED_STRIDE
 from . import checkpoint as ckpt
 from . import config
@@ -116,21 +119,36 @@ def restore_rest(folder: Path, run) -> None:
     """EMA, optimizer, sampler position, RNG states and the step counter."""
     cfg, comm = run.cfg, run.comm
     state = ckpt.read(folder, "state.json")
-    if cfg.parallel in SHARDED and state["world_size"] != comm.size:
-        raise ckpt.CheckpointError(f"{folder} holds ZeRO shards of {state['world_size']} ranks; "
-                                   f"this run has {comm.size}. Resume with the same number of "
-                                   "ranks, or start a new --out")
     if state.get("parallel") in SHARDED and cfg.parallel not in SHARDED or \
             cfg.parallel in SHARDED and state.get("parallel") not in SHARDED:
         raise ckpt.CheckpointError(f"{folder} was written with --parallel {state.get('parallel')}; "
                                    f"resume with the same kind of optimizer (not {cfg.parallel})")
     run.ema.load_state_dict(ckpt.read(folder, "ema.safetensors"), state["ema_updates"])
-    run.opt.load_state_dict(ckpt.read(folder, optim_name(cfg, comm.rank)))
+    restore_optimizer(folder, run, state["world_size"])
     run.batches.load_state_dict(state["sampler"])
     run.step = int(state["step"])
     _restore_rng(folder, run, state["world_size"])
     if comm.rank == 0:
         truncate_metrics(Path(cfg.out) / "metrics.jsonl", run.step)
+
+
+def restore_optimizer(folder: Path, run, saved_world: int) -> None:
+    """The optimizer state; ZeRO shards written by another number of ranks are resharded."""
+    cfg, comm = run.cfg, run.comm
+    if cfg.parallel not in SHARDED or saved_world == comm.size:
+        run.opt.load_state_dict(ckpt.read(folder, optim_name(cfg, comm.rank)))
+        return
+    # every rank reads all the old shards (the whole state once, as a consolidated save would
+    # hold) and keeps its own slice of the new layout: no communication
+    shards = [ckpt.read(folder, optim_name(cfg, r)) for r in range(saved_world)]
+    try:
+        run.opt.load_state_dict(zero_state.merge_shards(run.opt, shards))
+    except ValueError as e:
+        raise ckpt.CheckpointError(f"{folder}: its ZeRO shards do not fit this run: {e}") from None
+    if comm.rank == 0:
+        print(f"ringflow.train: resharded the --parallel {cfg.parallel} optimizer state of "
+              f"{saved_world} rank(s) in {folder.name} onto {comm.size}", file=sys.stderr,
+              flush=True)
 
 
 def _restore_rng(folder: Path, run, saved_world: int) -> None:
