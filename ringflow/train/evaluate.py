@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import torch
@@ -32,7 +33,14 @@ from .generate import grid_labels, sample_seed, sample_sharded
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ringflow.evaluate", description=__doc__.splitlines()[0])
+    # the module doc's first paragraph, after its "python -m ringflow.evaluate RUN: ", is the
+    # description (its first line alone stops mid-sentence); its command lines the examples
+    paragraphs = [part.replace("``", "") for part in __doc__.split("\n\n")]
+    what = " ".join(paragraphs[0].split()).split(": ", 1)[1]
+    p = argparse.ArgumentParser(prog="ringflow.evaluate",
+                                description=textwrap.fill(what[0].upper() + what[1:], 79),
+                                epilog="examples:\n" + paragraphs[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder written by ringflow.train")
     p.add_argument("--num-samples", type=int, default=1000, help="samples to score")
     p.add_argument("--sample-steps", type=int, help="sampler steps (default: the run's)")
@@ -119,7 +127,10 @@ def evaluate(args) -> dict | None:
     if rank != 0:
         return None
     result.update(score(samples, x, y, args, num_classes))
-    plots.save_samples(samples[:100], run / "samples" / "eval.png")
+    labels = grid_labels(len(samples), num_classes)
+    plots.save_samples(samples[:100], run / "samples" / "eval.png",
+                       labels=None if labels is None or samples.dim() != 4 else labels[:100],
+                       reference=x if samples.dim() == 2 else None)
     Path(args.out or run / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 

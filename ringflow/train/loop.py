@@ -28,7 +28,7 @@ from . import checks, config, plots
 from .build import (LossModule, build_autocast, build_data, build_network, build_objective,
                     build_parallel, start)
 from .ema import EMA
-from .generate import sample_sharded
+from .generate import grid_labels, sample_sharded
 from .log import RunLog, reduce_metrics
 from .resume import (check_config, checkpoint_files, find_checkpoint, restore_model,
                      restore_rest, truncate_metrics)
@@ -55,6 +55,7 @@ class Run:
     step: int = 0
     nonfinite: int = 0              # steps in a row whose gradient was not finite
     last_finite: tuple | None = None   # (step, this rank's loss tensor) of the last good step
+    resumed_at: list = dataclasses.field(default_factory=list)   # steps resumed from (loss.png)
 
 
 class Diverged(FloatingPointError):
@@ -78,7 +79,7 @@ def build_run(cfg, comm, device, data, net, objective) -> Run:
         restore_rest(found, run)
     elif comm.rank == 0:   # a restart before the first checkpoint starts over: so does the log
         truncate_metrics(Path(cfg.out) / "metrics.jsonl", 0)
-    run.log = RunLog(Path(cfg.out), comm, cfg.steps, run.step, cfg.progress)
+    run.log = RunLog(Path(cfg.out), comm, cfg.steps, run.step, cfg.progress, cfg.log_every)
     if found is not None:
         run.log.info(f"resumed from {found} at step {run.step}")
     return run
@@ -141,7 +142,10 @@ def sample_grid(run: Run, autocast, name: str) -> None:
                        num_classes=run.num_classes, seed=cfg.seed, device=run.device,
                        autocast=autocast())
     if run.comm.rank == 0:
-        plots.save_samples(x, Path(cfg.out) / "samples" / f"{name}.png")
+        labels = grid_labels(cfg.num_samples, run.num_classes) if x.dim() == 4 else None
+        reference = run.x if x.dim() == 2 else None          # points: the data beside them
+        plots.save_samples(x, Path(cfg.out) / "samples" / f"{name}.png", labels=labels,
+                           reference=reference)
 
 
 def save_checkpoint(run: Run) -> None:
@@ -180,7 +184,9 @@ def finish(run: Run, autocast) -> None:
         save_checkpoint(run)
     sample_grid(run, autocast, "final")
     if run.comm.rank == 0:
-        plots.save_loss_curve(out / "metrics.jsonl", out / "loss.png")
+        cfg = run.cfg
+        title = f"{cfg.model} + {cfg.objective} on {cfg.data}, {run.comm.size} rank(s)"
+        plots.save_loss_curve(out / "metrics.jsonl", out / "loss.png", title, run.resumed_at)
     run.log.close()
     run.log.info(f"done: {run.step} steps; samples {out / 'samples' / 'final.png'}, "
                  f"loss curve {out / 'loss.png'}")

@@ -45,7 +45,8 @@ def checkpoint_files(run) -> dict:
         files["ema.safetensors"] = run.ema.state_dict()
         files["state.json"] = {"step": run.step, "sampler": run.batches.state_dict(),
                                "ema_updates": run.ema.updates, "world_size": run.comm.size,
-                               "parallel": cfg.parallel, "config": config.to_dict(cfg)}
+                               "parallel": cfg.parallel, "config": config.to_dict(cfg),
+                               "resumed_at": run.resumed_at}
     return files
 
 
@@ -127,6 +128,7 @@ def restore_rest(folder: Path, run) -> None:
     restore_optimizer(folder, run, state["world_size"])
     run.batches.load_state_dict(state["sampler"])
     run.step = int(state["step"])
+    run.resumed_at = [*state.get("resumed_at", []), run.step]    # marked on loss.png
     _restore_rng(folder, run, state["world_size"])
     if comm.rank == 0:
         truncate_metrics(Path(cfg.out) / "metrics.jsonl", run.step)
