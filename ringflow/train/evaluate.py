@@ -100,6 +100,20 @@ def score(samples, x, y, args, num_classes: int) -> dict:
     return out
 
 
+def save_picture(samples, x, num_classes: int, path: Path, count: int = 100) -> None:
+    """About ``count`` samples as a PNG: points beside the data; class-conditional images one
+    class a row (the first samples asked for each class), labelled; others the first ones."""
+    labels = grid_labels(len(samples), num_classes)
+    if samples.dim() == 2:
+        plots.save_samples(samples, path, reference=x)
+    elif labels is None:
+        plots.save_samples(samples[:count], path)
+    else:
+        per = max(1, count // num_classes)
+        idx = torch.cat([torch.nonzero(labels == c).flatten()[:per] for c in range(num_classes)])
+        plots.save_samples(samples[idx], path, nrow=per, labels=labels[idx])
+
+
 def evaluate(args) -> dict | None:
     run = Path(args.run)
     if not (run / "config.json").is_file():
@@ -127,10 +141,7 @@ def evaluate(args) -> dict | None:
     if rank != 0:
         return None
     result.update(score(samples, x, y, args, num_classes))
-    labels = grid_labels(len(samples), num_classes)
-    plots.save_samples(samples[:100], run / "samples" / "eval.png",
-                       labels=None if labels is None or samples.dim() != 4 else labels[:100],
-                       reference=x if samples.dim() == 2 else None)
+    save_picture(samples, x, num_classes, run / "samples" / "eval.png")
     Path(args.out or run / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 

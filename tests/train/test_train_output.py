@@ -100,3 +100,12 @@ def test_help_lists_the_registries_and_evaluate_says_a_whole_sentence():
     assert parser.description.endswith("RUN/samples/eval.png.")
     assert parser.description.startswith("Sample from a run's newest checkpoint on every rank")
     assert "torchrun --nproc_per_node=2 -m ringflow.evaluate" in parser.format_help()
+
+
+def test_evaluate_picture_shows_one_class_a_row(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(plots, "save_samples", lambda x, path, **kw: seen.append((x, kw)))
+    evaluate.save_picture(torch.zeros(1000, 1, 8, 8), None, 10, tmp_path / "eval.png")
+    x, kw = seen[0]
+    assert x.shape[0] == 100 and kw["nrow"] == 10
+    assert kw["labels"].tolist() == [c for c in range(10) for _ in range(10)]
