@@ -106,3 +106,49 @@ def _shard_of(per_param: list[dict], g) -> dict:
             full[a:b].copy_(v.reshape(-1))
         out[key] = full[g.lo:g.hi].clone()
     return out
+
+
+def merge_shards(zopt, shards: list[dict]) -> dict:
+    """The consolidated state dict that ``sharded_state_dict()`` of every rank of a world of
+    any size held (``shards`` in rank order), without communication: what ``state_dict()``
+    would have returned there. Load it to continue on another number of ranks.
+
+        shards = [torch.load(f"optim.rank{r}.pt") for r in range(n)]
+        opt.load_state_dict(merge_shards(opt, shards))
+    """
+    n = len(shards)
+    layouts = [sd[SHARD_KEY] for sd in shards]
+    if [(x["rank"], x["world_size"]) for x in layouts] != [(r, n) for r in range(n)]:
+        got = [(x["rank"], x["world_size"]) for x in layouts]
+        raise ValueError(f"expected the shards of ranks 0..{n - 1} of a world of {n} in rank "
+                         f"order, got (rank, world_size) {got}")
+    here = [g.flat.numel for g in zopt.groups]
+    if any(x["numels"] != here for x in layouts):
+        raise ValueError(f"the shards hold param groups of {layouts[0]['numels']} elements, this "
+                         f"optimizer has {here}: another model")
+    state, groups, start = {}, [], 0
+    for k, g in enumerate(zopt.groups):
+        inner = [sd["optimizer"]["state"].get(k, {}) for sd in shards]
+        full = {key: _joined([s[key] for s in inner], n) for key in inner[0]}
+        for i, p in enumerate(g.params):
+            a, b = g.flat.span(i)
+            state[start + i] = {key: v[a:b].view(p.shape).clone() if flat else copy.deepcopy(v)
+                                for key, (v, flat) in full.items()}
+        options = {key: v for key, v in shards[0]["optimizer"]["param_groups"][k].items()
+                   if key != "params"}
+        groups.append({**copy.deepcopy(options),
+                       "params": list(range(start, start + len(g.params)))})
+        start += len(g.params)
+    if not any(state.values()):
+        state = {}
+    return {"state": state, "param_groups": groups}
+
+
+def _joined(values: list, n: int) -> tuple:
+    """(value, per_element): per-element state (equal 1-D shards) laid end to end in rank
+    order; anything else (the step count, the same on every rank) is rank 0's value."""
+    first = values[0]
+    if torch.is_tensor(first) and first.dim() == 1 and len(values) == n and \
+            all(torch.is_tensor(v) and v.shape == first.shape for v in values):
+        return torch.cat(values), True
+    return first, False

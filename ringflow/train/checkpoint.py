@@ -11,9 +11,9 @@ A checkpoint is a folder ``OUT/checkpoints/step-00000100/``:
 Writing: every rank writes its files into ``.tmp-step-...`` (each file fsynced), a barrier,
 rank 0 checksums them into MANIFEST.json, renames the folder into place, fsyncs the parent and
 prunes to the last K, another barrier. A crash leaves a ``.tmp-`` folder, never a half
-checkpoint. Reading: rank 0 verifies the newest checkpoint against its manifest, falls back to
-older ones with a warning, and broadcasts the chosen step. ``.pt`` files are loaded with
-``weights_only=True``: loading never runs pickled code.
+checkpoint. Reading: rank 0 verifies the newest checkpoint against its manifest, goes on to
+older ones if it fails (saying why each was rejected), and broadcasts the chosen step. ``.pt``
+files are loaded with ``weights_only=True``: loading never runs pickled code.
 
     ckpt.save(run / "checkpoints", step, comm, files={"model.safetensors": sd, ...}, keep_last=3)
     found = ckpt.find_latest(run / "checkpoints", comm)     # Path | None, same on every rank
@@ -148,23 +148,36 @@ def verify(folder: Path) -> None:
             raise CheckpointError(f"{folder}: {name} does not match its checksum (corrupt)")
 
 
-def newest_valid(root) -> Path | None:
-    """The newest checkpoint that verifies; each one skipped is a warning."""
+def newest_valid(root, rejected: list | None = None) -> Path | None:
+    """The newest checkpoint that verifies (None: none does).
+
+    Why each newer one was rejected is appended to ``rejected`` when the caller passes a list
+    (and reports it); otherwise it is a warning that says what was used instead, if anything.
+    """
+    reasons = []
     for folder in list_steps(root):
         try:
             verify(folder)
-            return folder
+            break
         except CheckpointError as e:
-            warnings.warn(f"skipping checkpoint: {e}; falling back to the previous one",
-                          stacklevel=2)
-    return None
+            reasons.append(str(e))
+    else:
+        folder = None
+    if rejected is not None:
+        rejected.extend(reasons)
+    elif reasons:
+        instead = f"falling back to the older {folder.name}" if folder else "none is left"
+        warnings.warn(f"rejected checkpoint(s) in {root}: " + "; ".join(reasons) +
+                      f"; {instead}", stacklevel=2)
+    return folder
 
 
-def find_latest(root, comm) -> Path | None:
-    """Collective: rank 0 picks the newest valid checkpoint, every rank gets the same answer."""
+def find_latest(root, comm, rejected: list | None = None) -> Path | None:
+    """Collective: rank 0 picks the newest valid checkpoint, every rank gets the same answer
+    (``rejected``: see ``newest_valid``; filled on rank 0 only)."""
     step = -1
     if comm.rank == 0:
-        found = newest_valid(root)
+        found = newest_valid(root, rejected)
         step = -1 if found is None else int(found.name[len(PREFIX):])
     step = torch.tensor([step], dtype=torch.int64, device=comm.device)   # NCCL moves GPU tensors
     rc.broadcast(step, src=0, group=comm)

@@ -30,6 +30,7 @@ def validate(cfg: TrainConfig, world_size: int, launcher: str = "none",
                           "nor an existing .npy file or image folder")
     _check_pairing(cfg)
     _check_numbers(cfg)
+    _check_model_sizes(cfg)
     _check_batch(cfg, world_size)
     _check_launch(cfg, world_size, launcher)
     if data_shape is not None:
@@ -62,9 +63,12 @@ def _check_pairing(cfg: TrainConfig) -> None:
 
 def _check_numbers(cfg: TrainConfig) -> None:
     rules = [("steps", cfg.steps >= 1, "at least 1"), ("lr", cfg.lr > 0, "positive"),
+             ("batch_size", cfg.batch_size >= 1, "at least 1 (the global batch)"),
+             ("threads", cfg.threads >= 0, "0 (cores / ranks on the node) or more"),
              ("grad_accum", cfg.grad_accum >= 1, "at least 1"),
              ("warmup_steps", cfg.warmup_steps >= 0, "0 or more"),
              ("grad_clip", cfg.grad_clip >= 0, "0 (off) or positive"),
+             ("max_nonfinite_steps", cfg.max_nonfinite_steps >= 1, "at least 1"),
              ("ema_decay", 0 <= cfg.ema_decay < 1, "in [0, 1)"),
              ("label_dropout", 0 <= cfg.label_dropout < 1, "in [0, 1)"),
              ("log_every", cfg.log_every >= 1, "at least 1"),
@@ -79,6 +83,25 @@ def _check_numbers(cfg: TrainConfig) -> None:
         if not ok:
             raise ConfigError(f"--{name.replace('_', '-')} must be {want}, got "
                               f"{getattr(cfg, name)!r}")
+
+
+# Network arguments that count something (widths, layers, heads, patches): a zero or negative
+# one fails deep inside torch (or, like depth 0, silently builds a network with no blocks).
+SIZE_KWARGS = ("hidden", "hidden_size", "depth", "num_heads", "num_layers", "patch_size",
+               "base_channels", "channel_mults", "num_res_blocks", "context_dim",
+               "context_tokens", "mlp_ratio")
+
+
+def _check_model_sizes(cfg: TrainConfig) -> None:
+    for name in SIZE_KWARGS:
+        value = cfg.model_kwargs.get(name)
+        values = value if isinstance(value, list) else [value]
+        if value is None or all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                                for v in values):
+            continue
+        want = "a list of positive numbers" if isinstance(value, list) else "a positive number"
+        raise ConfigError(f"--model-kwargs: {name} must be {want}, got {value!r} (in "
+                          f"{cfg.model_kwargs})")
 
 
 def _check_batch(cfg: TrainConfig, world_size: int) -> None:

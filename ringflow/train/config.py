@@ -32,12 +32,12 @@ def _f(default, help: str, choices=None):
 class TrainConfig:
     """Everything a training run needs; defaults: the digits DiT recipe (2 CPU ranks, minutes)."""
     # ---- what to train
-    model: str = _f("dit", "network name in ringflow.models.NETWORKS")
+    model: str = _f("dit", "network name (ringflow.models.NETWORKS)")
     model_kwargs: dict = _f({}, "network arguments (JSON), replacing the preset's; {} = the "
                             "network's defaults (DiT: size T, patch 2)")
-    objective: str = _f("rectified_flow", "objective name in ringflow.models.OBJECTIVES")
+    objective: str = _f("rectified_flow", "objective name (ringflow.models.OBJECTIVES)")
     objective_kwargs: dict = _f({}, "objective arguments (JSON), e.g. {\"schedule\": \"cosine\"}")
-    data: str = _f("digits", "dataset name (digits, moons, ...) or a path to .npy / image folder")
+    data: str = _f("digits", "a built-in dataset or a path to an .npy array / image folder")
     class_cond: bool = _f(True, "condition on class labels when the dataset has them")
     label_dropout: float = _f(0.1, "probability a label is dropped in training (for CFG)")
     # ---- optimisation
@@ -49,6 +49,8 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay")
     beta2: float = _f(0.99, "AdamW second-moment decay")
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0: no clipping)")
+    max_nonfinite_steps: int = _f(10, "stop the run when the loss or gradient is not finite "
+                                  "this many steps in a row (an isolated one skips its update)")
     ema_decay: float = _f(0.999, "EMA decay of the weights used for sampling")
     ema_warmup: bool = _f(True, "EMA decay min(decay, (1+n)/(10+n)) early in training")
     precision: str = _f("auto", "auto: bf16 autocast on GPUs that support it, else fp32",
@@ -80,7 +82,8 @@ class TrainConfig:
     keep_last: int = _f(3, "checkpoints kept")
     resume: str = _f("auto", "auto: continue from --out's newest checkpoint if any; 'must': "
                      "fail without one; 'never': start fresh; or a checkpoint folder")
-    progress: bool = _f(True, "rank 0 shows a progress bar")
+    progress: bool = _f(True, "rank 0 shows a progress bar on a terminal; elsewhere (or when "
+                        "false) it prints a line about every 20th of the run")
 
 
 # Presets: known-good recipes. Each overrides only what differs from the defaults above.
@@ -120,17 +123,27 @@ def _json_dict(text: str) -> dict:
     return value
 
 
+def registry_names() -> dict[str, str]:
+    """What --model, --objective and --data accept, read from the registries (for --help)."""
+    from ..data import DATASETS
+    from ..models import NETWORKS, OBJECTIVES
+    return {"model": "one of: " + ", ".join(sorted(NETWORKS)),
+            "objective": "one of: " + ", ".join(sorted(OBJECTIVES)),
+            "data": "built-in: " + ", ".join(DATASETS)}
+
+
 def build_parser(prog: str = "ringflow.train") -> argparse.ArgumentParser:
     """The CLI, one flag per field (--field-name), defaults left out so we see what was given."""
     p = argparse.ArgumentParser(prog=prog, argument_default=argparse.SUPPRESS,
                                 description="Train a generative model across ranks with ringflow.")
     p.add_argument("--preset", choices=sorted(PRESETS), help="start from a named recipe")
     p.add_argument("--config", help="JSON or YAML file of fields (applied after the preset)")
-    types = field_types()
+    types, names = field_types(), registry_names()
     for f in dataclasses.fields(TrainConfig):
         kind, flag = types[f.name], "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_ = f"{f.metadata['help']} (default: {json.dumps(default)})"
+        known = f"; {names[f.name]}" if f.name in names else ""
+        help_ = f"{f.metadata['help']}{known} (default: {json.dumps(default)})"
         if kind is bool:
             p.add_argument(flag, type=_bool, nargs="?", const=True, help=help_, metavar="BOOL")
         elif kind is dict:
@@ -143,13 +156,24 @@ def build_parser(prog: str = "ringflow.train") -> argparse.ArgumentParser:
 
 
 def read_file(path: str) -> dict:
-    """Fields from a .json or .yaml/.yml file."""
-    text = Path(path).read_text()
+    """Fields from a .json or .yaml/.yml file; an unreadable or unparsable file is a ConfigError."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror}); expected a JSON or "
+                          "YAML file of fields, e.g. the config.json of an earlier run") from None
     if path.endswith((".yaml", ".yml")):
         import yaml
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--config {path}: not valid YAML ({e})") from None
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config {path}: not valid JSON ({e}); name the file .yaml "
+                              "or .yml for YAML") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
     return data

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import torch
@@ -32,7 +33,14 @@ from .generate import grid_labels, sample_seed, sample_sharded
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ringflow.evaluate", description=__doc__.splitlines()[0])
+    # the module doc's first paragraph, after its "python -m ringflow.evaluate RUN: ", is the
+    # description (its first line alone stops mid-sentence); its command lines the examples
+    paragraphs = [part.replace("``", "") for part in __doc__.split("\n\n")]
+    what = " ".join(paragraphs[0].split()).split(": ", 1)[1]
+    p = argparse.ArgumentParser(prog="ringflow.evaluate",
+                                description=textwrap.fill(what[0].upper() + what[1:], 79),
+                                epilog="examples:\n" + paragraphs[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder written by ringflow.train")
     p.add_argument("--num-samples", type=int, default=1000, help="samples to score")
     p.add_argument("--sample-steps", type=int, help="sampler steps (default: the run's)")
@@ -48,9 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_weights(run: Path, comm, net, which: str) -> Path:
-    found = ckpt.find_latest(run / "checkpoints", comm)
+    rejected = []                                     # why, on rank 0 (the one that prints)
+    found = ckpt.find_latest(run / "checkpoints", comm, rejected)
+    why = "".join(f"\n  rejected {r}" for r in rejected)
     if found is None:
-        raise ckpt.CheckpointError(f"{run / 'checkpoints'} holds no valid checkpoint")
+        raise ckpt.CheckpointError(f"{run / 'checkpoints'} holds no valid checkpoint{why}")
+    if why:
+        print(f"ringflow.evaluate: newer checkpoints are invalid, using {found.name}{why}",
+              file=sys.stderr)
     net.load_state_dict(ckpt.read(found, f"{which}.safetensors"))
     return found
 
@@ -87,6 +100,20 @@ def score(samples, x, y, args, num_classes: int) -> dict:
     return out
 
 
+def save_picture(samples, x, num_classes: int, path: Path, count: int = 100) -> None:
+    """About ``count`` samples as a PNG: points beside the data; class-conditional images one
+    class a row (the first samples asked for each class), labelled; others the first ones."""
+    labels = grid_labels(len(samples), num_classes)
+    if samples.dim() == 2:
+        plots.save_samples(samples, path, reference=x)
+    elif labels is None:
+        plots.save_samples(samples[:count], path)
+    else:
+        per = max(1, count // num_classes)
+        idx = torch.cat([torch.nonzero(labels == c).flatten()[:per] for c in range(num_classes)])
+        plots.save_samples(samples[idx], path, nrow=per, labels=labels[idx])
+
+
 def evaluate(args) -> dict | None:
     run = Path(args.run)
     if not (run / "config.json").is_file():
@@ -114,7 +141,7 @@ def evaluate(args) -> dict | None:
     if rank != 0:
         return None
     result.update(score(samples, x, y, args, num_classes))
-    plots.save_samples(samples[:100], run / "samples" / "eval.png")
+    save_picture(samples, x, num_classes, run / "samples" / "eval.png")
     Path(args.out or run / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 

@@ -28,7 +28,7 @@ from . import checks, config, plots
 from .build import (LossModule, build_autocast, build_data, build_network, build_objective,
                     build_parallel, start)
 from .ema import EMA
-from .generate import sample_sharded
+from .generate import grid_labels, sample_sharded
 from .log import RunLog, reduce_metrics
 from .resume import (check_config, checkpoint_files, find_checkpoint, restore_model,
                      restore_rest, truncate_metrics)
@@ -53,6 +53,13 @@ class Run:
     gen: torch.Generator            # this rank's noise
     log: RunLog
     step: int = 0
+    nonfinite: int = 0              # steps in a row whose gradient was not finite
+    last_finite: tuple | None = None   # (step, this rank's loss tensor) of the last good step
+    resumed_at: list = dataclasses.field(default_factory=list)   # steps resumed from (loss.png)
+
+
+class Diverged(FloatingPointError):
+    """--max-nonfinite-steps steps in a row had a non-finite loss or gradient: the run stops."""
 
 
 def build_run(cfg, comm, device, data, net, objective) -> Run:
@@ -72,7 +79,7 @@ def build_run(cfg, comm, device, data, net, objective) -> Run:
         restore_rest(found, run)
     elif comm.rank == 0:   # a restart before the first checkpoint starts over: so does the log
         truncate_metrics(Path(cfg.out) / "metrics.jsonl", 0)
-    run.log = RunLog(Path(cfg.out), comm, cfg.steps, run.step, cfg.progress)
+    run.log = RunLog(Path(cfg.out), comm, cfg.steps, run.step, cfg.progress, cfg.log_every)
     if found is not None:
         run.log.info(f"resumed from {found} at step {run.step}")
     return run
@@ -100,12 +107,31 @@ def train_step(run: Run, autocast) -> torch.Tensor:
         total += loss.detach().float() / cfg.grad_accum
     norm = run.clip(cfg.grad_clip).detach().float().reshape(())
     run.step += 1
-    # The norm is computed from synchronised gradients, so every rank skips the same step.
+    # The norm is computed from synchronised gradients, so every rank skips the same step
+    # (and every rank counts the same streak, so all of them stop together).
     if not torch.isfinite(norm):
+        check_streak(run, total)
         return torch.zeros(3, device=run.device)
+    run.nonfinite, run.last_finite = 0, (run.step, total)
     run.opt.step()
     run.ema.update(run.net)
     return torch.stack([total, norm, torch.ones((), device=run.device)])
+
+
+def check_streak(run: Run, loss: torch.Tensor) -> None:
+    """Count a skipped step; raise Diverged at --max-nonfinite-steps of them in a row."""
+    run.nonfinite += 1
+    k = run.cfg.max_nonfinite_steps
+    if run.nonfinite < k:
+        return
+    rank, what = run.comm.rank, "loss" if not torch.isfinite(loss) else "gradient"
+    last = (f"the last finite loss was {float(run.last_finite[1]):.4g} at step "
+            f"{run.last_finite[0]}" if run.last_finite else "no step of this run was finite")
+    raise Diverged(f"stopped at step {run.step}: the {what} was not finite for {k} steps in a "
+                   f"row (steps {run.step - k + 1}-{run.step}; loss {float(loss):.4g} on rank "
+                   f"{rank}); {last} (rank {rank}). No update was applied in those steps. "
+                   "Lower --lr, raise --warmup-steps or check the data; --max-nonfinite-steps "
+                   f"(now {k}) is how many in a row are tolerated")
 
 
 def sample_grid(run: Run, autocast, name: str) -> None:
@@ -116,7 +142,10 @@ def sample_grid(run: Run, autocast, name: str) -> None:
                        num_classes=run.num_classes, seed=cfg.seed, device=run.device,
                        autocast=autocast())
     if run.comm.rank == 0:
-        plots.save_samples(x, Path(cfg.out) / "samples" / f"{name}.png")
+        labels = grid_labels(cfg.num_samples, run.num_classes) if x.dim() == 4 else None
+        reference = run.x if x.dim() == 2 else None          # points: the data beside them
+        plots.save_samples(x, Path(cfg.out) / "samples" / f"{name}.png", labels=labels,
+                           reference=reference)
 
 
 def save_checkpoint(run: Run) -> None:
@@ -133,11 +162,10 @@ def loop(run: Run, autocast) -> None:
         run.log.advance()
         if run.step % cfg.log_every == 0 or run.step == cfg.steps:
             elapsed, (loss, norm, applied) = time.perf_counter() - t0, sums.tolist()
-            if applied == 0:
-                raise FloatingPointError(f"every step of the last {window} had a non-finite "
-                                         f"gradient (up to step {run.step}); lower --lr or raise "
-                                         "--warmup-steps")
-            m = reduce_metrics(run.comm, {"loss": loss / applied, "grad_norm": norm / applied,
+            # applied is the same on every rank (skips follow the synchronised norm); a window
+            # of skipped steps only has no loss to log
+            means = {"loss": loss / applied, "grad_norm": norm / applied} if applied else {}
+            m = reduce_metrics(run.comm, {**means,
                                           "img_per_s": cfg.batch_size * window / elapsed})
             run.log.metrics(run.step, {**m, "skipped_steps": window - applied,
                                        "lr": learning_rate(cfg, run.step - 1)})
@@ -156,7 +184,9 @@ def finish(run: Run, autocast) -> None:
         save_checkpoint(run)
     sample_grid(run, autocast, "final")
     if run.comm.rank == 0:
-        plots.save_loss_curve(out / "metrics.jsonl", out / "loss.png")
+        cfg = run.cfg
+        title = f"{cfg.model} + {cfg.objective} on {cfg.data}, {run.comm.size} rank(s)"
+        plots.save_loss_curve(out / "metrics.jsonl", out / "loss.png", title, run.resumed_at)
     run.log.close()
     run.log.info(f"done: {run.step} steps; samples {out / 'samples' / 'final.png'}, "
                  f"loss curve {out / 'loss.png'}")
@@ -193,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"ringflow.train: error: {e}", file=sys.stderr)
         return 2
+    except Diverged as e:                           # every rank counted the same streak
+        if comm.rank == 0:
+            print(f"ringflow.train: error: {e}", file=sys.stderr)
+        return 1
     finally:
         runtime.shutdown()
     return 0

@@ -4,6 +4,8 @@ Files per checkpoint (see ``checkpoint`` for the atomic write and verified read)
 model/EMA weights and state.json from rank 0; the optimizer once (``optim.pt``, replicated
 strategies) or one shard per rank (``optim.rank{r}.pt``, ZeRO); each rank's RNG states.
 The weights are restored before the network is wrapped, the rest after the optimizer exists.
+ZeRO shards written by n ranks are resharded onto m (training continues; bit for bit only on
+the same number of ranks, whose noise streams are restored).
 
     found = find_checkpoint(cfg, comm)          # Path | None, the same on every rank
     restore_model(found, net); ...wrap...; restore_rest(found, run)
@@ -12,12 +14,14 @@ The weights are restored before the network is wrapped, the rest after the optim
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
 import torch
 
 from .. import collectives as rc
+from ..parallel import zero_state
 from ..parallel.sampler import SEED_STRIDE
 from . import checkpoint as ckpt
 from . import config
@@ -41,7 +45,8 @@ def checkpoint_files(run) -> dict:
         files["ema.safetensors"] = run.ema.state_dict()
         files["state.json"] = {"step": run.step, "sampler": run.batches.state_dict(),
                                "ema_updates": run.ema.updates, "world_size": run.comm.size,
-                               "parallel": cfg.parallel, "config": config.to_dict(cfg)}
+                               "parallel": cfg.parallel, "config": config.to_dict(cfg),
+                               "resumed_at": run.resumed_at}
     return files
 
 
@@ -53,30 +58,38 @@ def rng_state(run) -> dict:
 
 
 def find_checkpoint(cfg, comm) -> Path | None:
-    """Collective: the checkpoint to resume from per --resume (None: start fresh)."""
+    """Collective: the checkpoint to resume from per --resume (None: start fresh). Rank 0 says
+    why each newer checkpoint was passed over, and plainly when none is left to load."""
     if cfg.resume == "never":
         return None
+    rejected = []                                     # rank 0's reasons, one per checkpoint
     if cfg.resume in ("auto", "must"):
-        found = ckpt.find_latest(Path(cfg.out) / "checkpoints", comm)
+        where = Path(cfg.out) / "checkpoints"
+        found = ckpt.find_latest(where, comm, rejected)
     else:
-        found = _explicit(Path(cfg.resume), comm)
+        where = Path(cfg.resume)
+        found = _explicit(where, comm, rejected)
+    why = "".join(f"\n  rejected {r}" for r in rejected)
     if found is None and cfg.resume != "auto":
-        raise ckpt.CheckpointError(f"--resume {cfg.resume}: no valid checkpoint found "
-                                   f"(looked in {Path(cfg.out) / 'checkpoints'})")
+        raise ckpt.CheckpointError(f"--resume {cfg.resume}: no valid checkpoint in {where}{why}")
+    if comm.rank == 0 and rejected:
+        said = (f"newer checkpoints in {where} are invalid, resuming from {found.name}" if found
+                else f"no valid checkpoint in {where}, starting from step 0")
+        print(f"ringflow.train: {said}{why}", file=sys.stderr, flush=True)
     return found
 
 
-def _explicit(path: Path, comm) -> Path | None:
+def _explicit(path: Path, comm, rejected: list) -> Path | None:
     """A step folder (verified on rank 0), or a run / checkpoints folder (its newest)."""
     if not path.name.startswith(ckpt.PREFIX):
         root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        return ckpt.find_latest(root, comm)
+        return ckpt.find_latest(root, comm, rejected)
     ok = 1
     if comm.rank == 0:
         try:
             ckpt.verify(path)
         except ckpt.CheckpointError as e:
-            warnings.warn(str(e), stacklevel=2)
+            rejected.append(str(e))
             ok = 0
     ok = torch.tensor([ok], dtype=torch.int64, device=comm.device)
     rc.broadcast(ok, src=0, group=comm)
@@ -107,21 +120,37 @@ def restore_rest(folder: Path, run) -> None:
     """EMA, optimizer, sampler position, RNG states and the step counter."""
     cfg, comm = run.cfg, run.comm
     state = ckpt.read(folder, "state.json")
-    if cfg.parallel in SHARDED and state["world_size"] != comm.size:
-        raise ckpt.CheckpointError(f"{folder} holds ZeRO shards of {state['world_size']} ranks; "
-                                   f"this run has {comm.size}. Resume with the same number of "
-                                   "ranks, or start a new --out")
     if state.get("parallel") in SHARDED and cfg.parallel not in SHARDED or \
             cfg.parallel in SHARDED and state.get("parallel") not in SHARDED:
         raise ckpt.CheckpointError(f"{folder} was written with --parallel {state.get('parallel')}; "
                                    f"resume with the same kind of optimizer (not {cfg.parallel})")
     run.ema.load_state_dict(ckpt.read(folder, "ema.safetensors"), state["ema_updates"])
-    run.opt.load_state_dict(ckpt.read(folder, optim_name(cfg, comm.rank)))
+    restore_optimizer(folder, run, state["world_size"])
     run.batches.load_state_dict(state["sampler"])
     run.step = int(state["step"])
+    run.resumed_at = [*state.get("resumed_at", []), run.step]    # marked on loss.png
     _restore_rng(folder, run, state["world_size"])
     if comm.rank == 0:
         truncate_metrics(Path(cfg.out) / "metrics.jsonl", run.step)
+
+
+def restore_optimizer(folder: Path, run, saved_world: int) -> None:
+    """The optimizer state; ZeRO shards written by another number of ranks are resharded."""
+    cfg, comm = run.cfg, run.comm
+    if cfg.parallel not in SHARDED or saved_world == comm.size:
+        run.opt.load_state_dict(ckpt.read(folder, optim_name(cfg, comm.rank)))
+        return
+    # every rank reads all the old shards (the whole state once, as a consolidated save would
+    # hold) and keeps its own slice of the new layout: no communication
+    shards = [ckpt.read(folder, optim_name(cfg, r)) for r in range(saved_world)]
+    try:
+        run.opt.load_state_dict(zero_state.merge_shards(run.opt, shards))
+    except ValueError as e:
+        raise ckpt.CheckpointError(f"{folder}: its ZeRO shards do not fit this run: {e}") from None
+    if comm.rank == 0:
+        print(f"ringflow.train: resharded the --parallel {cfg.parallel} optimizer state of "
+              f"{saved_world} rank(s) in {folder.name} onto {comm.size}", file=sys.stderr,
+              flush=True)
 
 
 def _restore_rng(folder: Path, run, saved_world: int) -> None:

@@ -89,3 +89,19 @@ def test_resaving_a_step_replaces_it(tmp_path):
     folder = _save_steps(tmp_path, [3], world=1)[0]
     ckpt.verify(folder)
     assert len(ckpt.list_steps(tmp_path)) == 1
+
+
+def test_an_only_corrupt_checkpoint_is_not_a_fallback(tmp_path):
+    (folder,) = _save_steps(tmp_path, [4])
+    (folder / "MANIFEST.json").unlink()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert ckpt.newest_valid(tmp_path) is None
+    (text,) = [str(w.message) for w in caught]
+    assert "step-00000004: no MANIFEST.json" in text and "none is left" in text, text
+    assert "falling back" not in text
+    rejected = []                                 # a caller that reports the reasons itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ckpt.newest_valid(tmp_path, rejected) is None
+    assert len(rejected) == 1 and "no MANIFEST.json (partial checkpoint)" in rejected[0]

@@ -84,3 +84,35 @@ def test_bad_network_arguments_are_config_errors(capsys, tmp_path):
 def test_resume_must_without_checkpoints_fails_early(capsys, tmp_path):
     assert loop.main(["--preset", "tiny", "--resume", "--out", str(tmp_path)]) == 2
     assert "holds no checkpoints" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--batch-size", "0"], ["--batch-size must be at least 1", "got 0"]),
+    (["--batch-size", "-4"], ["--batch-size must be at least 1", "got -4"]),
+    (["--threads", "-1"], ["--threads must be 0", "got -1"]),
+    (["--max-nonfinite-steps", "0"], ["--max-nonfinite-steps must be at least 1", "got 0"]),
+    (["--config", "no/such/file.json"], ["--config no/such/file.json: cannot read it",
+                                         "JSON or YAML"]),
+    (["--model-kwargs", '{"hidden_size": -32}'], ["hidden_size must be a positive number",
+                                                  "got -32"]),
+    (["--model-kwargs", '{"depth": 0}'], ["depth must be a positive number", "got 0"]),
+    (["--model", "unet", "--model-kwargs", '{"channel_mults": [1, -2]}'],
+     ["channel_mults must be a list of positive numbers", "[1, -2]"]),
+])
+def test_bad_numbers_and_files_are_clean_errors(flags, words, capsys, tmp_path):
+    rc = loop.main(["--preset", "tiny", "--out", str(tmp_path / "r"), *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("ringflow.train: error: "), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, err
+    assert not runtime.is_initialized() and not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_config_file_that_does_not_parse_names_the_file(capsys, tmp_path):
+    for name, text, words in [("c.json", "{steps: 3", "not valid JSON"),
+                              ("c.yaml", "steps: [3", "not valid YAML")]:
+        (tmp_path / name).write_text(text)
+        assert loop.main(["--config", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"--config {tmp_path / name}: {words}" in err and "Traceback" not in err, err
