@@ -1,12 +1,10 @@
 """No silent divergence on real launchers: gloo and shared memory under torchrun, MPI under mpirun.
 Every rank ends in an error within the timeout (a mismatch named on the receiving rank where the
 transport carries the collective's identity in its messages), never in another call's bytes."""
-import json
-
 import pytest
 
 from tests.collectives.test_unmatched import assert_no_silent_divergence
-from tests.collectives.unmatched_cases import CASES
+from tests.collectives.unmatched_cases import CASES, results_in
 from tests.launchers import run_mpirun, run_torchrun
 
 pytestmark = pytest.mark.launched
@@ -28,12 +26,7 @@ def launch(transport: str, case: str, numel: int) -> list[dict]:
     else:
         env["RINGFLOW_TRANSPORT"] = {"gloo": "torch", "shm": "shm"}[transport]
         _, out = run_torchrun(2, WORKER, case, str(numel), env=env, timeout=90)
-    # two ranks' lines may interleave on one pipe: decode each record where it starts
-    decoder, outs, at = json.JSONDecoder(), [], out.find("RESULT {")
-    while at >= 0:
-        record, end = decoder.raw_decode(out, at + len("RESULT "))
-        outs.append(record)
-        at = out.find("RESULT {", end)
+    outs = results_in(out)
     assert len(outs) == 2, out[-4000:]
     return outs
 

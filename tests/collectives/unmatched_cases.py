@@ -7,6 +7,7 @@ saw. The suite's rule: every rank ends in an error within the timeout; none retu
 """
 from __future__ import annotations
 
+import json
 import time
 
 import torch
@@ -95,3 +96,13 @@ def run_case(case: str, comm, numel: int, algorithm: str = "auto") -> dict:
         out["error"], out["message"] = type(e).__name__, str(e)
     out["seconds"] = time.monotonic() - start
     return out
+
+
+def results_in(out: str) -> list[dict]:
+    """The outcomes launched ranks printed as ``RESULT {json}`` (their lines may interleave)."""
+    decoder, outs, at = json.JSONDecoder(), [], out.find("RESULT {")
+    while at >= 0:
+        record, end = decoder.raw_decode(out, at + len("RESULT "))
+        outs.append(record)
+        at = out.find("RESULT {", end)
+    return outs

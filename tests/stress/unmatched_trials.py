@@ -6,11 +6,10 @@ another verb, op or dtype), a size and, on threads, an algorithm.
 """
 from __future__ import annotations
 
-import json
 import time
 
 from ringflow.collectives.threads import run_ranks
-from tests.collectives.unmatched_cases import CASES, run_case
+from tests.collectives.unmatched_cases import CASES, results_in, run_case
 from tests.launchers import run_mpirun, run_torchrun
 from tests.stress.fault_trials import LOCAL_T, PROC_T, SLACK, trial
 
@@ -52,11 +51,7 @@ def unmatched_procs(rng, transport: str) -> dict:
             _, out = run_torchrun(2, WORKER, case, str(numel), env=env, timeout=60)
     except AssertionError as e:                           # the launcher's timeout: a hang
         return trial(False, hang=True, seconds=time.monotonic() - start, note=str(e)[:200])
-    decoder, outs, at = json.JSONDecoder(), [], out.find("RESULT {")
-    while at >= 0:
-        record, end = decoder.raw_decode(out, at + len("RESULT "))
-        outs.append(record)
-        at = out.find("RESULT {", end)
+    outs = results_in(out)
     if len(outs) != 2:
         return trial(False, note=f"{case} {numel}: {len(outs)} ranks reported")
     return _judge(outs, PROC_T, f"{case} {numel} {transport}")
