@@ -107,14 +107,14 @@ class Communicator:
     def isend(self, tensor: torch.Tensor, dst: int) -> Work:
         if tensor.numel() == 0:
             return DoneWork()
-        stamp = self._stamp()
+        stamp = self.current_stamp()
         return self._post(lambda: self.transport.isend(tensor, self.ranks[dst], self.tag, stamp),
                           dst)
 
     def irecv(self, tensor: torch.Tensor, src: int) -> Work:
         if tensor.numel() == 0:
             return DoneWork()
-        stamp = self._stamp()
+        stamp = self.current_stamp()
         return self._post(lambda: self.transport.irecv(tensor, self.ranks[src], self.tag, stamp),
                           src)
 
@@ -124,7 +124,7 @@ class Communicator:
         messages carry no stamp (RINGFLOW_DEBUG's fingerprints, which compare the calls)."""
         if send.numel() == 0 or recv.numel() == 0:
             return self.isend(send, dst), self.irecv(recv, src)
-        stamp = self._stamp() if stamped else None
+        stamp = self.current_stamp() if stamped else None
         return self._post(lambda: self.transport.sendrecv(send, self.ranks[dst], recv,
                                                           self.ranks[src], self.tag, stamp), src)
 
@@ -136,11 +136,11 @@ class Communicator:
         """
         if out.numel() == 0:
             return DoneWork()
-        stamp = self._stamp()
+        stamp = self.current_stamp()
         return self._post(lambda: self.transport.irecv_reduce(out, first, self.ranks[src], self.tag,
                                                               combine, stamp), src)
 
-    def _stamp(self) -> tuple | None:
+    def current_stamp(self) -> tuple | None:
         """The stamp of the running collective (None outside one: plain point-to-point)."""
         owner = self._owner()
         rec = owner.current

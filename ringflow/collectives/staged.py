@@ -50,7 +50,7 @@ def _round(comm: Communicator, st, data: torch.Tensor, step: int) -> int:
     """
     s = st.next_round()
     nbytes = data.numel() * data.element_size()
-    stamp = comm._stamp()             # a peer in another collective's round is named, not read
+    stamp = comm.current_stamp()      # a peer in another collective's round is named, not read
     lean = not comm.debug
     for p in range(comm.size):
         if p != comm.rank and not (lean and st.is_writable(p, s)):
