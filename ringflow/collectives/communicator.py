@@ -25,7 +25,7 @@ from .engine import CollectiveWork, close_engine, engine_for
 from .errors import (CollectiveError, CollectiveMismatch, CollectiveTimeout, peer_failure, refused,
                      where)
 from .flight import CallRecord, FlightRecorder, call_record
-from .stamp import describe, stamp_of
+from .stamp import describe, differences, stamp_of
 
 
 def default_timeout() -> float:
@@ -190,8 +190,9 @@ class Communicator:
     def _mismatch_text(self, e: StampMismatch) -> str:
         theirs = ("a message of another collective (its tag differs; the transport carries no "
                   "more of it)" if e.came is None else f"a message of its {describe(e.came)}")
+        differ = "" if e.came is None else f" ({differences(e.came, e.wanted)})"
         return (f"received from its peer {theirs}, while this rank runs "
-                f"{describe(e.wanted)}: the ranks' collectives do not match")
+                f"{describe(e.wanted)}: the ranks' collectives do not match{differ}")
 
     def _failure(self, cls, what: str, peer: int, step: int, cause: Exception) -> CollectiveError:
         owner = self._owner()

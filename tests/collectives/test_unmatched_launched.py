@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.collectives.test_unmatched import assert_no_silent_divergence
+from tests.collectives.test_unmatched import assert_dtypes_named, assert_no_silent_divergence
 from tests.collectives.unmatched_cases import CASES
 from tests.launchers import run_mpirun, run_torchrun
 
@@ -17,7 +17,7 @@ RUNS = [("extra", 64), ("extra", 100_000)] + [(c, 1000) for c in sorted(CASES) i
 # cases where a rank is handed another call's message or staged round, so it can name both
 # calls; in the others each rank waits for something the other never sends (a message against
 # a staged round), and both end in the timeout error
-NAMED = ("extra", "op", "dtype")
+NAMED = ("extra", "op", "dtype", "width")
 
 
 def launch(transport: str, case: str, numel: int) -> list[dict]:
@@ -46,3 +46,4 @@ def test_launched(transport, case, numel):
     # there the receiver's error may be the timeout; the other transports name the mismatch
     named = transport != "gloo" and case in NAMED
     assert_no_silent_divergence(outs, deadline=T + 3, mismatch_named=named)
+    assert_dtypes_named(outs, case)
