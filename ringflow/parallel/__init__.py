@@ -9,14 +9,16 @@ The user keeps their loop and changes a line or two:
     #   model.no_sync() / model.sync_grads = False accumulate locally;
     #   model.state_dict() has no "module." prefix (loads into the unwrapped model).
 
-    opt = ZeroOptimizer(model.parameters(), torch.optim.AdamW, group=comm, stage=2, lr=1e-4)
-    #   (an unwrapped model: it averages gradients itself) opt.clip_grad_norm_(max_norm),
+    opt = ZeroOptimizer(model, torch.optim.AdamW, group=comm, stage=2, lr=1e-4)
+    #   (an unwrapped model: it averages gradients itself; given the model, not only its
+    #   parameters, it broadcasts rank 0's buffers as DataParallel does) opt.clip_grad_norm_(max_norm),
     #   opt.step(), opt.zero_grad(); opt.state_dict() (collective, consolidated: loads into a
     #   plain AdamW), opt.sharded_state_dict(), opt.load_state_dict(either).
 
     ddp.register_comm_hook(comm, ring_allreduce_hook)        # torch DDP, reducing with our ring
 
-    opt = DistributedOptimizer(opt, named_parameters=model.named_parameters())   # Horovod-style
+    opt = DistributedOptimizer(opt, named_parameters=model.named_parameters(),  # Horovod-style
+                               module=model)             # module: buffers as in DataParallel
     broadcast_parameters(model.state_dict(), root_rank=0)
     broadcast_optimizer_state(opt, root_rank=0)
 
