@@ -1,5 +1,6 @@
 """Plugging ringflow's ring into other people's loops: torch DDP and Horovod-style code.
 
+    ringflow.parallel.init_torch_distributed()                      # torch's group, for DDP
     ddp = torch.nn.parallel.DistributedDataParallel(model)          # torch's own, unmodified
     ddp.register_comm_hook(comm, ringflow.parallel.ring_allreduce_hook)
 
@@ -14,10 +15,27 @@ import torch
 
 from .. import collectives as rc
 from ..collectives.group import resolve as resolve_group
+from ..transport.torch_dist import init_process_group
 from .buffers import BufferSync
 from .composed import ComposedOptimizer
 from .reducer import Reducer
 from .sync import broadcast_coalesced, broadcast_object
+
+
+def init_torch_distributed(group=None) -> bool:
+    """Start torch.distributed's default process group beside ringflow's world, for torch code
+    that needs one (DistributedDataParallel with ``ring_allreduce_hook``, FSDP); gloo on CPU,
+    NCCL on GPUs, meeting where the launcher says. Returns False if one already exists (the
+    torch transport starts it; shared memory and MPI do not).
+
+        comm = ringflow.init(); ringflow.parallel.init_torch_distributed()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+    """
+    comm = resolve_group(group)
+    if comm.launch is None:
+        raise ValueError("init_torch_distributed needs the world of ringflow.init() (it reads the "
+                         f"launcher's environment from it); got {comm!r}")
+    return init_process_group(comm.launch, comm.device, comm.timeout)
 
 
 def ring_allreduce_hook(state, bucket) -> torch.futures.Future[torch.Tensor]:
