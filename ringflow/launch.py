@@ -73,6 +73,17 @@ def read_launch_env(env: Mapping[str, str] | None = None) -> LaunchEnv:
     return LaunchEnv(launcher, rank, size, local_rank, local_size)
 
 
+# What an MPI launcher exports (mpirun / mpiexec of Open MPI, MPICH's PMI, PMIx under srun --mpi=pmix)
+_MPI_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
+
+
+def started_by_mpi(env: Mapping[str, str] | None = None) -> bool:
+    """Whether an MPI launcher started this process, so that MPI_Init joins the launcher's
+    world; otherwise (plain python, torchrun) MPI starts each process alone, a world of one."""
+    env = os.environ if env is None else env
+    return any(name in env for name in _MPI_LAUNCHER_VARS)
+
+
 def pick_device(local_rank: int) -> torch.device:
     """cuda:LOCAL_RANK when CUDA is available, else cpu."""
     if torch.cuda.is_available():

@@ -25,7 +25,13 @@ __all__ = ["all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor", "bro
            "CollectiveError", "CollectiveTimeout", "CollectiveMismatch"]
 
 
-def _check(comm: Communicator, tensor: torch.Tensor, what: str, op: ReduceOp | None = None) -> None:
+def _check(comm: Communicator, tensor: torch.Tensor, what: str,
+           op: ReduceOp | None = None) -> torch.Tensor:
+    """Refuse a bad tensor here, on the calling rank; return the tensor to move bytes through.
+
+    That is ``tensor.detach()``: the same storage without autograd, so a tensor with
+    ``requires_grad=True`` is reduced in place as torch.distributed does (a collective works on
+    the data; the ring's in-place adds would otherwise be refused on a leaf by autograd)."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(tensor).__name__}")
     if not tensor.is_contiguous():
@@ -36,6 +42,7 @@ def _check(comm: Communicator, tensor: torch.Tensor, what: str, op: ReduceOp | N
                          "(e.g. module.to_empty(device='cpu') and load or initialise the weights)")
     check_dtype(tensor, op)
     comm.transport.check_tensor(tensor)
+    return tensor.detach()
 
 
 def _check_pair(out: torch.Tensor, inp: torch.Tensor, out_numel: int, verb: str) -> None:
@@ -60,7 +67,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False, algorithm="a
     ``wire_dtype=torch.bfloat16`` (or float16) on a float32 tensor: bf16 bytes on the wire, the
     sum taken in float32, one rounding per hop (error bound in collectives/wire.py)."""
     comm, op = _group(group), as_reduce_op(op)
-    _check(comm, tensor, "tensor", op)
+    tensor = _check(comm, tensor, "tensor", op)
     if wire_dtype is not None:
         return _all_reduce_wire(comm, tensor, op, async_op, algorithm, wire_dtype)
     _, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm)
@@ -81,8 +88,8 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
                           algorithm="auto"):
     """``output`` (m elements) = reduction over ranks of block ``rank`` of ``input`` (m*size)."""
     comm, op = _group(group), as_reduce_op(op)
-    _check(comm, input, "input", op)
-    _check(comm, output, "output", op)
+    input = _check(comm, input, "input", op)
+    output = _check(comm, output, "output", op)
     _check_pair(output, input, input.numel() // comm.size, "reduce_scatter_tensor")
     if input.numel() % comm.size:
         raise ValueError(f"reduce_scatter_tensor: input numel {input.numel()} is not divisible by "
@@ -97,8 +104,8 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
                            algorithm="auto"):
     """``output_tensor`` = every rank's ``input_tensor`` concatenated in rank order."""
     comm = _group(group)
-    _check(comm, input_tensor, "input_tensor")
-    _check(comm, output_tensor, "output_tensor")
+    input_tensor = _check(comm, input_tensor, "input_tensor")
+    output_tensor = _check(comm, output_tensor, "output_tensor")
     _check_pair(output_tensor, input_tensor, input_tensor.numel() * comm.size,
                 "all_gather_into_tensor")
     _, fn = select.choose(comm, "all_gather", output_tensor.numel() * output_tensor.element_size(),
@@ -111,7 +118,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
 def broadcast(tensor, src=0, group=None, async_op=False, algorithm="auto"):
     """Copy ``tensor`` of rank ``src`` into ``tensor`` on every rank."""
     comm = _group(group)
-    _check(comm, tensor, "tensor")
+    tensor = _check(comm, tensor, "tensor")
     _check_root(comm, src, "src")
     _, fn = select.choose(comm, "broadcast", tensor.numel() * tensor.element_size(), algorithm)
     flat = tensor.view(-1)
@@ -122,7 +129,7 @@ def broadcast(tensor, src=0, group=None, async_op=False, algorithm="auto"):
 def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, algorithm="auto"):
     """Reduce ``tensor`` into rank ``dst``; other ranks' tensors are left unchanged."""
     comm, op = _group(group), as_reduce_op(op)
-    _check(comm, tensor, "tensor", op)
+    tensor = _check(comm, tensor, "tensor", op)
     _check_root(comm, dst, "dst")
     _, fn = select.choose(comm, "reduce", tensor.numel() * tensor.element_size(), algorithm)
     flat = tensor.view(-1)
@@ -154,8 +161,8 @@ def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=
                       async_op=False):
     """Block j (along dim 0) of ``input`` goes to rank j; block i of ``output`` comes from rank i."""
     comm = _group(group)
-    _check(comm, input, "input")
-    _check(comm, output, "output")
+    input = _check(comm, input, "input")
+    output = _check(comm, output, "output")
     if output.dtype != input.dtype:
         raise ValueError(f"all_to_all_single: output dtype {output.dtype} != input dtype {input.dtype}")
     in_b = _split_bounds(input, input_split_sizes, comm.size, "input")

@@ -61,14 +61,13 @@ def _fused_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst: 
     """The step on a transport that reduces as it receives (shm): no landing copy, all slices
     posted at once, the transport combining each arrived piece with ``mine`` into ``dst``."""
     right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
-    tr, peer = comm.transport, comm.ranks[left]
 
     def combine(out, first, arrived):
         reduce_out(out, first, arrived, op)          # same operand order as the landing path
     works = []
     for (sa, sb), (ra, rb) in zip(sends, recvs):
-        if rb > ra:
-            works.append((left, tr.irecv_reduce(dst[ra:rb], mine[ra:rb], peer, comm.tag, combine)))
+        if rb > ra:     # through the Communicator: the receive carries the call's stamp
+            works.append((left, comm.irecv_reduce(dst[ra:rb], mine[ra:rb], left, combine)))
         works.append((right, comm.isend(src[sa:sb], right)))
     for who, work in works:
         comm.wait(work, peer=who, step=step)

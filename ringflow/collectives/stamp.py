@@ -17,6 +17,7 @@ only guarantees that a rank never consumes another call's bytes.
 
     stamp = stamp_of(rec)           # (seq, numel, verb << 32 | dtype, op << 32 | root)
     describe(stamp)                 # "broadcast #3 (64 x float32, root 0)"
+    differences(theirs, mine)       # "dtype float64 on the peer, float32 here"
 """
 from __future__ import annotations
 
@@ -34,23 +35,38 @@ def stamp_of(rec) -> tuple[int, int, int, int]:
             code_of(rec.op) << 32 | (rec.root & _LOW))
 
 
+def _fields(stamp) -> dict:
+    """A stamp's fields by name, decoded: {"verb": "all_reduce", "seq": 4, "dtype": ...}."""
+    seq, numel, verb_dtype, op_root = stamp
+    root = op_root & _LOW
+    return {"verb": name_of(verb_dtype >> 32), "seq": seq, "count": numel,
+            "dtype": name_of(verb_dtype & _LOW), "op": name_of(op_root >> 32),
+            "root": root - (1 << 32) if root >= 1 << 31 else root}
+
+
 def describe(stamp) -> str:
     """What a stamp says, in words: "all_reduce #4 (64 x float32, op sum)"."""
-    seq, numel, verb_dtype, op_root = stamp
-    verb, dtype = name_of(verb_dtype >> 32), name_of(verb_dtype & _LOW)
-    op, root = name_of(op_root >> 32), op_root & _LOW
-    root = root - (1 << 32) if root >= 1 << 31 else root
+    f = _fields(stamp)
+    verb, numel, dtype, op, root = f["verb"], f["count"], f["dtype"], f["op"], f["root"]
     parts = [f"{numel} x {dtype}" if numel or verb not in _ANY_COUNT else dtype]
     if op != "-":
         parts.append(f"op {op}")
     if root >= 0:
         parts.append(f"root {root}")
-    return f"{verb} #{seq} ({', '.join(parts)})"
+    return f"{verb} #{f['seq']} ({', '.join(parts)})"
+
+
+def differences(theirs, mine) -> str:
+    """Where two stamps differ, in words: "dtype float64 on the peer, float32 here"."""
+    a, b = _fields(theirs), _fields(mine)
+    return "; ".join(f"{k} {a[k]} on the peer, {b[k]} here" for k in a if a[k] != b[k])
 
 
 def mismatch_text(e) -> str:
     """What a receive that took another call's message (transport StampMismatch) says."""
-    theirs = ("a message of another collective (its tag differs; the transport carries no "
-              "more of it)" if e.came is None else f"a message of its {describe(e.came)}")
+    if e.came is None:
+        theirs = "a message of another collective (its tag differs; the transport carries no more of it)"
+    else:
+        theirs = f"a message of its {describe(e.came)} ({differences(e.came, e.wanted)})"
     return (f"received from its peer {theirs}, while this rank runs {describe(e.wanted)}: the "
             "ranks' collectives do not match")

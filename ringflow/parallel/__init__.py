@@ -9,14 +9,17 @@ The user keeps their loop and changes a line or two:
     #   model.no_sync() / model.sync_grads = False accumulate locally;
     #   model.state_dict() has no "module." prefix (loads into the unwrapped model).
 
-    opt = ZeroOptimizer(model.parameters(), torch.optim.AdamW, group=comm, stage=2, lr=1e-4)
-    #   (an unwrapped model: it averages gradients itself) opt.clip_grad_norm_(max_norm),
+    opt = ZeroOptimizer(model, torch.optim.AdamW, group=comm, stage=2, lr=1e-4)
+    #   (an unwrapped model: it averages gradients itself; given the model, not only its
+    #   parameters, it broadcasts rank 0's buffers as DataParallel does) opt.clip_grad_norm_(max_norm),
     #   opt.step(), opt.zero_grad(); opt.state_dict() (collective, consolidated: loads into a
     #   plain AdamW), opt.sharded_state_dict(), opt.load_state_dict(either).
 
+    init_torch_distributed()                 # torch.distributed's group (shm and mpi start none)
     ddp.register_comm_hook(comm, ring_allreduce_hook)        # torch DDP, reducing with our ring
 
-    opt = DistributedOptimizer(opt, named_parameters=model.named_parameters())   # Horovod-style
+    opt = DistributedOptimizer(opt, named_parameters=model.named_parameters(),  # Horovod-style
+                               module=model)             # module: buffers as in DataParallel
     broadcast_parameters(model.state_dict(), root_rank=0)
     broadcast_optimizer_state(opt, root_rank=0)
 
@@ -29,14 +32,14 @@ The user keeps their loop and changes a line or two:
 from .data_parallel import DataParallel
 from .guards import all_finite, even_batches
 from .hooks import (DistributedOptimizer, broadcast_optimizer_state, broadcast_parameters,
-                    ring_allreduce_hook)
+                    init_torch_distributed, ring_allreduce_hook)
 from .naive import NaiveDataParallel
 from .reducer import UnusedParametersError
 from .sampler import DistributedSampler, shard_indices
 from .sync import broadcast_coalesced, broadcast_object
 from .zero import ZeroOptimizer
 
-__all__ = ["DataParallel", "ZeroOptimizer", "ring_allreduce_hook", "DistributedOptimizer",
-           "broadcast_parameters", "broadcast_optimizer_state", "shard_indices",
+__all__ = ["DataParallel", "ZeroOptimizer", "ring_allreduce_hook", "init_torch_distributed",
+           "DistributedOptimizer", "broadcast_parameters", "broadcast_optimizer_state", "shard_indices",
            "DistributedSampler", "NaiveDataParallel", "UnusedParametersError",
            "broadcast_coalesced", "broadcast_object", "all_finite", "even_batches"]

@@ -26,10 +26,9 @@ import contextlib
 import torch
 from torch import nn
 
-from .. import collectives as rc
 from ..collectives.group import resolve as resolve_group
+from .buffers import BufferSync
 from .ddp_kwargs import check_ddp_kwargs
-from .flat import FlatBuffer, group_by_dtype
 from .reducer import Reducer
 from .sync import broadcast_coalesced
 
@@ -92,23 +91,27 @@ class DataParallel(nn.Module):
                  compress: str | None = None, find_unused_parameters: bool = False,
                  broadcast_buffers: bool | str = True, first_bucket_mb: float = 1, **ddp_kwargs):
         super().__init__()
-        if broadcast_buffers not in (True, False, "always"):
-            raise ValueError(f"broadcast_buffers={broadcast_buffers!r}: expected True (training "
-                             "forwards), False (never) or 'always' (every forward)")
         init_sync = check_ddp_kwargs(module, ddp_kwargs)
         self.module = module
         self.comm = resolve_group(group)
+        self.buffer_sync = BufferSync(module, self.comm, broadcast_buffers)   # checks the value
         if init_sync:
             broadcast_coalesced(list(module.parameters()) + list(module.buffers()), 0, self.comm)
         self.reducer = Reducer(list(module.named_parameters()), self.comm, bucket_cap_mb,
                                first_bucket_mb, compress, find_unused_parameters)
         self.sync_grads = True        # False: backward accumulates locally (see no_sync)
-        self.broadcast_buffers = broadcast_buffers
-        self._buffer_flats: tuple | None = None     # (buffer ids, [(flat, buffers)])
+
+    @property
+    def broadcast_buffers(self) -> bool | str:
+        """When rank 0's buffers are broadcast (True, False or "always"; see BufferSync)."""
+        return self.buffer_sync.mode
+
+    @broadcast_buffers.setter
+    def broadcast_buffers(self, mode: bool | str) -> None:
+        self.buffer_sync = BufferSync(self.module, self.comm, mode)
 
     def forward(self, *args, **kwargs):
-        if self._buffers_due() and self.comm.size > 1:
-            self._sync_buffers()
+        self.buffer_sync.before_forward()
         sync = self.sync_grads and torch.is_grad_enabled()
         self.reducer.prepare(sync)
         out = self.module(*args, **kwargs)
@@ -120,26 +123,6 @@ class DataParallel(nn.Module):
             return out
         wrapped = _BackwardStart.apply(self.reducer, *found)
         return _replace(out, {id(t): w for t, w in zip(found, wrapped)})
-
-    def _buffers_due(self) -> bool:
-        """Whether this forward broadcasts buffers: a training forward (grad on, train mode),
-        every forward with "always", never with False."""
-        if self.broadcast_buffers == "always":
-            return True
-        return bool(self.broadcast_buffers) and self.module.training and torch.is_grad_enabled()
-
-    def _sync_buffers(self) -> None:
-        """Rank 0's buffers everywhere: one broadcast per dtype, buffers reused across steps."""
-        bufs = list(self.module.buffers())
-        key = tuple(id(b) for b in bufs)                 # a module may swap a buffer object
-        if self._buffer_flats is None or self._buffer_flats[0] != key:
-            self._buffer_flats = (key, [(FlatBuffer.like([bufs[i] for i in idx]),
-                                         [bufs[i] for i in idx])
-                                        for idx in group_by_dtype(bufs).values()])
-        for flat, bufs in self._buffer_flats[1]:
-            flat.copy_from(bufs)
-            rc.broadcast(flat.data, src=0, group=self.comm)
-            flat.copy_to(bufs)
 
     @contextlib.contextmanager
     def no_sync(self):

@@ -1,5 +1,6 @@
 """Plugging ringflow's ring into other people's loops: torch DDP and Horovod-style code.
 
+    ringflow.parallel.init_torch_distributed()                      # torch's group, for DDP
     ddp = torch.nn.parallel.DistributedDataParallel(model)          # torch's own, unmodified
     ddp.register_comm_hook(comm, ringflow.parallel.ring_allreduce_hook)
 
@@ -14,9 +15,27 @@ import torch
 
 from .. import collectives as rc
 from ..collectives.group import resolve as resolve_group
+from ..transport.torch_dist import init_process_group
+from .buffers import BufferSync
 from .composed import ComposedOptimizer
 from .reducer import Reducer
 from .sync import broadcast_coalesced, broadcast_object
+
+
+def init_torch_distributed(group=None) -> bool:
+    """Start torch.distributed's default process group beside ringflow's world, for torch code
+    that needs one (DistributedDataParallel with ``ring_allreduce_hook``, FSDP); gloo on CPU,
+    NCCL on GPUs, meeting where the launcher says. Returns False if one already exists (the
+    torch transport starts it; shared memory and MPI do not).
+
+        comm = ringflow.init(); ringflow.parallel.init_torch_distributed()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+    """
+    comm = resolve_group(group)
+    if comm.launch is None:
+        raise ValueError("init_torch_distributed needs the world of ringflow.init() (it reads the "
+                         f"launcher's environment from it); got {comm!r}")
+    return init_process_group(comm.launch, comm.device, comm.timeout)
 
 
 def ring_allreduce_hook(state, bucket) -> torch.futures.Future[torch.Tensor]:
@@ -73,19 +92,28 @@ class DistributedOptimizer(ComposedOptimizer):
     """Horovod's wrapper: gradients are averaged over ranks during backward, then ``step``.
 
     ``DistributedOptimizer(opt, named_parameters=None, backward_passes_per_step=1,
-    compression=None, group=None, bucket_cap_mb=25, find_unused_parameters=False)``.
+    compression=None, group=None, bucket_cap_mb=25, find_unused_parameters=False, module=None,
+    broadcast_buffers=True)``.
     compression: None | "bf16" | "fp16". With backward_passes_per_step=k, gradients accumulate
-    locally over k backward passes and are averaged in the k-th.
+    locally over k backward passes and are averaged in the k-th. module: the model, whose
+    buffers (BatchNorm statistics) then follow DataParallel's rule: rank 0's are broadcast at
+    each training forward (broadcast_buffers True, False or "always"; see buffers.py); without
+    it buffers are never synchronised.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, named_parameters=None,
                  backward_passes_per_step: int = 1, compression: str | None = None, group=None,
-                 bucket_cap_mb: float = 25, find_unused_parameters: bool = False):
+                 bucket_cap_mb: float = 25, find_unused_parameters: bool = False,
+                 module: torch.nn.Module | None = None, broadcast_buffers: bool | str = True):
         super().__init__(optimizer)
         if backward_passes_per_step < 1:
             raise ValueError(f"backward_passes_per_step must be >= 1, got {backward_passes_per_step}")
         named = self._named(optimizer, named_parameters)
         self.comm = resolve_group(group)
+        self.buffer_sync = None if module is None else BufferSync(module, self.comm,
+                                                                  broadcast_buffers)
+        if self.buffer_sync is not None:
+            self.buffer_sync.attach()
         self.passes_per_step, self._passes = backward_passes_per_step, 0
         self.reducer = Reducer(named, self.comm, bucket_cap_mb, compress=compression,
                                find_unused_parameters=find_unused_parameters)

@@ -38,6 +38,19 @@ class ShardedGroup:
         self.shard = self.flat.data[self.lo:self.hi].clone()
         self.shard.grad = torch.zeros_like(self.shard)
 
+    def check_params(self) -> None:
+        """Raise if a parameter no longer lives in the flat buffer: ``model.to(dtype or device)``
+        after construction re-points it, and the step would update a buffer the model no
+        longer reads (or fail on the dtype)."""
+        for i, (p, view) in enumerate(zip(self.params, self.flat.views)):
+            if p.numel() and p.data_ptr() != view.data_ptr():
+                raise RuntimeError(
+                    f"ZeroOptimizer: parameter {i} of its group (shape {tuple(p.shape)}) is now "
+                    f"{p.dtype} on {p.device}, no longer the {view.dtype} on {view.device} the "
+                    "optimizer was built over: the model was moved, cast or its parameters "
+                    "replaced (model.to(...), .half(), .cuda()) after the ZeroOptimizer was "
+                    "built. Build ZeroOptimizer after model.to(...)")
+
     def _grad_buffer(self) -> FlatBuffer:
         if self.grads is None:
             self.grads = FlatBuffer.like(self.params, pad_to=self.comm.size)

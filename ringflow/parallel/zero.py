@@ -12,7 +12,9 @@ an all-gather copies every rank's updated slice into the model's parameters.
 
 Use it on an unwrapped model (it averages the gradients itself, in ``step``); at construction it
 broadcasts rank 0's parameters and makes them views of its flat buffer, so build it after moving
-the model to its device and dtype (``.to()`` afterwards would detach them). In-place writes to
+the model to its device and dtype (``.to()`` afterwards detaches them: ``step`` refuses, saying
+so). Pass the model (``ZeroOptimizer(model, ...)`` or ``module=model``) to keep its buffers in
+step across ranks as DataParallel does. In-place writes to
 the parameters (``model.load_state_dict``) are fine: each step re-reads the local slice. The user's optimizer class is composed, never subclassed; it must
 be elementwise (SGD, Adam, AdamW, RMSprop, Adagrad...): per-tensor rules such as LAMB's trust
 ratio would see shards, not tensors. Parameters without a gradient are stepped with zeros.
@@ -22,12 +24,24 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from .. import collectives as rc
 from ..collectives.group import resolve as resolve_group
 from . import zero_state
+from .buffers import BufferSync
 from .composed import ComposedOptimizer
 from .shard import ShardedGroup
+
+
+def _module_and_params(params, module: nn.Module | None):
+    """``ZeroOptimizer(model, ...)`` is ``ZeroOptimizer(model.parameters(), ..., module=model)``."""
+    if isinstance(params, nn.Module):
+        if module is not None and module is not params:
+            raise ValueError("ZeroOptimizer got a module as params and another as module=; pass "
+                             "the model once")
+        return params, params.parameters()
+    return module, params
 
 
 def _param_groups(params) -> list[dict]:
@@ -40,13 +54,27 @@ def _param_groups(params) -> list[dict]:
 
 
 class ZeroOptimizer(ComposedOptimizer):
-    """``ZeroOptimizer(params, optimizer_class, group=None, stage=2, **optimizer_kwargs)``."""
+    """``ZeroOptimizer(params, optimizer_class, group=None, stage=2, module=None,
+    broadcast_buffers=True, **optimizer_kwargs)``.
 
-    def __init__(self, params, optimizer_class, group=None, stage: int = 2, **defaults):
+    params: parameters, param groups, or the model itself (then ``module`` is that model).
+    module: the model the parameters belong to; its buffers (BatchNorm statistics) get
+    DataParallel's rule, rank 0's broadcast at each training forward (``broadcast_buffers``:
+    True, False or "always", see buffers.py). Without it buffers are never synchronised.
+    """
+
+    def __init__(self, params, optimizer_class, group=None, stage: int = 2,
+                 module: nn.Module | None = None, broadcast_buffers: bool | str = True,
+                 **defaults):
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 (shard optimizer state) or 2 (also shard "
                              f"gradients), got {stage!r}")
         self.comm, self.stage = resolve_group(group), stage
+        module, params = _module_and_params(params, module)
+        self.buffer_sync = None if module is None else BufferSync(module, self.comm,
+                                                                  broadcast_buffers)
+        if self.buffer_sync is not None:
+            self.buffer_sync.attach()
         user_groups = _param_groups(params)
         self.groups = [ShardedGroup(g["params"], self.comm) for g in user_groups]
         inner = [{**{k: v for k, v in g.items() if k != "params"}, "params": [s.shard]}
@@ -59,6 +87,8 @@ class ZeroOptimizer(ComposedOptimizer):
         """Average gradients over ranks into each shard's ``.grad`` (once per step)."""
         if self._reduced:
             return
+        for g in self.groups:
+            g.check_params()            # model.to(dtype) after construction: say so, not a dtype error
         launched = []
         for g in self.groups:
             g.collect_grads()
@@ -119,7 +149,14 @@ class ZeroOptimizer(ComposedOptimizer):
         A collective (every rank calls it; every rank gets the dict, rank 0 saves it). It loads
         into ``optimizer_class(model.parameters())`` or into a ZeroOptimizer of any world size.
         """
-        return zero_state.consolidate(self)
+        try:
+            return zero_state.consolidate(self)
+        except rc.CollectiveError as e:  # rank 0 alone, typically: say what the call is
+            e.args = (f"ZeroOptimizer.state_dict() is a collective (it all-gathers every rank's "
+                      f"shard of the state): every rank of the group must call it at the same "
+                      f"point, and rank 0 saves the result; to save without communication use "
+                      f"sharded_state_dict() on each rank. It failed: {e}",) + e.args[1:]
+            raise
 
     def sharded_state_dict(self) -> dict:
         """This rank's shard only (no communication); load it back with the same world size."""

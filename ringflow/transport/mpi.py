@@ -12,12 +12,14 @@ not steal their peers' cores.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from typing import Callable
 
 import torch
 
 from .. import settings
+from ..launch import started_by_mpi
 from .base import (TAG_SPAN, StampMismatch, Transport, TransportError, Work, fold_tag,
                    require_contiguous)
 from .shm.node import BesideNodeShm
@@ -48,6 +50,25 @@ def cuda_aware() -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return "mpi_built_with_cuda_support:value:true" in out
+
+
+def _refuse_without_mpi_launcher(launch) -> None:
+    """Before MPI starts: refuse ranks that no MPI launcher started; keep a singleton off
+    Open MPI's shared-memory BTL.
+
+    Without mpirun each process's MPI_Init makes a singleton world of one (torchrun's ranks
+    would never meet), and Open MPI singletons never unlink the 16 MiB /dev/shm/sm_segment.*
+    file of their shared-memory BTL (open-mpi/ompi#13261). A world of one has no peer to reach
+    through it, so its BTL is "self" unless the user chose one (OMPI_MCA_btl)."""
+    if started_by_mpi():
+        return
+    if launch.size > 1:
+        raise ValueError(
+            f"the mpi transport needs ranks started by an MPI launcher (mpirun -np N python "
+            f"script.py, or srun --mpi=pmix); these {launch.size} ranks were started by "
+            f"{launch.launcher}, so each rank's MPI would start alone as a world of one. Launch "
+            "with mpirun, or keep the launcher and set RINGFLOW_TRANSPORT=shm (one node) or torch")
+    os.environ.setdefault("OMPI_MCA_btl", "self")      # read by MPI_Init, in load_mpi below
 
 
 class _MpiWork(Work):
@@ -125,6 +146,7 @@ class MpiTransport(BesideNodeShm, Transport):
     @classmethod
     def from_launch(cls, launch, device: torch.device, timeout: float) -> "MpiTransport":
         """Duplicate MPI_COMM_WORLD; CUDA buffers only when the MPI build is CUDA-aware."""
+        _refuse_without_mpi_launcher(launch)
         MPI = load_mpi()
         world = MPI.COMM_WORLD
         if launch.launcher != "none" and world.Get_size() != launch.size:

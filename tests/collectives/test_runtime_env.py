@@ -10,7 +10,7 @@ from ringflow import collectives as rc
 from ringflow import launch, runtime
 from ringflow.transport.shm.wait import wait_until
 from ringflow.transport.base import PeerTimeout
-from tests.launchers import run_cmd
+from tests.launchers import run_cmd, run_torchrun
 
 LAUNCHERS = {
     "torchrun": ({"RANK": "2", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2",
@@ -83,13 +83,45 @@ print("MPI WORLD OF ONE OK")
 """
 
 
+def sm_segments(folder) -> list[str]:
+    """Open MPI's shared-memory BTL files in ``folder`` (its backing directory in these tests:
+    OMPI_MCA_btl_sm_backing_directory, so other processes' files in /dev/shm do not count)."""
+    return sorted(p.name for p in folder.glob("sm_segment.*"))
+
+
 @pytest.mark.launched
 @pytest.mark.mpi
 @pytest.mark.timeout(60)
-def test_mpi_world_of_one_in_a_fresh_process():
-    """A singleton MPI (plain python, no mpirun); own process, so pytest never initialises MPI."""
-    _, out = run_cmd([sys.executable, "-c", MPI_WORLD_OF_ONE], timeout=50)
+def test_mpi_world_of_one_in_a_fresh_process(tmp_path):
+    """A singleton MPI (plain python, no mpirun); own process, so pytest never initialises MPI.
+    It leaves no 16 MiB sm_segment file behind (Open MPI singletons never unlink theirs)."""
+    env = {"OMPI_MCA_btl_sm_backing_directory": str(tmp_path)}
+    _, out = run_cmd([sys.executable, "-c", MPI_WORLD_OF_ONE], timeout=50, env=env)
     assert "MPI WORLD OF ONE OK" in out, out
+    assert not sm_segments(tmp_path), f"the singleton left {sm_segments(tmp_path)} behind"
+
+
+@pytest.mark.launched
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_mpi_transport_under_torchrun_is_refused_before_mpi_starts(tmp_path):
+    """torchrun's ranks cannot meet through MPI (each would be a singleton, leaving an
+    sm_segment file per rank): every rank fails at once, saying to use mpirun."""
+    env = {"RINGFLOW_TRANSPORT": "mpi", "OMPI_MCA_btl_sm_backing_directory": str(tmp_path)}
+    start = time.monotonic()
+    code, out = run_torchrun(2, "-c", "import ringflow; ringflow.init()", env=env, timeout=100,
+                             check=False, extra=("--no-python", sys.executable))
+    assert code != 0 and out.count("needs ranks started by an MPI launcher") >= 2, out[-3000:]
+    assert "mpirun -np N" in out and "RINGFLOW_TRANSPORT=shm" in out, out[-3000:]
+    assert time.monotonic() - start < 90
+    assert not sm_segments(tmp_path), f"MPI started anyway: {sm_segments(tmp_path)}"
+
+
+def test_started_by_mpi_reads_the_mpi_launchers_variables():
+    assert launch.started_by_mpi(LAUNCHERS["mpirun"][0]) and launch.started_by_mpi(LAUNCHERS["pmi"][0])
+    assert launch.started_by_mpi({**LAUNCHERS["slurm"][0], "PMIX_RANK": "5"})   # srun --mpi=pmix
+    assert not launch.started_by_mpi(LAUNCHERS["torchrun"][0])
+    assert not launch.started_by_mpi(LAUNCHERS["slurm"][0]) and not launch.started_by_mpi({})
 
 
 def test_missing_mpi4py_says_how_to_install(monkeypatch):

@@ -3,7 +3,7 @@ Every rank ends in an error within the timeout (a mismatch named on the receivin
 transport carries the collective's identity in its messages), never in another call's bytes."""
 import pytest
 
-from tests.collectives.test_unmatched import assert_no_silent_divergence
+from tests.collectives.test_unmatched import assert_dtypes_named, assert_no_silent_divergence
 from tests.collectives.unmatched_cases import CASES, results_in
 from tests.launchers import run_mpirun, run_torchrun
 
@@ -16,7 +16,7 @@ RUNS = [("extra", 64)] + [(c, 1000) for c in sorted(CASES) if c != "extra"]
 # cases where a rank is handed another call's message or staged round, so it can name both
 # calls; in the others each rank waits for something the other never sends (a message against
 # a staged round), and both end in the timeout error
-NAMED = ("extra", "op", "dtype")
+NAMED = ("extra", "op", "dtype", "width")
 
 
 def launch(transport: str, case: str, numel: int) -> list[dict]:
@@ -40,3 +40,4 @@ def test_launched(transport, case, numel):
     # there the receiver's error may be the timeout; the other transports name the mismatch
     named = transport != "gloo" and case in NAMED
     assert_no_silent_divergence(outs, deadline=T + 3, mismatch_named=named)
+    assert_dtypes_named(outs, case)

@@ -80,8 +80,18 @@ def _dtype(comm, numel, alg):
     return {"y": (y, float(sum(range(1, comm.size + 1))))}
 
 
+def _width(comm, numel, alg):
+    """Rank 1 reduces float64 where the others reduce float32: twice the bytes on the wire."""
+    dtype = torch.float64 if comm.rank == 1 else torch.float32
+    y = torch.full((numel,), comm.rank + 1, dtype=dtype)
+    rc.all_reduce(y, group=comm, algorithm=alg)
+    return {"y": (y, float(sum(range(1, comm.size + 1))))}
+
+
 CASES = {"extra": _extra, "missing": _missing, "order": _order, "verb": _verb, "op": _op,
-         "dtype": _dtype}
+         "dtype": _dtype, "width": _width}
+# the dtypes of each dtype case: rank 0's, rank 1's (what a mismatch message must name)
+DTYPES = {"dtype": ("float32", "int32"), "width": ("float32", "float64")}
 
 
 def run_case(case: str, comm, numel: int, algorithm: str = "auto") -> dict:

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 
 from ringflow.collectives.threads import run_ranks
 from ringflow.parallel import (DistributedOptimizer, DistributedSampler, broadcast_optimizer_state,
-                               broadcast_parameters, ring_allreduce_hook, shard_indices)
+                               broadcast_parameters, init_torch_distributed, ring_allreduce_hook,
+                               shard_indices)
 from tests.parallel.matrix import batch, make_net
 
 pytestmark = pytest.mark.timeout(60)
@@ -98,3 +99,13 @@ def test_distributed_sampler_len_and_epoch():
     s = DistributedSampler(10, rank=1, world_size=3)
     s.set_epoch(4)
     assert list(s) == shard_indices(10, 1, 3, epoch=4) and len(s) == 4
+
+
+def test_init_torch_distributed_needs_the_world_of_init():
+    """It reads the launcher's environment from ringflow.init()'s world (README.md's DDP recipe
+    runs it under torchrun: tests/test_readme.py)."""
+    def fn(comm):
+        with pytest.raises(ValueError, match=r"needs the world of ringflow.init\(\)"):
+            init_torch_distributed(comm)
+        return True
+    assert run_ranks(1, fn) == [True]

@@ -138,3 +138,35 @@ def test_weights_loaded_after_construction_are_not_overwritten():
         train(net, opt, comm, 1)                     # lr 0: the step must change nothing
         return all(torch.equal(v, net.state_dict()[k]) for k, v in loaded.items())
     assert run_ranks(2, fn) == [True, True]
+
+
+def test_state_dict_on_rank0_only_says_it_is_a_collective():
+    """Rank 0 saves alone while rank 1 trains on: the gather meets another call, and rank 0's
+    error says state_dict() must be called on every rank (not only "sizes differ")."""
+    def fn(comm):
+        net = make_net(0)
+        opt = ZeroOptimizer(net.parameters(), torch.optim.AdamW, group=comm, lr=1e-3)
+        train(net, opt, comm, 1)
+        if comm.rank == 0:
+            opt.state_dict()
+        else:
+            train(net, opt, comm, 1, first=1)
+    outs = run_ranks(2, fn, timeout=3, outcomes=True)
+    text = str(outs[0].error)
+    assert "state_dict() is a collective" in text and "every rank" in text, text
+    assert "sharded_state_dict()" in text and outs[1].error is not None, text
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_model_cast_after_construction_is_named(stage):
+    def fn(comm):
+        net = make_net(0)
+        opt = ZeroOptimizer(net.parameters(), torch.optim.AdamW, group=comm, stage=stage, lr=1e-3)
+        net.to(torch.float64)                        # detaches the parameters from the optimizer
+        x, y, t = batch(0, 2)
+        F.mse_loss(net(x.double(), y), t.double()).backward()
+        with pytest.raises(RuntimeError, match=r"torch.float64 on cpu, no longer the torch.float32"
+                                               r".*Build ZeroOptimizer after model.to\(...\)"):
+            opt.step()
+        return True
+    assert run_ranks(2, fn) == [True, True]

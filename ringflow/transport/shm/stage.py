@@ -126,15 +126,16 @@ class Stage:
             if words[POSTED] < s + 1:
                 return False
             theirs = words[NBYTES + s % 2]
-            if theirs != nbytes:
-                raise TransportError(f"rank {peer} staged {theirs} bytes for this collective and "
-                                     f"rank {self.rank} {nbytes}: the ranks called collectives "
-                                     "of different sizes")
-            if not self._same_call(words, s, stamp):
+            same = self._same_call(words, s, stamp)
+            if theirs == nbytes and same:
+                return True
+            sizes = (f"rank {peer} staged {theirs} bytes for round {s} and rank {self.rank} "
+                     f"{nbytes}" if theirs != nbytes else f"rank {peer} staged round {s}")
+            if not same:         # the stamps name both calls: verb, count, dtype (not only bytes)
                 at = STAMP + 4 * (s % 2)
-                raise StampMismatch(f"rank {peer} staged round {s} for another collective",
-                                    peer, tuple(words[at:at + 4]), stamp)
-            return True
+                raise StampMismatch(f"{sizes} for another collective", peer,
+                                    tuple(words[at:at + 4]), stamp)
+            raise TransportError(f"{sizes}: the ranks called collectives of different sizes")
         return _Until(self, peer, ready, f"rank {peer} to stage its round {s}")
 
     def done(self, s: int) -> None:
