@@ -57,10 +57,10 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False, algorithm="a
     """Reduce ``tensor`` across ranks in place; every rank gets the same bytes."""
     comm, op = _group(group), as_reduce_op(op)
     _check(comm, tensor, "tensor", op)
-    _, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm)
+    name, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm)
     flat = tensor.view(-1)
     return comm.run("all_reduce", lambda: fn(comm, flat, op), tensor=tensor, op=op,
-                    async_op=async_op)
+                    async_op=async_op, algorithm=name)
 
 
 def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=False,
@@ -73,10 +73,11 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
     if input.numel() % comm.size:
         raise ValueError(f"reduce_scatter_tensor: input numel {input.numel()} is not divisible by "
                          f"the group size {comm.size}")
-    _, fn = select.choose(comm, "reduce_scatter", input.numel() * input.element_size(), algorithm)
+    name, fn = select.choose(comm, "reduce_scatter", input.numel() * input.element_size(),
+                             algorithm)
     out, inp = output.view(-1), input.view(-1)
     return comm.run("reduce_scatter_tensor", lambda: fn(comm, out, inp, op), tensor=input, op=op,
-                    async_op=async_op)
+                    async_op=async_op, algorithm=name)
 
 
 def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=False,
@@ -87,11 +88,11 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
     _check(comm, output_tensor, "output_tensor")
     _check_pair(output_tensor, input_tensor, input_tensor.numel() * comm.size,
                 "all_gather_into_tensor")
-    _, fn = select.choose(comm, "all_gather", output_tensor.numel() * output_tensor.element_size(),
-                          algorithm)
+    name, fn = select.choose(comm, "all_gather",
+                             output_tensor.numel() * output_tensor.element_size(), algorithm)
     out, inp = output_tensor.view(-1), input_tensor.view(-1)
     return comm.run("all_gather_into_tensor", lambda: fn(comm, out, inp), tensor=input_tensor,
-                    async_op=async_op)
+                    async_op=async_op, algorithm=name)
 
 
 def broadcast(tensor, src=0, group=None, async_op=False, algorithm="auto"):
@@ -99,10 +100,10 @@ def broadcast(tensor, src=0, group=None, async_op=False, algorithm="auto"):
     comm = _group(group)
     _check(comm, tensor, "tensor")
     _check_root(comm, src, "src")
-    _, fn = select.choose(comm, "broadcast", tensor.numel() * tensor.element_size(), algorithm)
+    name, fn = select.choose(comm, "broadcast", tensor.numel() * tensor.element_size(), algorithm)
     flat = tensor.view(-1)
     return comm.run("broadcast", lambda: fn(comm, flat, src), tensor=tensor, root=src,
-                    async_op=async_op)
+                    async_op=async_op, algorithm=name)
 
 
 def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, algorithm="auto"):
@@ -110,10 +111,10 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, algorithm
     comm, op = _group(group), as_reduce_op(op)
     _check(comm, tensor, "tensor", op)
     _check_root(comm, dst, "dst")
-    _, fn = select.choose(comm, "reduce", tensor.numel() * tensor.element_size(), algorithm)
+    name, fn = select.choose(comm, "reduce", tensor.numel() * tensor.element_size(), algorithm)
     flat = tensor.view(-1)
     return comm.run("reduce", lambda: fn(comm, flat, op, dst), tensor=tensor, op=op, root=dst,
-                    async_op=async_op)
+                    async_op=async_op, algorithm=name)
 
 
 def _split_bounds(tensor: torch.Tensor, splits, size: int, what: str) -> list[tuple[int, int]]:

@@ -31,6 +31,14 @@ def default_timeout() -> float:
     return settings.get("RINGFLOW_TIMEOUT")
 
 
+def _tracer_for(transport):
+    """trace.tracer_for, imported here rather than at the top so that importing the package does
+    not load trace.py: ``python -m ringflow.collectives.trace`` (the merge) would then run a
+    second copy of a module already imported, and runpy warns about exactly that."""
+    from .trace import tracer_for
+    return tracer_for(transport)
+
+
 class Communicator:
     """A set of ranks and the transport that connects them."""
 
@@ -72,6 +80,9 @@ class Communicator:
         self.current: CallRecord | None = None
         self.checks = CallCheck()      # RINGFLOW_DEBUG's fingerprint exchange of the running call
         self.parent = parent        # the group this one was cut from (its failures name ours)
+        # RINGFLOW_TRACE's timeline (trace.NULL when off): one per world rank, so a sub-group
+        # (or two-level's node group over another transport) records into its parent's
+        self.tracer = parent.tracer if parent is not None else _tracer_for(transport)
 
     @property
     def history(self):
@@ -179,8 +190,12 @@ class Communicator:
         if rec is not None:
             rec.step, rec.peer = step, self.ranks[peer]    # world rank: one numbering per log
         timeout = self.timeout if timeout is None else timeout
+        t0 = self.tracer.now() if self.tracer.on else 0
         try:
             work.wait(timeout)
+            if t0:
+                self.tracer.complete(f"wait rank {self.ranks[peer]}", t0,
+                                     {"peer": self.ranks[peer], "step": step})
         except PeerTimeout as e:
             raise failure(self, CollectiveTimeout, f"timed out after {timeout:.1f}s", peer, step, e)
         except StampMismatch as e:
@@ -201,14 +216,18 @@ class Communicator:
 
     # ---- running a collective ---------------------------------------------------------------
     def run(self, name: str, job: Callable[[], None], *, tensor: torch.Tensor | None = None,
-            op=None, root: int = -1, async_op: bool = False) -> CollectiveWork | None:
-        """Number, record, (optionally) fingerprint-check and execute one collective."""
+            op=None, root: int = -1, async_op: bool = False,
+            algorithm: str = "") -> CollectiveWork | None:
+        """Number, record, (optionally) fingerprint-check and execute one collective.
+        ``algorithm``: the name select chose, for the timeline (RINGFLOW_TRACE)."""
         rec = call_record(self.seq, name, tensor, op, root)
         rec.stamp = stamp_of(rec)
         self.seq += 1
         self.recorder.add(rec)
+        queued = self.tracer.now() if self.tracer.on else 0
 
         def execute() -> None:
+            t0 = self.tracer.now() if queued else 0
             outer = self.current     # set when a running job calls verbs on this group itself
             self.current, rec.state, rec.started = rec, "running", time.monotonic()
             try:
@@ -226,11 +245,25 @@ class Communicator:
                 self.current = outer
                 if outer is None:
                     self.checks.clear()
+                if t0:
+                    self._trace_call(rec, tensor, algorithm, t0, t0 - queued)
 
         if async_op:
             return self.engine.submit(name, execute)
         self.engine.run(name, execute)
         return None
+
+    def _trace_call(self, rec: CallRecord, tensor, algorithm: str, t0: int, queued: int) -> None:
+        """The collective's span on the timeline; ``queued``: ns it waited for the engine."""
+        nbytes = tensor.numel() * tensor.element_size() if tensor is not None else 0
+        args = {"seq": rec.seq, "bytes": nbytes, "numel": rec.numel, "dtype": rec.dtype,
+                "op": rec.op, "algorithm": algorithm, "state": rec.state,
+                "queued_us": queued / 1e3}
+        if rec.root >= 0:
+            args["root"] = rec.root
+        if not self.is_world:
+            args["group"] = self.ranks
+        self.tracer.complete(f"{rec.name} #{rec.seq}", t0, args)
 
     def _refuse_if_broken(self, rec: CallRecord) -> None:
         broken = self.engine.broken
@@ -251,6 +284,7 @@ class Communicator:
         """Stop the background thread (world communicator only; subgroups share it)."""
         if self._owns_engine:
             close_engine(self.transport)
+            self.tracer.flush()          # after the queue ran: the timeline is complete
 
     def __repr__(self) -> str:
         return (f"Communicator(rank={self.rank}, size={self.size}, local_size={self.local_size}, "
