@@ -175,7 +175,16 @@ class Communicator:
         owner = self._owner()
         if owner.checks.pending is not None:   # RINGFLOW_DEBUG: compare fingerprints before data
             owner.checks.verify(owner, owner.timeout)
+        if self.tracer.on:                     # RINGFLOW_TRACE: the same wait, as a span
+            self._timed_wait(work, peer, step)
+            return
         self._wait(work, peer, step)
+
+    def _timed_wait(self, work: Work, peer: int, step: int) -> None:
+        t0 = self.tracer.now()
+        self._wait(work, peer, step)
+        who = self.ranks[peer]                 # world rank, as the flight recorder names it
+        self.tracer.complete(f"wait rank {who}", t0, {"peer": who, "step": step})
 
     def _owner(self) -> "Communicator":
         """The communicator whose collective is running: this one, or the parent group of a
@@ -190,12 +199,8 @@ class Communicator:
         if rec is not None:
             rec.step, rec.peer = step, self.ranks[peer]    # world rank: one numbering per log
         timeout = self.timeout if timeout is None else timeout
-        t0 = self.tracer.now() if self.tracer.on else 0
         try:
             work.wait(timeout)
-            if t0:
-                self.tracer.complete(f"wait rank {self.ranks[peer]}", t0,
-                                     {"peer": self.ranks[peer], "step": step})
         except PeerTimeout as e:
             raise failure(self, CollectiveTimeout, f"timed out after {timeout:.1f}s", peer, step, e)
         except StampMismatch as e:
@@ -224,10 +229,8 @@ class Communicator:
         rec.stamp = stamp_of(rec)
         self.seq += 1
         self.recorder.add(rec)
-        queued = self.tracer.now() if self.tracer.on else 0
 
         def execute() -> None:
-            t0 = self.tracer.now() if queued else 0
             outer = self.current     # set when a running job calls verbs on this group itself
             self.current, rec.state, rec.started = rec, "running", time.monotonic()
             try:
@@ -245,25 +248,36 @@ class Communicator:
                 self.current = outer
                 if outer is None:
                     self.checks.clear()
-                if t0:
-                    self._trace_call(rec, tensor, algorithm, t0, t0 - queued)
+
+        if self.tracer.on:           # RINGFLOW_TRACE: run the same, timed (off: nothing added)
+            execute = self._timed(execute, rec, tensor, algorithm)
 
         if async_op:
             return self.engine.submit(name, execute)
         self.engine.run(name, execute)
         return None
 
-    def _trace_call(self, rec: CallRecord, tensor, algorithm: str, t0: int, queued: int) -> None:
-        """The collective's span on the timeline; ``queued``: ns it waited for the engine."""
+    def _timed(self, execute: Callable[[], None], rec: CallRecord, tensor,
+               algorithm: str) -> Callable[[], None]:
+        """``execute`` recording the collective's span on the timeline when it runs (and how
+        long it waited in the engine's queue since now, the call)."""
+        tracer, called = self.tracer, self.tracer.now()
         nbytes = tensor.numel() * tensor.element_size() if tensor is not None else 0
-        args = {"seq": rec.seq, "bytes": nbytes, "numel": rec.numel, "dtype": rec.dtype,
-                "op": rec.op, "algorithm": algorithm, "state": rec.state,
-                "queued_us": queued / 1e3}
-        if rec.root >= 0:
-            args["root"] = rec.root
-        if not self.is_world:
-            args["group"] = self.ranks
-        self.tracer.complete(f"{rec.name} #{rec.seq}", t0, args)
+
+        def timed() -> None:
+            t0 = tracer.now()
+            try:
+                execute()
+            finally:
+                args = {"seq": rec.seq, "bytes": nbytes, "numel": rec.numel, "dtype": rec.dtype,
+                        "op": rec.op, "algorithm": algorithm, "state": rec.state,
+                        "queued_us": (t0 - called) / 1e3}
+                if rec.root >= 0:
+                    args["root"] = rec.root
+                if not self.is_world:
+                    args["group"] = self.ranks
+                tracer.complete(f"{rec.name} #{rec.seq}", t0, args)
+        return timed
 
     def _refuse_if_broken(self, rec: CallRecord) -> None:
         broken = self.engine.broken

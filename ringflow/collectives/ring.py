@@ -175,9 +175,10 @@ def _reduce_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst:
             pending = post(k + 1)          # slot (k+1)%2 was consumed at k-1
         comm.wait(recv_work, peer=left, step=step)
         ra, rb = recvs[k]
-        t0 = tracer.now() if tracing else 0
+        if tracing:
+            t0 = tracer.now()
         reduce_out(dst[ra:rb], mine[ra:rb], landing[k % 2, : rb - ra], op)   # same order as in place
-        if t0:
+        if tracing:
             tracer.complete(f"reduce slice {k}", t0, {"bytes": (rb - ra) * dst.element_size()})
     for w in send_works:
         comm.wait(w, peer=right, step=step)
