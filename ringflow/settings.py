@@ -64,6 +64,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "where tunes and metric classifiers are cached (default ~/.cache/ringflow)"),
     Setting("RINGFLOW_FLIGHT_DIR", None, "folder",
             "also write each rank's flight recorder there as JSON when a collective fails"),
+    Setting("RINGFLOW_TRACE", None, "folder",
+            "write each rank's timeline there as a Chrome/Perfetto trace, one JSON file per "
+            "rank (merge them: python -m ringflow.collectives.trace folder)"),
     Setting("RINGFLOW_SLICE_BYTES", None, "bytes >= 0",
             "ring pipeline slice size (0: whole chunks; default: the transport's own)",
             _non_negative_int),

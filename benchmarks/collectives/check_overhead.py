@@ -1,9 +1,11 @@
 """What a check costs: all-reduce time with and without it, interleaved. ``--check debug``:
 RINGFLOW_DEBUG's fingerprint exchange; ``--check stamps``: the stamp every message carries (always
-on; turned off here only to measure it, see ringflow/collectives/stamp.py).
+on; turned off here only to measure it, see ringflow/collectives/stamp.py); ``--check trace``:
+recording RINGFLOW_TRACE's timeline (into a temporary folder) against the null tracer.
 
     torchrun --nproc_per_node=2 benchmarks/collectives/check_overhead.py --size 1MiB
     torchrun --nproc_per_node=2 benchmarks/collectives/check_overhead.py --check stamps --size 4KiB
+    torchrun --nproc_per_node=2 benchmarks/collectives/check_overhead.py --check trace --size 4KiB
     mpirun -np 2 python benchmarks/collectives/check_overhead.py --size 1MiB
 
 Both modes run in the same launch, alternating in blocks (absolute figures drift 2-3x
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 
 import torch
 
 import ringflow
 from ringflow import collectives as rc
+from ringflow.collectives import trace
 
 
 def parse_size(text: str) -> int:
@@ -46,23 +50,33 @@ def block(comm, x: torch.Tensor, algorithm: str, iters: int) -> tuple[float, flo
     return statistics.median(times), (time.process_time() - cpu0) / iters
 
 
+def switch(comm, check: str, on: bool, tracer) -> None:
+    """Turn ``check`` on or off on ``comm`` (every rank flips at the same call)."""
+    if check == "trace":
+        comm.tracer = tracer if on else trace.NULL
+    else:
+        setattr(comm, check, on)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="1MiB", help="bytes per rank (float32), e.g. 1MiB")
     p.add_argument("--algorithm", default="ring")
     p.add_argument("--iters", type=int, default=20, help="calls per block")
     p.add_argument("--blocks", type=int, default=7, help="blocks per mode, interleaved")
-    p.add_argument("--check", choices=("debug", "stamps"), default="debug")
+    p.add_argument("--check", choices=("debug", "stamps", "trace"), default="debug")
     a = p.parse_args()
     comm = ringflow.init()
+    tracer = (trace.Tracer(tempfile.mkdtemp(prefix="ringflow-trace-"), comm.rank, comm.size)
+              if a.check == "trace" else None)
     x = torch.ones(parse_size(a.size) // 4)
     block(comm, x, a.algorithm, 5)                       # warm-up (buffers, connections)
     result = {False: [], True: []}
     for i in range(2 * a.blocks):
         on = bool(i % 2)
-        setattr(comm, a.check, on)                       # every rank flips at the same call
+        switch(comm, a.check, on, tracer)
         result[on].append(block(comm, x, a.algorithm, a.iters))
-    setattr(comm, a.check, a.check == "stamps")          # back to the defaults
+    switch(comm, a.check, a.check == "stamps", tracer)   # back to the defaults
     if comm.rank == 0:
         off, on = (statistics.median(w for w, _ in result[k]) for k in (False, True))
         c_off, c_on = (statistics.median(c for _, c in result[k]) for k in (False, True))

@@ -70,10 +70,10 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False, algorithm="a
     tensor = _check(comm, tensor, "tensor", op)
     if wire_dtype is not None:
         return _all_reduce_wire(comm, tensor, op, async_op, algorithm, wire_dtype)
-    _, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm)
+    name, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm)
     flat = tensor.view(-1)
     return comm.run("all_reduce", lambda: fn(comm, flat, op), tensor=tensor, op=op,
-                    async_op=async_op)
+                    async_op=async_op, algorithm=name)
 
 
 def _all_reduce_wire(comm, tensor, op, async_op, algorithm, wire_dtype):
@@ -94,10 +94,11 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
     if input.numel() % comm.size:
         raise ValueError(f"reduce_scatter_tensor: input numel {input.numel()} is not divisible by "
                          f"the group size {comm.size}")
-    _, fn = select.choose(comm, "reduce_scatter", input.numel() * input.element_size(), algorithm)
+    name, fn = select.choose(comm, "reduce_scatter", input.numel() * input.element_size(),
+                             algorithm)
     out, inp = output.view(-1), input.view(-1)
     return comm.run("reduce_scatter_tensor", lambda: fn(comm, out, inp, op), tensor=input, op=op,
-                    async_op=async_op)
+                    async_op=async_op, algorithm=name)
 
 
 def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=False,
@@ -108,11 +109,11 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
     output_tensor = _check(comm, output_tensor, "output_tensor")
     _check_pair(output_tensor, input_tensor, input_tensor.numel() * comm.size,
                 "all_gather_into_tensor")
-    _, fn = select.choose(comm, "all_gather", output_tensor.numel() * output_tensor.element_size(),
-                          algorithm)
+    name, fn = select.choose(comm, "all_gather",
+                             output_tensor.numel() * output_tensor.element_size(), algorithm)
     out, inp = output_tensor.view(-1), input_tensor.view(-1)
     return comm.run("all_gather_into_tensor", lambda: fn(comm, out, inp), tensor=input_tensor,
-                    async_op=async_op)
+                    async_op=async_op, algorithm=name)
 
 
 def broadcast(tensor, src=0, group=None, async_op=False, algorithm="auto"):
@@ -120,10 +121,10 @@ def broadcast(tensor, src=0, group=None, async_op=False, algorithm="auto"):
     comm = _group(group)
     tensor = _check(comm, tensor, "tensor")
     _check_root(comm, src, "src")
-    _, fn = select.choose(comm, "broadcast", tensor.numel() * tensor.element_size(), algorithm)
+    name, fn = select.choose(comm, "broadcast", tensor.numel() * tensor.element_size(), algorithm)
     flat = tensor.view(-1)
     return comm.run("broadcast", lambda: fn(comm, flat, src), tensor=tensor, root=src,
-                    async_op=async_op)
+                    async_op=async_op, algorithm=name)
 
 
 def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, algorithm="auto"):
@@ -131,10 +132,10 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, algorithm
     comm, op = _group(group), as_reduce_op(op)
     tensor = _check(comm, tensor, "tensor", op)
     _check_root(comm, dst, "dst")
-    _, fn = select.choose(comm, "reduce", tensor.numel() * tensor.element_size(), algorithm)
+    name, fn = select.choose(comm, "reduce", tensor.numel() * tensor.element_size(), algorithm)
     flat = tensor.view(-1)
     return comm.run("reduce", lambda: fn(comm, flat, op, dst), tensor=tensor, op=op, root=dst,
-                    async_op=async_op)
+                    async_op=async_op, algorithm=name)
 
 
 def _split_bounds(tensor: torch.Tensor, splits, size: int, what: str) -> list[tuple[int, int]]:

@@ -31,6 +31,14 @@ def default_timeout() -> float:
     return settings.get("RINGFLOW_TIMEOUT")
 
 
+def _tracer_for(transport):
+    """trace.tracer_for, imported here rather than at the top so that importing the package does
+    not load trace.py: ``python -m ringflow.collectives.trace`` (the merge) would then run a
+    second copy of a module already imported, and runpy warns about exactly that."""
+    from .trace import tracer_for
+    return tracer_for(transport)
+
+
 class Communicator:
     """A set of ranks and the transport that connects them."""
 
@@ -72,6 +80,9 @@ class Communicator:
         self.current: CallRecord | None = None
         self.checks = CallCheck()      # RINGFLOW_DEBUG's fingerprint exchange of the running call
         self.parent = parent        # the group this one was cut from (its failures name ours)
+        # RINGFLOW_TRACE's timeline (trace.NULL when off): one per world rank, so a sub-group
+        # (or two-level's node group over another transport) records into its parent's
+        self.tracer = parent.tracer if parent is not None else _tracer_for(transport)
 
     @property
     def history(self):
@@ -164,7 +175,16 @@ class Communicator:
         owner = self._owner()
         if owner.checks.pending is not None:   # RINGFLOW_DEBUG: compare fingerprints before data
             owner.checks.verify(owner, owner.timeout)
+        if self.tracer.on:                     # RINGFLOW_TRACE: the same wait, as a span
+            self._timed_wait(work, peer, step)
+            return
         self._wait(work, peer, step)
+
+    def _timed_wait(self, work: Work, peer: int, step: int) -> None:
+        t0 = self.tracer.now()
+        self._wait(work, peer, step)
+        who = self.ranks[peer]                 # world rank, as the flight recorder names it
+        self.tracer.complete(f"wait rank {who}", t0, {"peer": who, "step": step})
 
     def _owner(self) -> "Communicator":
         """The communicator whose collective is running: this one, or the parent group of a
@@ -201,8 +221,10 @@ class Communicator:
 
     # ---- running a collective ---------------------------------------------------------------
     def run(self, name: str, job: Callable[[], None], *, tensor: torch.Tensor | None = None,
-            op=None, root: int = -1, async_op: bool = False) -> CollectiveWork | None:
-        """Number, record, (optionally) fingerprint-check and execute one collective."""
+            op=None, root: int = -1, async_op: bool = False,
+            algorithm: str = "") -> CollectiveWork | None:
+        """Number, record, (optionally) fingerprint-check and execute one collective.
+        ``algorithm``: the name select chose, for the timeline (RINGFLOW_TRACE)."""
         rec = call_record(self.seq, name, tensor, op, root)
         rec.stamp = stamp_of(rec)
         self.seq += 1
@@ -227,10 +249,35 @@ class Communicator:
                 if outer is None:
                     self.checks.clear()
 
+        if self.tracer.on:           # RINGFLOW_TRACE: run the same, timed (off: nothing added)
+            execute = self._timed(execute, rec, tensor, algorithm)
+
         if async_op:
             return self.engine.submit(name, execute)
         self.engine.run(name, execute)
         return None
+
+    def _timed(self, execute: Callable[[], None], rec: CallRecord, tensor,
+               algorithm: str) -> Callable[[], None]:
+        """``execute`` recording the collective's span on the timeline when it runs (and how
+        long it waited in the engine's queue since now, the call)."""
+        tracer, called = self.tracer, self.tracer.now()
+        nbytes = tensor.numel() * tensor.element_size() if tensor is not None else 0
+
+        def timed() -> None:
+            t0 = tracer.now()
+            try:
+                execute()
+            finally:
+                args = {"seq": rec.seq, "bytes": nbytes, "numel": rec.numel, "dtype": rec.dtype,
+                        "op": rec.op, "algorithm": algorithm, "state": rec.state,
+                        "queued_us": (t0 - called) / 1e3}
+                if rec.root >= 0:
+                    args["root"] = rec.root
+                if not self.is_world:
+                    args["group"] = self.ranks
+                tracer.complete(f"{rec.name} #{rec.seq}", t0, args)
+        return timed
 
     def _refuse_if_broken(self, rec: CallRecord) -> None:
         broken = self.engine.broken
@@ -251,6 +298,7 @@ class Communicator:
         """Stop the background thread (world communicator only; subgroups share it)."""
         if self._owns_engine:
             close_engine(self.transport)
+            self.tracer.flush()          # after the queue ran: the timeline is complete
 
     def __repr__(self) -> str:
         return (f"Communicator(rank={self.rank}, size={self.size}, local_size={self.local_size}, "

@@ -50,10 +50,15 @@ def reduce_scatter_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[in
     nslices = slice_count(comm, biggest, buf.element_size())
     piece = -(-biggest // nslices)
     landing = comm.scratch(buf.dtype, 2 * piece, buf.device).view(2, piece)
+    tracer = comm.tracer
     for step in range(n - 1):
+        t0 = tracer.now() if tracer.on else 0
         send_c, recv_c = reduce_scatter_chunks(r, n, step)
         (sa, sb), (ra, rb) = bounds[send_c], bounds[recv_c]
         _reduce_step(comm, buf[sa:sb], buf[ra:rb], buf[ra:rb], landing, nslices, op, step)
+        if t0:
+            _trace_step(comm, "reduce-scatter", step, t0, send_c, recv_c,
+                        (sb - sa) * buf.element_size(), nslices)
 
 
 def _fused_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst: torch.Tensor,
@@ -64,11 +69,13 @@ def _fused_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst: 
 
     def combine(out, first, arrived):
         reduce_out(out, first, arrived, op)          # same operand order as the landing path
-    works = []
-    for (sa, sb), (ra, rb) in zip(sends, recvs):
+    works, tracing = [], comm.tracer.on
+    for k, ((sa, sb), (ra, rb)) in enumerate(zip(sends, recvs)):
         if rb > ra:     # through the Communicator: the receive carries the call's stamp
             works.append((left, comm.irecv_reduce(dst[ra:rb], mine[ra:rb], left, combine)))
         works.append((right, comm.isend(src[sa:sb], right)))
+        if tracing:
+            _trace_post(comm, k, src[sa:sb], dst[ra:rb], right, left, "reduced on arrival")
     for who, work in works:
         comm.wait(work, peer=who, step=step)
 
@@ -81,14 +88,23 @@ def all_gather_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[int, i
     right, left = (r + 1) % n, (r - 1) % n
     biggest = max(b - a for a, b in bounds)
     nslices = slice_count(comm, biggest, buf.element_size())
+    tracer = comm.tracer
     for step in range(n - 1):
+        t0 = tracer.now() if tracer.on else 0
         send_c, recv_c = all_gather_chunks(r, n, step)
         sends, recvs = _slices(bounds[send_c], nslices), _slices(bounds[recv_c], nslices)
         works = [comm.sendrecv(buf[sa:sb], right, buf[ra:rb], left)
                  for (sa, sb), (ra, rb) in zip(sends, recvs)]
+        if t0:
+            for k, ((sa, sb), (ra, rb)) in enumerate(zip(sends, recvs)):
+                _trace_post(comm, k, buf[sa:sb], buf[ra:rb], right, left, "copied")
         for send_work, recv_work in works:
             comm.wait(recv_work, peer=left, step=n - 1 + step)
             comm.wait(send_work, peer=right, step=n - 1 + step)
+        if t0:
+            sa, sb = bounds[send_c]
+            _trace_step(comm, "all-gather", step, t0, send_c, recv_c,
+                        (sb - sa) * buf.element_size(), nslices)
 
 
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
@@ -118,12 +134,17 @@ def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op:
     piece = -(-biggest // nslices)
     scratch = comm.scratch(inp.dtype, 2 * biggest + 2 * piece, inp.device)
     acc, landing = scratch[: 2 * biggest].view(2, biggest), scratch[2 * biggest:].view(2, piece)
+    tracer = comm.tracer
     for step in range(n - 1):
+        t0 = tracer.now() if tracer.on else 0
         send_c, recv_c = reduce_scatter_chunks(r, n, step)
         (sa, sb), (ra, rb) = bounds[send_c], bounds[recv_c]
         src = inp[sa:sb] if step == 0 else acc[(step - 1) % 2, : sb - sa]
         dst = out if step == n - 2 else acc[step % 2, : rb - ra]
         _reduce_step(comm, src, inp[ra:rb], dst, landing, nslices, op, step)
+        if t0:
+            _trace_step(comm, "reduce-scatter", step, t0, send_c, recv_c,
+                        (sb - sa) * inp.element_size(), nslices)
     finish_avg(out, op, n)
 
 
@@ -136,8 +157,13 @@ def _reduce_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst:
         _fused_step(comm, src, mine, dst, sends, recvs, op, step)
         return
 
+    tracer = comm.tracer
+    tracing = tracer.on
+
     def post(k: int):
         (sa, sb), (ra, rb) = sends[k], recvs[k]
+        if tracing:
+            _trace_post(comm, k, src[sa:sb], landing[k % 2, : rb - ra], right, left, "landing")
         return comm.sendrecv(src[sa:sb], right, landing[k % 2, : rb - ra], left)
 
     pending, send_works = post(0), []
@@ -148,7 +174,11 @@ def _reduce_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst:
             pending = post(k + 1)          # slot (k+1)%2 was consumed at k-1
         comm.wait(recv_work, peer=left, step=step)
         ra, rb = recvs[k]
+        if tracing:
+            t0 = tracer.now()
         reduce_out(dst[ra:rb], mine[ra:rb], landing[k % 2, : rb - ra], op)   # same order as in place
+        if tracing:
+            tracer.complete(f"reduce slice {k}", t0, {"bytes": (rb - ra) * dst.element_size()})
     for w in send_works:
         comm.wait(w, peer=right, step=step)
 
@@ -159,3 +189,21 @@ def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None
     a, b = bounds[comm.rank]
     out[a:b].copy_(inp)
     all_gather_(comm, out, bounds)
+
+
+# ---- the timeline (RINGFLOW_TRACE): called only when comm.tracer.on ------------------------
+def _trace_step(comm: Communicator, phase: str, step: int, t0: int, send_c: int, recv_c: int,
+                nbytes: int, nslices: int) -> None:
+    comm.tracer.complete(f"{phase} step {step}", t0, {
+        "send_chunk": send_c, "recv_chunk": recv_c, "bytes": nbytes, "slices": nslices,
+        "to": comm.ranks[(comm.rank + 1) % comm.size],
+        "from": comm.ranks[(comm.rank - 1) % comm.size]})
+
+
+def _trace_post(comm: Communicator, k: int, send: torch.Tensor, recv: torch.Tensor, right: int,
+                left: int, into: str) -> None:
+    """Slice ``k``'s send to ``right`` and receive from ``left`` were posted (group ranks)."""
+    comm.tracer.instant(f"post slice {k}", {
+        "send_bytes": send.numel() * send.element_size(), "to": comm.ranks[right],
+        "recv_bytes": recv.numel() * recv.element_size(), "from": comm.ranks[left],
+        "recv_into": into})

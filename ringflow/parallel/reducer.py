@@ -39,6 +39,7 @@ class Reducer:
         if not named:
             raise ValueError("no parameter requires grad: there is nothing to average")
         self.comm, self.find_unused = comm, find_unused_parameters
+        self.tracer = comm.tracer                           # RINGFLOW_TRACE (trace.NULL: off)
         self.names = {id(p): n for n, p in named}
         self.params = [p for _, p in named]
         self.buckets = make_buckets(self.params, int(bucket_cap_mb * MIB), int(first_bucket_mb * MIB))
@@ -96,6 +97,8 @@ class Reducer:
         b, _ = self.slot[id(p)]
         b.pending -= 1
         if b.pending == 0:
+            if self.tracer.on:
+                self._trace_ready(b, "gradients")
             self._launch_ready()
 
     def _launch_ready(self) -> None:
@@ -109,6 +112,8 @@ class Reducer:
         wire = self.wire if buf.dtype == torch.float32 else None   # others go in their own dtype
         b.work = rc.all_reduce(buf, op=rc.ReduceOp.AVG, group=self.comm, async_op=True,
                                wire_dtype=wire)
+        if self.tracer.on:
+            self._trace_launched(b)
 
     def finalize(self) -> None:
         """End of backward: launch what is left, wait for all buckets, check unused parameters."""
@@ -116,8 +121,12 @@ class Reducer:
             missing = self._fill_missing()
             self._launch_ready()
             used = self._globally_used(missing) if self.find_unused else None
+            t0 = self.tracer.now() if self.tracer.on else 0
             for b in self.buckets:
                 b.work.wait()
+            if t0:
+                self.tracer.complete("wait for buckets", t0, {"buckets": len(self.buckets)},
+                                     cat="bucket")
             self._settle(missing, used)
         finally:
             self._reset()
@@ -132,6 +141,8 @@ class Reducer:
             else:
                 self._into_view(p)                          # accumulated in an earlier no_sync pass
             b.pending -= 1
+            if b.pending == 0 and self.tracer.on:
+                self._trace_ready(b, "end of backward")
         return [p for p in missing if p.grad is None]
 
     def _globally_used(self, missing: list[torch.Tensor]) -> torch.Tensor:
@@ -164,6 +175,26 @@ class Reducer:
             b.reset()
         self._next = 0
         self._ready.clear()
+
+    # ---- the timeline (RINGFLOW_TRACE): called only when self.tracer.on ------------------------
+    def _trace_ready(self, b, why: str) -> None:
+        """Bucket ``b`` has every gradient (``why``: the last came from autograd, or the end of
+        backward filled in the ones that never came); its span runs until its all-reduce ends."""
+        args = {"bytes": b.nbytes, "params": len(b.params), "ready_by": why}
+        self.tracer.instant(f"bucket {b.index} ready", args, cat="bucket")
+        self.tracer.async_span("b", f"bucket {b.index}", b.index, "bucket", args)
+
+    def _trace_launched(self, b) -> None:
+        name = f"bucket {b.index}"
+        self.tracer.instant(f"{name} launched", {"collective_seq": self.comm.seq - 1},
+                            cat="bucket")
+        tracer = self.tracer
+
+        def done(work) -> None:                             # on the communication thread
+            state = "failed" if work.exception() is not None else "done"
+            tracer.instant(f"{name} {state}", cat="bucket")
+            tracer.async_span("e", name, b.index, "bucket", {"state": state})
+        b.work.add_done_callback(done)
 
     def remove(self) -> None:
         """Detach the hooks (the model keeps working without averaging)."""

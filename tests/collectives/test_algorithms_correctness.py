@@ -158,10 +158,10 @@ def test_ring_uses_a_transport_that_reduces_on_arrival(monkeypatch):
     from ringflow.transport.local import LocalTransport
     calls = []
 
-    def irecv_reduce(self, out, first, src, tag, combine):
+    def irecv_reduce(self, out, first, src, tag, combine, stamp=None):
         calls.append(out.numel())
         landing = torch.empty_like(out)
-        return _ReduceOnArrival(self.irecv(landing, src, tag), out, first, landing, combine)
+        return _ReduceOnArrival(self.irecv(landing, src, tag, stamp), out, first, landing, combine)
     monkeypatch.setattr(LocalTransport, "irecv_reduce", irecv_reduce, raising=False)
     for n in (2, 3):
         expected = run_all_reduce(n, 1001, torch.float32, "sum", "naive")[0]
