@@ -12,6 +12,7 @@ deadlocks rendezvous transports such as NCCL).
 from __future__ import annotations
 
 import abc
+import functools
 import torch
 
 
@@ -41,8 +42,9 @@ class StampMismatch(TransportError):
 TAG_SPAN = 1 << 15
 
 
+@functools.lru_cache(maxsize=64)      # a collective's messages share one stamp
 def stamp_hash(stamp: tuple) -> int:
-    """A 31-bit hash of a stamp (four int64 words), the same on every rank."""
+    """A hash of a stamp (four int64 words), the same on every rank."""
     h = 0
     for word in stamp:
         h = (h * 1_000_003 ^ word) & 0x7FFFFFFFFFFFFFFF
