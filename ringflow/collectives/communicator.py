@@ -250,34 +250,13 @@ class Communicator:
                     self.checks.clear()
 
         if self.tracer.on:           # RINGFLOW_TRACE: run the same, timed (off: nothing added)
-            execute = self._timed(execute, rec, tensor, algorithm)
+            from .trace import timed_collective
+            execute = timed_collective(self, execute, rec, tensor, algorithm)
 
         if async_op:
             return self.engine.submit(name, execute)
         self.engine.run(name, execute)
         return None
-
-    def _timed(self, execute: Callable[[], None], rec: CallRecord, tensor,
-               algorithm: str) -> Callable[[], None]:
-        """``execute`` recording the collective's span on the timeline when it runs (and how
-        long it waited in the engine's queue since now, the call)."""
-        tracer, called = self.tracer, self.tracer.now()
-        nbytes = tensor.numel() * tensor.element_size() if tensor is not None else 0
-
-        def timed() -> None:
-            t0 = tracer.now()
-            try:
-                execute()
-            finally:
-                args = {"seq": rec.seq, "bytes": nbytes, "numel": rec.numel, "dtype": rec.dtype,
-                        "op": rec.op, "algorithm": algorithm, "state": rec.state,
-                        "queued_us": (t0 - called) / 1e3}
-                if rec.root >= 0:
-                    args["root"] = rec.root
-                if not self.is_world:
-                    args["group"] = self.ranks
-                tracer.complete(f"{rec.name} #{rec.seq}", t0, args)
-        return timed
 
     def _refuse_if_broken(self, rec: CallRecord) -> None:
         broken = self.engine.broken

@@ -149,6 +149,28 @@ _LIVE: "weakref.WeakSet[Tracer]" = weakref.WeakSet()
 _TRACERS: "weakref.WeakKeyDictionary[object, Tracer]" = weakref.WeakKeyDictionary()
 
 
+def timed_collective(comm, execute, rec, tensor, algorithm: str):
+    """``execute`` (Communicator.run's) recording the collective's span when it runs, and how long
+    it waited in the engine's queue since now, the call."""
+    tracer, called = comm.tracer, comm.tracer.now()
+    nbytes = tensor.numel() * tensor.element_size() if tensor is not None else 0
+
+    def timed() -> None:
+        t0 = tracer.now()
+        try:
+            execute()
+        finally:
+            args = {"seq": rec.seq, "bytes": nbytes, "numel": rec.numel, "dtype": rec.dtype,
+                    "op": rec.op, "algorithm": algorithm, "state": rec.state,
+                    "queued_us": (t0 - called) / 1e3}
+            if rec.root >= 0:
+                args["root"] = rec.root
+            if not comm.is_world:
+                args["group"] = comm.ranks
+            tracer.complete(f"{rec.name} #{rec.seq}", t0, args)
+    return timed
+
+
 def tracer_for(transport) -> Tracer | NullTracer:
     """The tracer of ``transport``'s rank: ``NULL`` unless RINGFLOW_TRACE names a folder."""
     folder = settings.get("RINGFLOW_TRACE")
