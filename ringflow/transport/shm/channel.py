@@ -183,11 +183,11 @@ class Inbox:
         if queue:
             msg = queue.popleft()
             self.waiting -= 1
+            if ((stamp == msg.stamp or stamp is None or msg.stamp is None) and msg.nbytes == nbytes
+                    and (msg.code == code or -1 in (code, msg.code))):
+                return msg                              # the common case: no object made
             came = Message(msg.owner, "recv", self.src, tag, None, nbytes, code, numel, stamp)
-            error = self._refusal(came, msg)
-            if error is None:
-                return msg
-            msg.error, came.claimer = error, msg
+            msg.error, came.claimer = self._refusal(came, msg), msg
             return came                                 # swallow its bytes, fail the receive
         if not self.waiting:
             return None
