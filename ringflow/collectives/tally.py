@@ -6,9 +6,11 @@ every peer its count and the stamps of its last ``KEEP`` calls (collectives/stam
 their own; the waits are short and any failure is reported, never raised, so shutdown still
 finishes.
 
-    report = tally(comm, timeout=5)      # None when every rank made the same calls
+    tally(comm, timeout=5)     # prints (stderr) what differs; returns it, or None
 """
 from __future__ import annotations
+
+import sys
 
 import torch
 
@@ -73,12 +75,19 @@ def compare(rows: dict[int, list[int]]) -> str | None:
 
 
 def tally(comm, timeout: float) -> str | None:
-    """Compare the ranks' calls (the world communicator, at shutdown); the report, or None.
-    Skipped where a collective already failed (that failure said what went wrong)."""
+    """Compare the ranks' calls (the world communicator, at shutdown) and print what differs:
+    once, on rank 0, for the report every rank reached alike; on its own rank, for a rank that
+    could not compare. Returns what it printed, or None. Skipped where a collective already
+    failed (that failure said what went wrong)."""
     if comm.size == 1 or comm.engine.broken:
         return None
     try:
-        return compare(_exchange(comm, timeout))
+        report = compare(_exchange(comm, timeout))
+        if comm.rank != 0:
+            return None
     except (TransportError, RuntimeError) as e:
-        return (f"ringflow: rank {comm.rank} could not compare its {comm.seq} collectives with "
-                f"its peers at shutdown ({type(e).__name__}: {e}); a peer may have exited early")
+        report = (f"ringflow: rank {comm.rank} could not compare its {comm.seq} collectives with "
+                  f"its peers at shutdown ({type(e).__name__}: {e}); a peer may have exited early")
+    if report:
+        print(report, file=sys.stderr, flush=True)
+    return report
