@@ -104,6 +104,7 @@ class TorchTransport(BesideNodeShm, Transport):
         self.device = torch.device(device)
         self.owns_group = owns_group
         self.poll = self.backend == "nccl"
+        self.pipelines = not self.poll       # NCCL: a ring step's pair goes as one batch
         # gloo/TCP: slicing only adds per-call overhead (MACHINE-FACTS); NCCL pipelines itself.
         self.slice_bytes = None
         self.name = f"torch/{self.backend}"
