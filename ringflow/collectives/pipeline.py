@@ -101,7 +101,7 @@ class _Pipeline:
         self.steps, self.channels = steps, channels
         n, r = comm.size, comm.rank
         self.right, self.left = (r + 1) % n, (r - 1) % n
-        per_step = channels * len(next(iter(cuts.values())))
+        per_step = len(next(iter(cuts.values())))       # channels x slices
         self.order = [(t, j) for t in steps for j in range(per_step)]
         piece = max(b - a for cut in cuts.values() for a, b in cut)
         self.window = min(len(self.order), WINDOW_PER_CHANNEL * channels)
