@@ -30,6 +30,10 @@ from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_out
 
 WINDOW_PER_CHANNEL = 4      # receives posted ahead per channel (landing slots)
+# A channel is opened per this many bytes of a chunk, up to the transport's ring_channels:
+# over gloo on loopback 2-4 channels won at 16-64 MiB and lost at 1-4 MiB, where each extra
+# message costs more than the overlap gains (benchmarks/collectives/pipeline_sweep.py).
+CHANNEL_BYTES = 4 << 20
 
 
 def pieces(length: int, channels: int, slices: int) -> list[tuple[int, int]]:
@@ -57,7 +61,9 @@ def slice_count(chunk_bytes: int, channels: int, slice_bytes: int) -> int:
 
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp, channels: int | None = None,
                slice_bytes: int | None = None) -> None:
-    """Pipelined ring all-reduce of flat ``buf`` in place (defaults: the transport's)."""
+    """Pipelined ring all-reduce of flat ``buf`` in place. Defaults: the transport's slice size
+    (RINGFLOW_SLICE_BYTES overrides it) and one channel per CHANNEL_BYTES of a chunk, up to
+    the transport's ``ring_channels``."""
     run(comm, buf, chunk_bounds(buf.numel(), comm.size), op, range(2 * comm.size - 2),
         channels, slice_bytes)
 
@@ -82,12 +88,13 @@ def run(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[int, int]], op
     n = comm.size
     if n == 1 or not steps:
         return
-    channels = channels or comm.ring_channels
+    biggest = max(b - a for a, b in bounds)
+    if channels is None:
+        channels = max(1, min(comm.ring_channels, biggest * buf.element_size() // CHANNEL_BYTES))
     slice_bytes = configured_slice_bytes(comm) if slice_bytes is None else slice_bytes
     if channels < 1 or slice_bytes < 0:
         raise ValueError(f"the pipelined ring needs channels >= 1 and slice_bytes >= 0, got "
                          f"channels={channels}, slice_bytes={slice_bytes}")
-    biggest = max(b - a for a, b in bounds)
     slices = slice_count(biggest * buf.element_size(), channels, slice_bytes)
     cuts = {b - a: pieces(b - a, channels, slices) for a, b in bounds}   # 2 lengths at most
     _Pipeline(comm, buf, bounds, cuts, op, steps, channels).go()
