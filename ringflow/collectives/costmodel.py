@@ -45,18 +45,15 @@ DEFAULTS = {  # these 2-core machines, per message through ringflow's Python
     # (benchmarks/collectives/overheads.py: an exchange costs ~440 us over gloo, ~40 us over MPI
     # or shm); tune replaces them
     "torch": Model(alpha=300e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
-    "mpi": Model(alpha=40e-6, beta=1 / 4.0e9, gamma=1 / 6e9),
+    # one node: Open MPI's shared memory copies a byte in and out too (ring 0.9-1.5 GB/s busbw
+    # at 4-64 MiB, 2 ranks), so the staged path wins there as on shm
+    "mpi": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
     # a byte through the shm rings is copied twice (in, out) by Python-driven slices: the ring
     # reached ~1 GB/s busbw at 16 MiB where staged reached 1.2-2.5 (one node, 2 ranks)
     "shm": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
     "local": Model(alpha=40e-6, beta=1 / 3.0e9, gamma=1 / 6e9),
 }
 CUDA_NATIVE = [10e-6, 1 / 100e9]    # NCCL on one node: far below anything done from Python
-# Open MPI's own all-reduce on one node (shared memory, ../shared/MACHINE-FACTS.md: ~3 us at
-# 4 KiB, 5-12 GB/s to 4 MiB): a candidate without a tune there, as it beats any Python round
-# at small sizes. gloo's is not (a node's staged path beats it at every size; across hosts the
-# ring is what ringflow is for).
-MPI_NATIVE_ONE_NODE = {"all_reduce": [5e-6, 1 / 5e9]}
 # Across hosts, without a tune, auto weighs only the ring family and recursive doubling (for
 # latency), as NCCL keeps to rings and trees between nodes: on two emulated hosts x 2 ranks at
 # 2 Gbit/s, rhd ran at 0.69-0.75 of the best candidate at 16-64 MiB (README, Across hosts).
@@ -114,15 +111,14 @@ def load(comm) -> Model:
 
 
 def prior(transport, size: int, local_size: int) -> Model:
-    """The model without a tune file: the transport's default costs and, by topology, which
-    backend lines count (see MPI_NATIVE_ONE_NODE, CUDA_NATIVE)."""
+    """The model without a tune file: the transport's default costs; the backend's own
+    collectives count only on CUDA (CUDA_NATIVE). Not MPI's on one node, though it is the fastest
+    there at 4 KiB-16 MiB: choose() does not see the dtype, and MPI has no bfloat16 reduction."""
     name = transport.name.split("/")[0]
     model = dataclasses.replace(DEFAULTS.get(name, DEFAULTS["torch"]), native={})
     if str(getattr(transport, "device", "cpu")).startswith("cuda"):
         model.native = {c: CUDA_NATIVE for c in ("all_reduce", "reduce_scatter",
                                                  "all_gather", "broadcast", "reduce")}
-    elif name == "mpi" and local_size >= size:
-        model.native = dict(MPI_NATIVE_ONE_NODE)
     return model
 
 

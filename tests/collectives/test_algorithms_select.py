@@ -150,11 +150,11 @@ def prior_picks(tmp_path, monkeypatch, name, n, local, stages, sizes) -> list[st
 SIZES = [4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20]
 
 
-def test_prior_on_one_node_reads_peers_in_place_and_mpi_keeps_its_own(tmp_path, monkeypatch):
+def test_prior_on_one_node_reads_peers_in_place(tmp_path, monkeypatch):
     for name, n in (("shm", 2), ("shm", 4), ("torch/gloo", 2), ("torch/gloo", 4)):
         assert prior_picks(tmp_path, monkeypatch, name, n, n, True, SIZES) == ["staged"] * 5, name
-    # Open MPI's shared-memory all-reduce is microseconds where a Python round is tens
-    assert prior_picks(tmp_path, monkeypatch, "mpi", 2, 2, True, SIZES)[:3] == ["native"] * 3
+    # never MPI's own without a tune: auto does not see the dtype, and MPI cannot sum bfloat16
+    assert prior_picks(tmp_path, monkeypatch, "mpi", 2, 2, True, SIZES) == ["staged"] * 5
     # eight ranks read eight stages each: the ring's 2(n-1)/n of the data wins at large sizes
     assert prior_picks(tmp_path, monkeypatch, "shm", 8, 8, True, [64 << 20]) != ["staged"]
 
