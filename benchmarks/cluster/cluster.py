@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", default=hosts.LATENCY, help="tbf queue bound")
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds the run may take before its agents are killed")
+    p.add_argument("--script", metavar="FILE.py",
+                   help="run this torchrun program on the hosts instead of ringflow-bench (the "
+                        "unknown flags go to it), e.g. benchmarks/collectives/pipeline_sweep.py")
     p.add_argument("--cleanup", action="store_true",
                    help="only remove namespaces left by runs that no longer exist")
     return p
@@ -57,7 +60,10 @@ def parse(argv=None) -> tuple[argparse.Namespace, list[str]]:
         hosts.parse_rate(a.rate)
     except ValueError as e:
         parser.error(f"--rate: {e}")
-    bench_cli.parse(["--link-rate", a.rate, *bench])     # a bad flag fails here, not on H hosts
+    if a.script is None:
+        bench_cli.parse(["--link-rate", a.rate, *bench])  # a bad flag fails here, not on H hosts
+    elif not Path(a.script).is_file():
+        parser.error(f"--script {a.script}: no such file")
     return a, bench
 
 
@@ -67,7 +73,8 @@ def torchrun(net, a, host: int, port: int, argv: list[str]) -> list[str]:
         sys.executable, "-m", "torch.distributed.run", f"--nnodes={a.hosts}",
         f"--nproc_per_node={a.ranks_per_host}", f"--node_rank={host}",
         f"--master_addr={net.addr[0]}", f"--master_port={port}", f"--local_addr={net.addr[host]}",
-        "-m", "ringflow.bench", "--link-rate", a.rate, *argv])
+        *(["-m", "ringflow.bench", "--link-rate", a.rate] if a.script is None else [a.script]),
+        *argv])
 
 
 def start(net, a, port: int, argv: list[str], logdir: Path) -> list[subprocess.Popen]:

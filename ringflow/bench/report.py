@@ -96,6 +96,7 @@ def footer(rows: list[dict]) -> list[str]:
             text += (f"; vs builtin: median {np.median(ratios):.2f}x, min {min(ratios):.2f}x "
                      f"at {human(worst['size'])}")
         out.append(text)
+    out += auto_versus_best(rows)
     wrong = sum(r[m]["wrong"] or 0 for r in rows for m in ("oop", "ip") if r.get(m))
     checked = any(r[m].get("wrong") is not None for r in rows for m in ("oop", "ip") if r.get(m))
     out.append(f"# Out of bounds values : {wrong} {'OK' if wrong == 0 else 'FAILED'}" if checked
@@ -103,6 +104,22 @@ def footer(rows: list[dict]) -> list[str]:
     for name in dict.fromkeys(r["label"].split(":", 1)[0] for r in rows):
         mine = [r for r in rows if r["label"].split(":", 1)[0] == name]
         out.append(f"# Avg bus bandwidth    : {avg_busbw(mine)}  ({name})")
+    return out
+
+
+def auto_versus_best(rows: list[dict]) -> list[str]:
+    """Per size where auto ran beside others: what auto picked, and its time as a share of the
+    fastest row's (auto's own included, the built-in too): 1.00 when auto picked the best."""
+    out = []
+    for size in dict.fromkeys(r["size"] for r in rows):
+        here = [r for r in rows if r["size"] == size and r.get(ratio_mode(r))]
+        auto = next((r for r in here if r["label"].startswith("auto:")), None)
+        if auto is None or len(here) < 2:
+            continue
+        best = min(here, key=lambda r: r[ratio_mode(r)]["time_us"])
+        share = best[ratio_mode(best)]["time_us"] / auto[ratio_mode(auto)]["time_us"]
+        out.append(f"# auto at {human(size)}: picked {auto['label'][5:]}, {share:.2f} of the "
+                   f"best ({best['label']})")
     return out
 
 

@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 import torch
 
 from .. import settings
-from ..transport.base import (DoneWork, PeerTimeout, StampMismatch, Transport, TransportError,
-                              Work)
+from ..transport.base import (TAG_SPAN, DoneWork, PeerTimeout, StampMismatch, Transport,
+                              TransportError, Work)
 from .debug import CallCheck
 from .engine import CollectiveWork, close_engine, engine_for
 from .errors import CollectiveError, CollectiveMismatch, CollectiveTimeout, failure, refused
@@ -66,6 +66,7 @@ class Communicator:
         self.engine = engine_for(transport)
         self._owns_engine = ranks is None
         self.slice_bytes = getattr(transport, "slice_bytes", None)   # ring pipelining granularity
+        self.ring_channels = getattr(transport, "ring_channels", 1)  # the pipelined ring's (C)
         self.device = torch.device(getattr(transport, "device", "cpu"))  # for internal buffers
         self._scratch: dict[tuple, torch.Tensor] = {}
         # what RINGFLOW_ALGORITHM would say, given as an argument (the trainer's --algorithm);
@@ -115,19 +116,19 @@ class Communicator:
 
     # ---- point to point inside a collective (group ranks) -------------------------------------
     # Empty messages are never put on the wire: both ends know the size, so both skip it.
-    def isend(self, tensor: torch.Tensor, dst: int) -> Work:
+    # ``lane``: a second stream of messages between the same pair, on its own tag (the
+    # pipelined ring's channels); lane 0 is the group's tag.
+    def isend(self, tensor: torch.Tensor, dst: int, lane: int = 0) -> Work:
         if tensor.numel() == 0:
             return DoneWork()
-        stamp = self.current_stamp()
-        return self._post(lambda: self.transport.isend(tensor, self.ranks[dst], self.tag, stamp),
-                          dst)
+        stamp, tag = self.current_stamp(), (self.tag + lane) % TAG_SPAN
+        return self._post(lambda: self.transport.isend(tensor, self.ranks[dst], tag, stamp), dst)
 
-    def irecv(self, tensor: torch.Tensor, src: int) -> Work:
+    def irecv(self, tensor: torch.Tensor, src: int, lane: int = 0) -> Work:
         if tensor.numel() == 0:
             return DoneWork()
-        stamp = self.current_stamp()
-        return self._post(lambda: self.transport.irecv(tensor, self.ranks[src], self.tag, stamp),
-                          src)
+        stamp, tag = self.current_stamp(), (self.tag + lane) % TAG_SPAN
+        return self._post(lambda: self.transport.irecv(tensor, self.ranks[src], tag, stamp), src)
 
     def sendrecv(self, send: torch.Tensor, dst: int, recv: torch.Tensor, src: int,
                  stamped: bool = True) -> tuple[Work, Work]:

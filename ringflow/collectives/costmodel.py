@@ -45,11 +45,19 @@ DEFAULTS = {  # these 2-core machines, per message through ringflow's Python
     # (benchmarks/collectives/overheads.py: an exchange costs ~440 us over gloo, ~40 us over MPI
     # or shm); tune replaces them
     "torch": Model(alpha=300e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
-    "mpi": Model(alpha=40e-6, beta=1 / 4.0e9, gamma=1 / 6e9),
-    "shm": Model(alpha=40e-6, beta=1 / 6.0e9, gamma=1 / 6e9),
+    # one node: Open MPI's shared memory copies a byte in and out too (ring 0.9-1.5 GB/s busbw
+    # at 4-64 MiB, 2 ranks), so the staged path wins there as on shm
+    "mpi": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
+    # a byte through the shm rings is copied twice (in, out) by Python-driven slices: the ring
+    # reached ~1 GB/s busbw at 16 MiB where staged reached 1.2-2.5 (one node, 2 ranks)
+    "shm": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
     "local": Model(alpha=40e-6, beta=1 / 3.0e9, gamma=1 / 6e9),
 }
 CUDA_NATIVE = [10e-6, 1 / 100e9]    # NCCL on one node: far below anything done from Python
+# Across hosts, without a tune, auto weighs only the ring family and recursive doubling (for
+# latency), as NCCL keeps to rings and trees between nodes: on two emulated hosts x 2 ranks at
+# 2 Gbit/s, rhd ran at 0.69-0.75 of the best candidate at 16-64 MiB (README, Across hosts).
+ACROSS_HOSTS_PRIOR = ("ring", "two_level", "rd")
 # Staged collectives move no messages whatever the transport: a round (copy in, counters,
 # wait) and memory-speed copies and reductions. Rough figures of these machines; tune's
 # measured points replace them.
@@ -95,15 +103,30 @@ def load(comm) -> Model:
             model = Model(**{k: v for k, v in fields.items() if k in Model.__dataclass_fields__})
             model.source = str(path)
         else:
-            base = DEFAULTS.get(tr.name.split("/")[0], DEFAULTS["torch"])
-            model = dataclasses.replace(base, native={})
-            if str(getattr(tr, "device", "cpu")).startswith("cuda"):
-                model.native = {c: CUDA_NATIVE for c in ("all_reduce", "reduce_scatter",
-                                                         "all_gather", "broadcast", "reduce")}
+            model = prior(tr, comm.size, comm.local_size)
         model.local_size, model.slice_bytes = comm.local_size, comm.slice_bytes or 0
         model.stage_bytes = stage_bytes(tr)
         _LOADED[key] = model
     return _LOADED[key]
+
+
+def prior(transport, size: int, local_size: int) -> Model:
+    """The model without a tune file: the transport's default costs; the backend's own
+    collectives count only on CUDA (CUDA_NATIVE). Not MPI's on one node, though it is the fastest
+    there at 4 KiB-16 MiB: choose() does not see the dtype, and MPI has no bfloat16 reduction."""
+    name = transport.name.split("/")[0]
+    model = dataclasses.replace(DEFAULTS.get(name, DEFAULTS["torch"]), native={})
+    if str(getattr(transport, "device", "cpu")).startswith("cuda"):
+        model.native = {c: CUDA_NATIVE for c in ("all_reduce", "reduce_scatter",
+                                                 "all_gather", "broadcast", "reduce")}
+    return model
+
+
+def allowed(model: Model, alg: str, size: int) -> bool:
+    """Whether ``alg`` is a candidate of auto under ``model``: every one, except across hosts
+    without a tune (ACROSS_HOSTS_PRIOR)."""
+    spans_hosts = 0 < model.local_size < size
+    return model.source != "default" or not spans_hosts or alg in ACROSS_HOSTS_PRIOR
 
 
 def stage_bytes(transport) -> int:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import settings
+from . import pipeline
 from .chunking import all_gather_chunks, chunk_bounds, reduce_scatter_chunks
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_out
+from .pipeline import configured_slice_bytes, trace_step
 
 
 def _slices(bounds: tuple[int, int], nslices: int) -> list[tuple[int, int]]:
@@ -25,15 +26,9 @@ def _slices(bounds: tuple[int, int], nslices: int) -> list[tuple[int, int]]:
     return [(start + a, start + b) for a, b in chunk_bounds(stop - start, nslices)]
 
 
-def slice_bytes(comm: Communicator) -> int:
-    """Pipeline slice size: $RINGFLOW_SLICE_BYTES (0: whole chunks), else the transport's own."""
-    size = settings.get("RINGFLOW_SLICE_BYTES")
-    return size if size is not None else (comm.slice_bytes or 0)
-
-
 def slice_count(comm: Communicator, chunk_elems: int, itemsize: int) -> int:
     """How many pipeline slices a chunk of ``chunk_elems`` gets (same on every rank)."""
-    size = slice_bytes(comm)
+    size = configured_slice_bytes(comm)
     if not size or chunk_elems == 0:
         return 1
     per = max(1, size // itemsize)
@@ -46,6 +41,9 @@ def reduce_scatter_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[in
     n, r = comm.size, comm.rank
     if n == 1:
         return
+    if not _fused(comm):
+        pipeline.reduce_scatter_(comm, buf, bounds, op)
+        return
     biggest = max(b - a for a, b in bounds)
     nslices = slice_count(comm, biggest, buf.element_size())
     piece = -(-biggest // nslices)
@@ -57,8 +55,15 @@ def reduce_scatter_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[in
         (sa, sb), (ra, rb) = bounds[send_c], bounds[recv_c]
         _reduce_step(comm, buf[sa:sb], buf[ra:rb], buf[ra:rb], landing, nslices, op, step)
         if t0:
-            _trace_step(comm, "reduce-scatter", step, t0, send_c, recv_c,
-                        (sb - sa) * buf.element_size(), nslices)
+            trace_step(comm, step, t0, nslices, (sb - sa) * buf.element_size())
+
+
+def _fused(comm: Communicator) -> bool:
+    """Whether this ring runs step by step: on a transport that reduces as it receives (shm),
+    whose steps take every slice at once, and on one whose messages cannot be posted one by
+    one ahead of their partners (NCCL: one stream, a lone receive blocks it). Elsewhere
+    (gloo, MPI, threads) the pipelined ring runs."""
+    return hasattr(comm.transport, "irecv_reduce") or not comm.transport.pipelines
 
 
 def _fused_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst: torch.Tensor,
@@ -85,6 +90,9 @@ def all_gather_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[int, i
     n, r = comm.size, comm.rank
     if n == 1:
         return
+    if not _fused(comm):
+        pipeline.all_gather_(comm, buf, bounds)
+        return
     right, left = (r + 1) % n, (r - 1) % n
     biggest = max(b - a for a, b in bounds)
     nslices = slice_count(comm, biggest, buf.element_size())
@@ -103,12 +111,15 @@ def all_gather_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[int, i
             comm.wait(send_work, peer=right, step=n - 1 + step)
         if t0:
             sa, sb = bounds[send_c]
-            _trace_step(comm, "all-gather", step, t0, send_c, recv_c,
-                        (sb - sa) * buf.element_size(), nslices)
+            trace_step(comm, n - 1 + step, t0, nslices, (sb - sa) * buf.element_size())
 
 
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
-    """Ring all-reduce of flat ``buf`` in place: reduce-scatter, then all-gather."""
+    """Ring all-reduce of flat ``buf`` in place: reduce-scatter, then all-gather (pipelined
+    across the two, pipeline.py, where the transport does not reduce on arrival)."""
+    if not _fused(comm):
+        pipeline.all_reduce(comm, buf, op)
+        return
     bounds = chunk_bounds(buf.numel(), comm.size)
     reduce_scatter_(comm, buf, bounds, op)
     a, b = bounds[comm.rank]
@@ -143,8 +154,7 @@ def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op:
         dst = out if step == n - 2 else acc[step % 2, : rb - ra]
         _reduce_step(comm, src, inp[ra:rb], dst, landing, nslices, op, step)
         if t0:
-            _trace_step(comm, "reduce-scatter", step, t0, send_c, recv_c,
-                        (sb - sa) * inp.element_size(), nslices)
+            trace_step(comm, step, t0, nslices, (sb - sa) * inp.element_size())
     finish_avg(out, op, n)
 
 
@@ -153,7 +163,7 @@ def _reduce_step(comm: Communicator, src: torch.Tensor, mine: torch.Tensor, dst:
     """Send ``src`` right while dst = mine (op) what arrives from the left, slice by slice."""
     right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
     sends, recvs = _slices((0, src.numel()), nslices), _slices((0, mine.numel()), nslices)
-    if hasattr(comm.transport, "irecv_reduce"):
+    if _fused(comm):
         _fused_step(comm, src, mine, dst, sends, recvs, op, step)
         return
 
@@ -192,14 +202,6 @@ def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None
 
 
 # ---- the timeline (RINGFLOW_TRACE): called only when comm.tracer.on ------------------------
-def _trace_step(comm: Communicator, phase: str, step: int, t0: int, send_c: int, recv_c: int,
-                nbytes: int, nslices: int) -> None:
-    comm.tracer.complete(f"{phase} step {step}", t0, {
-        "send_chunk": send_c, "recv_chunk": recv_c, "bytes": nbytes, "slices": nslices,
-        "to": comm.ranks[(comm.rank + 1) % comm.size],
-        "from": comm.ranks[(comm.rank - 1) % comm.size]})
-
-
 def _trace_post(comm: Communicator, k: int, send: torch.Tensor, recv: torch.Tensor, right: int,
                 left: int, into: str) -> None:
     """Slice ``k``'s send to ``right`` and receive from ``left`` were posted (group ranks)."""

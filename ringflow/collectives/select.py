@@ -98,7 +98,7 @@ def ranked(comm, collective: str, nbytes: int, exclude: Iterable[str] = ()) -> l
     model = costmodel.load(comm)
     out = []
     for name in available(comm, collective):
-        if name in NEVER_AUTO or name in exclude:
+        if name in NEVER_AUTO or name in exclude or not costmodel.allowed(model, name, comm.size):
             continue
         t = costmodel.predict(model, collective, name, comm.size, nbytes)
         if t is not None:

@@ -116,6 +116,11 @@ class Transport(abc.ABC):
         sw = self.isend(send, dst, tag, stamp)
         return sw, rw
 
+    # Whether sends and receives may be posted one by one, many ahead, before any is waited
+    # on (the pipelined ring, collectives/pipeline.py): not over NCCL, whose lone receive
+    # blocks its stream until the partner's send is posted.
+    pipelines: bool = True
+
     # Staged collectives (collectives/staged.py) read peers' data in shared memory in place.
     # ``may_stage``: whether ``staging()`` gives them a Stage (shm.stage). It is settled when
     # the transport is made and the same on every rank, because "auto" consults it.

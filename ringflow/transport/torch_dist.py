@@ -104,8 +104,12 @@ class TorchTransport(BesideNodeShm, Transport):
         self.device = torch.device(device)
         self.owns_group = owns_group
         self.poll = self.backend == "nccl"
+        self.pipelines = not self.poll       # NCCL: a ring step's pair goes as one batch
         # gloo/TCP: slicing only adds per-call overhead (MACHINE-FACTS); NCCL pipelines itself.
         self.slice_bytes = None
+        # the pipelined ring's channels at most (one per 4 MiB of a chunk): large chunks in 2-4
+        # pieces let the reduction of one overlap the transfer of the next
+        self.ring_channels = 4
         self.name = f"torch/{self.backend}"
 
     one_node = False                       # every rank on this node (shared memory beside gloo)

@@ -29,6 +29,15 @@ def test_footer_has_nccl_tests_closing_lines():
     assert "# Out of bounds values : 3 FAILED" in footer(rows)
 
 
+def test_footer_says_what_auto_picked_and_how_far_from_the_best():
+    rows = [row("auto:rhd", 200.0, 1 << 20), row("ring", 150.0, 1 << 20), row("staged", 100.0, 1 << 20),
+            row("builtin:gloo", 300.0, 1 << 20), row("auto:ring", 50.0, 4 << 20),
+            row("ring", 55.0, 4 << 20), row("auto:ring", 10.0, 8 << 20)]
+    lines = [f for f in footer(rows) if f.startswith("# auto at")]
+    assert lines == ["# auto at 1 MiB: picked rhd, 0.50 of the best (staged)",
+                     "# auto at 4 MiB: picked ring, 1.00 of the best (auto:ring)"]
+
+
 def test_plot_one_auto_line_sized_ticks_and_visible_model(tmp_path):
     import matplotlib.pyplot as plt
     from ringflow.bench import plot as plot_mod

@@ -121,3 +121,51 @@ def test_cache_is_written_atomically_and_read_back(tmp_path, monkeypatch):
     costmodel.save(model(native={"all_reduce": [1e-4, 1e-9]}), path)
     assert json.loads(path.read_text())["native"]["all_reduce"] == [1e-4, 1e-9]
     assert [p.name for p in tmp_path.iterdir()] == ["tune-torch-gloo-n2-l2.json"]
+
+
+# ---- auto without a tune: priors from the transport and the topology ---------------------------
+class _Transport:
+    """What the prior reads of a transport: its name, device, staging and backend verbs."""
+
+    def __init__(self, name: str, stages: bool):
+        self.name, self.device, self.may_stage = name, "cpu", stages
+        self._half = 2 << 20 if stages else 0
+
+    def staging(self):
+        return dataclasses.make_dataclass("Stage", ["half"])(self._half) if self._half else None
+
+    def native_all_reduce(self, t, op):
+        raise AssertionError("the prior's test never runs a collective")
+
+
+def prior_picks(tmp_path, monkeypatch, name, n, local, stages, sizes) -> list[str]:
+    monkeypatch.setenv("RINGFLOW_CACHE", str(tmp_path / "no-tune-here"))
+    costmodel.forget()
+    comm = type("Comm", (), dict(transport=_Transport(name, stages), size=n, local_size=local,
+                                 slice_bytes=None, is_world=True))()
+    assert costmodel.load(comm).source == "default"
+    return [select.ranked(comm, "all_reduce", s)[0][0] for s in sizes]
+
+
+SIZES = [4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20]
+
+
+def test_prior_on_one_node_reads_peers_in_place(tmp_path, monkeypatch):
+    for name, n in (("shm", 2), ("shm", 4), ("torch/gloo", 2), ("torch/gloo", 4)):
+        assert prior_picks(tmp_path, monkeypatch, name, n, n, True, SIZES) == ["staged"] * 5, name
+    # never MPI's own without a tune: auto does not see the dtype, and MPI cannot sum bfloat16
+    assert prior_picks(tmp_path, monkeypatch, "mpi", 2, 2, True, SIZES) == ["staged"] * 5
+    # eight ranks read eight stages each: the ring's 2(n-1)/n of the data wins at large sizes
+    assert prior_picks(tmp_path, monkeypatch, "shm", 8, 8, True, [64 << 20]) != ["staged"]
+
+
+def test_prior_across_hosts_keeps_to_the_ring_family(tmp_path, monkeypatch):
+    two_by_one = prior_picks(tmp_path, monkeypatch, "torch/gloo", 2, 1, False, SIZES)
+    assert two_by_one[:2] == ["rd", "rd"] and two_by_one[3:] == ["ring", "ring"]
+    two_by_two = prior_picks(tmp_path, monkeypatch, "torch/gloo", 4, 2, False, SIZES)
+    assert two_by_two[0] == "rd" and two_by_two[2:] == ["two_level"] * 3
+    md = costmodel.load(type("C", (), dict(transport=_Transport("torch/gloo", False), size=4,
+                                           local_size=2, slice_bytes=None))())
+    assert not costmodel.allowed(md, "rhd", 4) and costmodel.allowed(md, "two_level", 4)
+    assert costmodel.allowed(dataclasses.replace(md, source="tune.json"), "rhd", 4)   # a tune decides
+    assert costmodel.allowed(dataclasses.replace(md, local_size=4), "rhd", 4)  # one node: all

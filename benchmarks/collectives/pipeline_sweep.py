@@ -1,0 +1,69 @@
+"""Channels and slice size of the pipelined ring against the built-in all-reduce, interleaved.
+
+Every round runs each configuration once and the built-in (gloo under torchrun, MPI under
+mpirun) once, in the same processes; the table gives medians over rounds and the ratio of
+each configuration's time to the built-in's (>1: ringflow faster). It is how the per-transport
+defaults of ``ring_channels`` and ``slice_bytes`` were chosen.
+
+    RINGFLOW_TRANSPORT=torch torchrun --nproc_per_node=2 benchmarks/collectives/pipeline_sweep.py \\
+        --sizes 1M,4M,16M,64M --configs 1x0,1x256K,2x256K,4x1M --rounds 15
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import ringflow
+from ringflow.bench.args import parse_bytes
+from ringflow.collectives import pipeline
+from ringflow.collectives.ops import ReduceOp
+
+
+def parse_configs(text: str) -> list[tuple[int, int]]:
+    """'1x0,2x256K' -> [(1, 0), (2, 262144)]: channels x slice bytes (0: whole chunks)."""
+    out = []
+    for item in text.split(","):
+        c, _, s = item.partition("x")
+        out.append((int(c), parse_bytes(s)))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1M,4M,16M,64M")
+    p.add_argument("--configs", default="1x0,1x256K,2x256K,4x256K,2x1M")
+    p.add_argument("--rounds", type=int, default=15)
+    args = p.parse_args()
+    comm = ringflow.init()
+    tr = comm.transport
+    for nbytes in (parse_bytes(s) for s in args.sizes.split(",")):
+        buf = torch.ones(nbytes // 4)
+        runs = {f"{c}x{s >> 10}K": (lambda c=c, s=s: pipeline.all_reduce(comm, buf, ReduceOp.SUM, c, s))
+                for c, s in parse_configs(args.configs)}
+        runs["builtin"] = lambda: tr.native_all_reduce(buf, "sum")
+        times = {k: [] for k in runs}
+        for _ in range(2):                    # warm-up: scratch, connections
+            for f in runs.values():
+                f()
+        for _ in range(args.rounds):
+            for name, f in runs.items():
+                buf.fill_(1)
+                tr.native_barrier()
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+        if comm.rank == 0:
+            base = statistics.median(times["builtin"])
+            for name, ts in times.items():
+                med = statistics.median(ts)
+                print(f"{nbytes >> 10:>8} KiB  {name:>10}  {med * 1e3:8.2f} ms  "
+                      f"busbw {nbytes * 2 * (comm.size - 1) / comm.size / med / 1e9:5.2f} GB/s  "
+                      f"vs builtin {base / med:5.2f}x", flush=True)
+    ringflow.shutdown()
+
+
+if __name__ == "__main__":
+    main()
