@@ -17,12 +17,8 @@ import torch.distributed as dist
 from .. import collectives as rc
 from ..collectives.communicator import Communicator
 from ..collectives.ops import as_reduce_op
-from . import lists
+from . import lists, p2p
 from .work import BackendWork
-
-P2P_TAG = 30001        # above every group tag (communicator.py: 0, or 1..30000): user messages
-P2P_TAGS = 1700        # never meet a collective's; user tags fold into this many
-
 
 def _op(opts):
     """ringflow's ReduceOp for torch's (an object whose ``op`` is the RedOpType)."""
@@ -163,33 +159,16 @@ class RingflowProcessGroup(dist.ProcessGroup):
 
     # ---- point to point -------------------------------------------------------------------------
     def send(self, tensors, dst: int, tag: int = 0):
-        t = lists.as_bytes(_one(tensors, "send"))
-        return self._p2p("send", lambda: self.comm.isend(t.reshape(-1), dst), dst, tensors, tag)
+        t = lists.as_bytes(_one(tensors, "send")).reshape(-1)
+        return p2p.post(self.comm, "send", t, dst, tag, tensors)
 
     def recv(self, tensors, src: int, tag: int = 0):
-        t = lists.as_bytes(_one(tensors, "recv"))
-        return self._p2p("recv", lambda: self.comm.irecv(t.reshape(-1), src), src, tensors, tag)
+        t = lists.as_bytes(_one(tensors, "recv")).reshape(-1)
+        return p2p.post(self.comm, "recv", t, src, tag, tensors)
 
     def recv_anysource(self, tensors, tag: int = 0):
         raise NotImplementedError("ringflow's process group receives from a named rank only: pass "
                                   "src= to dist.recv / dist.irecv")
-
-    def _p2p(self, name: str, post, peer: int, tensors, tag: int) -> BackendWork:
-        """Post and wait on the engine thread, in issue order with the collectives, under the
-        point-to-point tag (a user's ``tag`` picks one of P2P_TAGS lanes)."""
-        if not 0 <= peer < self.comm.size or peer == self.comm.rank:
-            raise ValueError(f"{name}: peer {peer} must be another rank of this group of "
-                             f"{self.comm.size}")
-        comm, lane = self.comm, P2P_TAG + tag % P2P_TAGS
-
-        def job() -> None:
-            saved, comm.tag = comm.tag, lane
-            try:
-                work = post()
-            finally:
-                comm.tag = saved
-            comm.wait(work, peer)
-        return BackendWork.of(comm.engine.submit(name, job), tensors)
 
     def shutdown(self) -> None:
         from .world import close_world
