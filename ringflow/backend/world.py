@@ -20,7 +20,10 @@ _WORLD: list[Communicator] = []       # the default group's communicator, while 
 
 def _mpi_fits(rank: int, size: int) -> bool:
     """mpirun started this process and torch's ranks are MPI's ranks."""
-    launch = read_launch_env()
+    try:
+        launch = read_launch_env()
+    except ValueError:          # half a launcher's variables (torch's suite sets WORLD_SIZE
+        return False            # alone): torch was given rank and size, not a launcher
     if launch.launcher not in ("mpirun", "pmi") or (launch.rank, launch.size) != (rank, size):
         return False
     try:

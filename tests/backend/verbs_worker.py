@@ -94,6 +94,13 @@ def gather_family(rf, gloo, r, n):
     out = [torch.empty(5, dtype=torch.bool) for _ in range(n)]
     dist.all_gather(out, b[r], group=rf)
     check("all_gather bool", torch.stack(out), torch.stack(b))
+    shapes = [(3,), (2, 2), (0,)]
+    ins = [[rank_input(i, s, seed=k) for k, s in enumerate(shapes)] for i in range(n)]
+    outs = [[torch.empty(s) for s in shapes] for _ in range(n)]    # outs[rank][tensor]
+    dist.all_gather_coalesced(outs, ins[r], group=rf)
+    for j in range(n):
+        for k in range(len(shapes)):
+            check(f"all_gather_coalesced rank {j} tensor {k}", outs[j][k], ins[j][k])
     objs = [None] * n
     dist.all_gather_object(objs, {"rank": r, "x": [r] * r}, group=rf)
     assert objs == [{"rank": i, "x": [i] * i} for i in range(n)], objs
