@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sys
 
+import torch
+
 from .. import settings
 from ..collectives.communicator import Communicator
 from ..launch import read_launch_env
@@ -58,7 +60,6 @@ def world_transport(store, rank: int, size: int, timeout: float):
         return LocalTransport.group(1)[0]
     if kind == "mpi" or (kind == "auto" and _mpi_fits(rank, size)):
         from ..transport.mpi import MpiTransport
-        import torch
         return MpiTransport.from_launch(read_launch_env(), torch.device("cpu"), timeout)
     if kind in ("auto", "shm"):
         tr = _shm(store, rank, size, timeout)
