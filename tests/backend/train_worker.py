@@ -9,6 +9,7 @@ Prints "TRAIN OK <wrapper> max_rel=<float>" per wrapper on rank 0.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -99,6 +100,17 @@ def main(wrappers: list[str]) -> None:
         if dist.get_rank() == 0:
             print(f"TRAIN OK {name} world={dist.get_world_size()} max_rel={worst:.3g}", flush=True)
     dist.destroy_process_group()
+    leave()
+
+
+def leave() -> None:
+    """Exit without interpreter finalization: a gloo worker thread that takes the GIL while the
+    interpreter shuts down aborts the process ("terminate called without an active exception",
+    seen in 2 of 20 launches, after every check had passed; an open issue, see the README)."""
+    sys.stdout.flush()
+    if "mpi4py.MPI" in sys.modules:          # mpirun wants MPI_Finalize before the exit
+        sys.modules["mpi4py.MPI"].Finalize()
+    os._exit(0)
 
 
 if __name__ == "__main__":
