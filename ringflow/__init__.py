@@ -5,8 +5,10 @@
     comm = ringflow.init()              # torchrun, mpirun, Slurm, or plain python (world of 1)
     rc.all_reduce(tensor)
 
-Importing ringflow starts nothing; ``init()`` does.
+Importing ringflow starts nothing (it registers the torch.distributed backend "ringflow");
+``init()`` does.
 """
+from . import backend as _backend  # noqa: F401 - registers torch.distributed's "ringflow"
 from .runtime import init, is_initialized, shutdown, world
 
 __version__ = "0.1.0"
