@@ -22,10 +22,11 @@ def _groups(fsdp):
     return [g for u in fsdp.units for g in u.groups]
 
 
-def gathered_flat(g) -> torch.Tensor:
-    """One group's fp32 parameters from every rank's shard (a collective)."""
+def gathered_flat(g, shard: torch.Tensor | None = None) -> torch.Tensor:
+    """One group's fp32 values from every rank's shard (a collective); ``shard``: another
+    tensor laid out like the group's shard (an EMA of it), else the shard itself."""
     full = torch.empty(g.m * g.comm.size, dtype=torch.float32, device=g.shard.device)
-    rc.all_gather_into_tensor(full, g.shard.detach(), group=g.comm)
+    rc.all_gather_into_tensor(full, (g.shard if shard is None else shard).detach(), group=g.comm)
     return full
 
 
@@ -38,12 +39,13 @@ def _aliases(fsdp) -> dict[int, list[str]]:
 
 
 @torch.no_grad()
-def full(fsdp, rank0_only: bool = False) -> dict:
-    """The unwrapped model's state dict with fp32 gathered parameters (a collective)."""
+def full(fsdp, rank0_only: bool = False, shards: list | None = None) -> dict:
+    """The unwrapped model's state dict with fp32 gathered parameters (a collective).
+    ``shards``: one tensor per group laid out like its shard, gathered instead of the shards."""
     sd = fsdp.module.state_dict()            # buffers as they are; parameters replaced below
     aliases = _aliases(fsdp)
-    for g in _groups(fsdp):
-        flat = gathered_flat(g)
+    for k, g in enumerate(_groups(fsdp)):
+        flat = gathered_flat(g, None if shards is None else shards[k])
         for i, p in enumerate(g.params):
             a, b = g.spans[i]
             value = flat[a:b].view(p.shape).clone()
@@ -110,6 +112,13 @@ def _check_layout(fsdp, layout: dict) -> None:
 
 
 def _load_full_params(fsdp, sd: dict) -> None:
+    for g, mine in zip(_groups(fsdp), cut(fsdp, sd)):
+        g.shard.copy_(mine)
+
+
+def cut(fsdp, sd: dict) -> list[torch.Tensor]:
+    """This rank's slice of every group, read from a full state dict (no communication)."""
+    out = []
     for g in _groups(fsdp):
         missing = [n for n in g.names if n not in sd]
         if missing:
@@ -119,4 +128,5 @@ def _load_full_params(fsdp, sd: dict) -> None:
         for i, name in enumerate(g.names):
             a, b = g.spans[i]
             flat[a:b].copy_(sd[name].reshape(-1))
-        g.shard.copy_(flat[g.lo:g.hi])
+        out.append(flat[g.lo:g.hi].clone())
+    return out
