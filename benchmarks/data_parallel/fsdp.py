@@ -64,7 +64,7 @@ def state_bytes(params, opt) -> int:
 class Mode:
     """One model + AdamW; ``step()`` trains once, ``held()`` counts its bytes."""
 
-    def __init__(self, model, opt, x, t, y, after_backward=None):
+    def __init__(self, model, opt, x, t, y):
         self.model, self.opt, self.batch = model, opt, (x, t, y)
 
     def step(self) -> None:
