@@ -156,7 +156,8 @@ def test_mixed_precision_bf16_compute_fp32_master():
     assert wire == {("all_gather_into_tensor", "bfloat16"),
                     ("reduce_scatter_tensor", "float32")}, wire
     assert all(v.dtype == torch.float32 for v in sd.values())  # fp32 master
-    print(f"bf16 vs bf16 oracle {max_rel_diff(sd, ref16):.2e}, vs fp32 {max_rel_diff(sd, ref32):.2e}")
+    print(f"bf16 vs bf16 oracle {max_rel_diff(sd, ref16):.2e}, "
+          f"vs fp32 {max_rel_diff(sd, ref32):.2e}")
     assert max_rel_diff(sd, ref16) <= 1e-2
 
 

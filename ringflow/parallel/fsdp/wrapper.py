@@ -142,7 +142,8 @@ class FullyShardedDataParallel(nn.Module):
         groups = [g for u in self.units for g in u.groups]
         return {
             "shards": sum(g.shard.numel() * 4 for g in groups),
-            "shard_grads": sum(g.shard.grad.numel() * 4 for g in groups if g.shard.grad is not None),
+            "shard_grads": sum(g.shard.grad.numel() * 4 for g in groups
+                               if g.shard.grad is not None),
             "gathered": sum(g.full.data.untyped_storage().nbytes() for g in groups),
             "full_grads": sum(p.grad.numel() * p.grad.element_size() for g in groups
                               for p in g.params if p.grad is not None),
