@@ -8,7 +8,7 @@ launches here; ratios inside one launch are steady). Each mode has its own model
 
   compute      the same step with no communication at all (the floor)
   ringflow_dp  ringflow.parallel.DataParallel (bucketed ring all-reduce overlapped with backward)
-  ringflow_zero2  ZeroOptimizer stage 2 (reduce-scatter | step shard | all-gather, in step())
+  ringflow_zero2  ZeroOptimizer stage 2 (buckets reduced under backward | step shard | all-gather)
   torch_ddp    torch.nn.parallel.DistributedDataParallel on gloo
   comm_ringflow / comm_gloo  the DataParallel buckets all-reduced alone (ringflow ring / gloo)
 

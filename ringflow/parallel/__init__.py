@@ -27,9 +27,16 @@ The user keeps their loop and changes a line or two:
     for batch in even_batches(loader, group=comm): ...    # uneven inputs: all stop together
     if all_finite(grads, group=comm): opt.step()           # a NaN anywhere: every rank skips
 
+    model = FullyShardedDataParallel(net, units=None, reshard_after_forward=True,
+                                     mixed_precision=None, group=comm)
+    #   parameters, gradients and optimizer state at 1/n; model.parameters() are the shards
+    #   (torch.optim.AdamW(model.parameters())); model.clip_grad_norm_, model.no_sync(),
+    #   model.state_dict() (full, any world size), model.optim_state_dict(opt).
+
 ``NaiveDataParallel`` (one blocking all-reduce per gradient) is the oracle the tests compare with.
 """
 from .data_parallel import DataParallel
+from .fsdp import FullyShardedDataParallel, merge_sharded
 from .guards import all_finite, even_batches
 from .hooks import (DistributedOptimizer, broadcast_optimizer_state, broadcast_parameters,
                     init_torch_distributed, ring_allreduce_hook)
@@ -39,7 +46,7 @@ from .sampler import DistributedSampler, shard_indices
 from .sync import broadcast_coalesced, broadcast_object
 from .zero import ZeroOptimizer
 
-__all__ = ["DataParallel", "ZeroOptimizer", "ring_allreduce_hook", "init_torch_distributed",
+__all__ = ["DataParallel", "ZeroOptimizer", "FullyShardedDataParallel", "merge_sharded", "ring_allreduce_hook", "init_torch_distributed",
            "DistributedOptimizer", "broadcast_parameters", "broadcast_optimizer_state", "shard_indices",
            "DistributedSampler", "NaiveDataParallel", "UnusedParametersError",
            "broadcast_coalesced", "broadcast_object", "all_finite", "even_batches"]

@@ -3,8 +3,10 @@
 All-reduce is reduce-scatter followed by all-gather; ZeRO puts the optimizer step in between.
 Each rank steps only its 1/n slice of the (flattened) parameters, so optimizer state per rank is
 1/n of the unsharded one. Stage 2 reduce-scatters the gradients, so each rank receives only the
-averaged gradients of its slice, and then drops the full ones (``p.grad`` is None after
-``step()`` or ``clip_grad_norm_()``); stage 1 all-reduces them and reads its slice. After the step,
+averaged gradients of its slice, and then drops the full ones: it reduces bucket by bucket
+during backward (zero_overlap.py), so ``p.grad`` is None once backward returns and each rank's
+shard gradient holds its averaged slice; stage 1 all-reduces them in ``step()`` and reads its
+slice. After the step,
 an all-gather copies every rank's updated slice into the model's parameters.
 
     opt = ZeroOptimizer(model.parameters(), torch.optim.AdamW, stage=2, lr=1e-4)
@@ -32,6 +34,7 @@ from . import zero_state
 from .buffers import BufferSync
 from .composed import ComposedOptimizer
 from .shard import ShardedGroup
+from .zero_overlap import GradientStream
 
 
 def _module_and_params(params, module: nn.Module | None):
@@ -55,7 +58,10 @@ def _param_groups(params) -> list[dict]:
 
 class ZeroOptimizer(ComposedOptimizer):
     """``ZeroOptimizer(params, optimizer_class, group=None, stage=2, module=None,
-    broadcast_buffers=True, **optimizer_kwargs)``.
+    broadcast_buffers=True, bucket_cap_mb=25, **optimizer_kwargs)``.
+
+    bucket_cap_mb: stage 2's reduction granularity during backward (at most this much per
+    collective; smaller starts earlier, larger sends fewer messages).
 
     params: parameters, param groups, or the model itself (then ``module`` is that model).
     module: the model the parameters belong to; its buffers (BatchNorm statistics) get
@@ -65,7 +71,7 @@ class ZeroOptimizer(ComposedOptimizer):
 
     def __init__(self, params, optimizer_class, group=None, stage: int = 2,
                  module: nn.Module | None = None, broadcast_buffers: bool | str = True,
-                 **defaults):
+                 bucket_cap_mb: float = 25, **defaults):
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 (shard optimizer state) or 2 (also shard "
                              f"gradients), got {stage!r}")
@@ -77,6 +83,9 @@ class ZeroOptimizer(ComposedOptimizer):
             self.buffer_sync.attach()
         user_groups = _param_groups(params)
         self.groups = [ShardedGroup(g["params"], self.comm) for g in user_groups]
+        # stage 2 reduces during backward, bucket by bucket (zero_overlap.py)
+        self.streams = [GradientStream(g, int(bucket_cap_mb * 2**20) // g.flat.data.element_size())
+                        for g in self.groups] if stage == 2 else []
         inner = [{**{k: v for k, v in g.items() if k != "params"}, "params": [s.shard]}
                  for g, s in zip(user_groups, self.groups)]
         super().__init__(optimizer_class(inner, **defaults))
@@ -89,6 +98,9 @@ class ZeroOptimizer(ComposedOptimizer):
             return
         for g in self.groups:
             g.check_params()            # model.to(dtype) after construction: say so, not a dtype error
+        if self.streams and all(s.done for s in self.streams):
+            self._reduced = True        # backward reduced them already
+            return
         launched = []
         for g in self.groups:
             g.collect_grads()
@@ -114,10 +126,14 @@ class ZeroOptimizer(ComposedOptimizer):
         for w in works:
             w.wait()
         self._reduced = False
+        for s in self.streams:
+            s.done = False
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for g in self.groups:
             g.zero_grad(set_to_none)
+        for s in self.streams:          # the next backward replaces the reduced gradients
+            s.done = False
 
     @torch.no_grad()
     def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:

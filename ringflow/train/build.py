@@ -10,6 +10,8 @@
 - ddp: ringflow's DataParallel (bucketed ring all-reduce overlapped with backward) + AdamW.
 - zero1 / zero2: ZeroOptimizer shards AdamW's state (and, for stage 2, the gradients) over
   ranks: reduce-scatter, step the local shard, all-gather the parameters.
+- fsdp: FullyShardedDataParallel: parameters, gradients and AdamW's state at 1/n per rank,
+  each block's parameters gathered around its compute (the EMA is sharded too: sharded.py).
 - torch-ddp-hook: torch's own DistributedDataParallel with ringflow's ring as its comm hook.
 
 The objective's loss runs inside ``LossModule.forward`` so that every wrapper sees the whole
@@ -130,6 +132,8 @@ def build_parallel(cfg, loss_module: LossModule, comm, device):
         return model, opt, replicated_clip(params)
     if cfg.parallel in SHARDED:
         return _zero(cfg, loss_module, comm, device)
+    if cfg.parallel == "fsdp":
+        return _fsdp(cfg, loss_module, comm, device)
     return _torch_ddp(cfg, loss_module, comm, device)
 
 
@@ -142,6 +146,15 @@ def _zero(cfg, loss_module, comm, device):
     def clip(max_norm: float) -> torch.Tensor:
         return opt.clip_grad_norm_(max_norm if max_norm > 0 else math.inf)
     return Local(loss_module), opt, clip
+
+
+def _fsdp(cfg, loss_module, comm, device):
+    """FullyShardedDataParallel (units: the network's blocks) and AdamW over its shards."""
+    from ..parallel import FullyShardedDataParallel
+    model = FullyShardedDataParallel(loss_module, group=comm, broadcast_buffers=False)
+    opt = torch.optim.AdamW(model.parameters(), **adamw_kwargs(cfg, device))
+    return model, opt, lambda max_norm: model.clip_grad_norm_(max_norm if max_norm > 0
+                                                              else math.inf)
 
 
 def _torch_ddp(cfg, loss_module, comm, device):

@@ -58,9 +58,9 @@ class TrainConfig:
     seed: int = _f(0, "seed of weights, data order and each rank's noise")
     threads: int = _f(0, "torch CPU threads per rank (0: cores / ranks on the node)")
     # ---- distribution
-    parallel: str = _f("ddp", "how gradients meet: ringflow DataParallel, ZeRO-1/2, or torch "
-                       "DDP with ringflow's ring as its comm hook",
-                       ["ddp", "zero1", "zero2", "torch-ddp-hook"])
+    parallel: str = _f("ddp", "how gradients meet: ringflow DataParallel, ZeRO-1/2, fully "
+                       "sharded (fsdp), or torch DDP with ringflow's ring as its comm hook",
+                       ["ddp", "zero1", "zero2", "fsdp", "torch-ddp-hook"])
     algorithm: str = _f("auto", "collective algorithm: auto (per collective and size), a name "
                         "forced wherever it applies (ring, ...), or all_reduce=ring,broadcast=tree")
     transport: str = _f("auto", "point-to-point transport (auto: $RINGFLOW_TRANSPORT if set, "

@@ -28,6 +28,7 @@ from . import checks, config, plots
 from .build import (LossModule, build_autocast, build_data, build_network, build_objective,
                     build_parallel, start)
 from .ema import EMA
+from .sharded import ShardedEMA
 from .generate import grid_labels, sample_sharded
 from .log import RunLog, reduce_metrics
 from .resume import (check_config, checkpoint_files, find_checkpoint, restore_model,
@@ -70,9 +71,12 @@ def build_run(cfg, comm, device, data, net, objective) -> Run:
         restore_model(found, net)                     # before wrapping: every rank loads it
     net.to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * SEED_STRIDE + 1 + comm.rank)
+    ema = EMA(net, cfg.ema_decay, cfg.ema_warmup)     # before wrapping (fsdp frees the net)
     model, opt, clip = build_parallel(cfg, LossModule(net, objective, gen), comm, device)
+    if cfg.parallel == "fsdp":
+        ema = ShardedEMA(ema, model)
     run = Run(cfg, comm, device, x.to(device), None if y is None else y.to(device), num_classes,
-              net, objective, model, opt, clip, EMA(net, cfg.ema_decay, cfg.ema_warmup),
+              net, objective, model, opt, clip, ema,
               ShardedBatches(len(x), cfg.batch_size, comm.rank, comm.size, cfg.seed), gen,
               log=None)
     if found is not None:

@@ -2,7 +2,8 @@
 
 Files per checkpoint (see ``checkpoint`` for the atomic write and verified read):
 model/EMA weights and state.json from rank 0; the optimizer once (``optim.pt``, replicated
-strategies) or one shard per rank (``optim.rank{r}.pt``, ZeRO); each rank's RNG states.
+strategies; fsdp's gathered by every rank and keyed by parameter name) or one shard per
+rank (``optim.rank{r}.pt``, ZeRO); each rank's RNG states.
 The weights are restored before the network is wrapped, the rest after the optimizer exists.
 ZeRO shards written by n ranks are resharded onto m (training continues; bit for bit only on
 the same number of ranks, whose noise streams are restored).
@@ -26,6 +27,7 @@ from ..parallel.sampler import SEED_STRIDE
 from . import checkpoint as ckpt
 from . import config
 from .build import SHARDED
+from .sharded import fsdp_files
 
 
 def optim_name(cfg, rank: int) -> str:
@@ -36,6 +38,9 @@ def checkpoint_files(run) -> dict:
     """{file name: value} this rank writes for the current step."""
     cfg, rank = run.cfg, run.comm.rank
     files = {f"rng.rank{rank}.pt": rng_state(run)}
+    if cfg.parallel == "fsdp":              # gathered by every rank, written by rank 0
+        files.update(fsdp_files(run))
+        return {**files, "state.json": run_state(run)} if rank == 0 else files
     if cfg.parallel in SHARDED:            # this rank's shard: no communication to save it
         files[optim_name(cfg, rank)] = run.opt.sharded_state_dict()
     elif rank == 0:                         # replicated: every rank holds the same state
@@ -43,11 +48,15 @@ def checkpoint_files(run) -> dict:
     if rank == 0:
         files["model.safetensors"] = run.net.state_dict()
         files["ema.safetensors"] = run.ema.state_dict()
-        files["state.json"] = {"step": run.step, "sampler": run.batches.state_dict(),
-                               "ema_updates": run.ema.updates, "world_size": run.comm.size,
-                               "parallel": cfg.parallel, "config": config.to_dict(cfg),
-                               "resumed_at": run.resumed_at}
+        files["state.json"] = run_state(run)
     return files
+
+
+def run_state(run) -> dict:
+    return {"step": run.step, "sampler": run.batches.state_dict(),
+            "ema_updates": run.ema.updates, "world_size": run.comm.size,
+            "parallel": run.cfg.parallel, "config": config.to_dict(run.cfg),
+            "resumed_at": run.resumed_at}
 
 
 def rng_state(run) -> dict:
@@ -121,7 +130,8 @@ def restore_rest(folder: Path, run) -> None:
     cfg, comm = run.cfg, run.comm
     state = ckpt.read(folder, "state.json")
     if state.get("parallel") in SHARDED and cfg.parallel not in SHARDED or \
-            cfg.parallel in SHARDED and state.get("parallel") not in SHARDED:
+            cfg.parallel in SHARDED and state.get("parallel") not in SHARDED or \
+            (state.get("parallel") == "fsdp") != (cfg.parallel == "fsdp"):
         raise ckpt.CheckpointError(f"{folder} was written with --parallel {state.get('parallel')}; "
                                    f"resume with the same kind of optimizer (not {cfg.parallel})")
     run.ema.load_state_dict(ckpt.read(folder, "ema.safetensors"), state["ema_updates"])
@@ -137,6 +147,9 @@ def restore_rest(folder: Path, run) -> None:
 def restore_optimizer(folder: Path, run, saved_world: int) -> None:
     """The optimizer state; ZeRO shards written by another number of ranks are resharded."""
     cfg, comm = run.cfg, run.comm
+    if cfg.parallel == "fsdp":              # by parameter name: any world size
+        run.model.load_optim_state_dict(run.opt, ckpt.read(folder, "optim.pt"))
+        return
     if cfg.parallel not in SHARDED or saved_world == comm.size:
         run.opt.load_state_dict(ckpt.read(folder, optim_name(cfg, comm.rank)))
         return

@@ -4,7 +4,8 @@ Every case trains a model with conv, linear, GroupNorm, LayerNorm and embedding 
 STEPS steps on per-rank batches of B rows, and must match one process trained on the
 concatenated n*B rows (max relative parameter difference <= 1e-5, fp32), with parameters
 bitwise identical across ranks after every step. Gradients are clipped by the global norm in
-every case (ZeroOptimizer across shards).
+every case (ZeroOptimizer and FullyShardedDataParallel across shards; the latter's parameters
+are compared gathered, as its module holds them only while computing).
 
     failures = run_matrix(comm)          # [] when every case matched
 """
@@ -93,6 +94,12 @@ def build(case: str, opt_name: str, comm):
         model = net
         opt = rp.ZeroOptimizer(net.parameters(), cls, group=comm, stage=int(case[-1]), **kw)
         clip = lambda: opt.clip_grad_norm_(MAX_NORM)
+    elif case in ("fsdp", "fsdp_keep"):
+        model = rp.FullyShardedDataParallel(net, units=[net.conv, net.fc, net.head], group=comm,
+                                            reshard_after_forward=case == "fsdp")
+        opt = OPTIMIZERS[opt_name](model.parameters())
+        clip = lambda: model.clip_grad_norm_(MAX_NORM)
+        net = Gathered(model)
     elif case == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(net, bucket_cap_mb=0.01)
         model.register_comm_hook(comm, rp.ring_allreduce_hook)
@@ -116,6 +123,17 @@ def build(case: str, opt_name: str, comm):
         opt.zero_grad()
 
     return net, step_fn
+
+
+class Gathered:
+    """A fully sharded model's parameters, gathered (its module holds them only in compute)."""
+
+    def __init__(self, model):
+        self.model, self.names = model, [n for n, _ in model.module.named_parameters()]
+
+    def parameters(self):
+        sd = self.model.state_dict()
+        return [sd[n] for n in self.names]
 
 
 def identical_across_ranks(params, comm) -> bool:
@@ -146,7 +164,10 @@ def run_case(case: str, opt_name: str, comm, ref) -> list[str]:
     return failures
 
 
-def run_matrix(comm, cases=("dp", "zero1", "zero2", "hvd"), opts=("sgd", "adamw")) -> list[str]:
+CASES = ("dp", "zero1", "zero2", "hvd", "fsdp", "fsdp_keep")
+
+
+def run_matrix(comm, cases=CASES, opts=("sgd", "adamw")) -> list[str]:
     failures = []
     for opt_name in opts:
         ref = reference(opt_name, comm.size)

@@ -22,7 +22,7 @@ from tests.parallel.matrix import run_matrix
 def main() -> int:
     start = time.monotonic()
     comm = ringflow.init(timeout=60)
-    cases = ["dp", "zero1", "zero2", "hvd"]
+    cases = ["dp", "zero1", "zero2", "hvd", "fsdp", "fsdp_keep"]
     if "--ddp" in sys.argv:
         import torch.distributed as dist
         if not dist.is_initialized():

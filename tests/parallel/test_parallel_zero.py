@@ -117,8 +117,10 @@ def test_works_with_lr_scheduler_and_rejects_bad_stage():
     assert run_ranks(2, fn) == [0.5, 0.5]
 
 
+# stage 2: the reduce-scatter is issued piece by piece during backward, one reduce into each
+# rank's region per bucket (one bucket per region here), then the all-gather in step()
 @pytest.mark.parametrize("stage,calls", [(1, ["all_reduce", "all_gather_into_tensor"]),
-                                         (2, ["reduce_scatter_tensor", "all_gather_into_tensor"])])
+                                         (2, ["reduce", "reduce", "all_gather_into_tensor"])])
 def test_step_is_all_reduce_split_around_the_optimizer(stage, calls):
     def fn(comm):
         net = make_net(0)
@@ -170,3 +172,23 @@ def test_model_cast_after_construction_is_named(stage):
             opt.step()
         return True
     assert run_ranks(2, fn) == [True, True]
+
+
+def test_stage2_reduces_buckets_while_backward_runs():
+    """Small buckets: by the time the first layer's gradient exists (the end of backward),
+    buckets of later layers are already reduced or on their way; step() adds none."""
+    def fn(comm):
+        net = make_net(0)
+        opt = ZeroOptimizer(net.parameters(), torch.optim.SGD, group=comm, stage=2, lr=0.1,
+                            bucket_cap_mb=0.001)
+        first, seen = comm.seq, []
+        net.conv.weight.register_post_accumulate_grad_hook(lambda p: seen.append(comm.seq))
+        x, y, t = batch(0, 2 * comm.size)
+        rows = slice(2 * comm.rank, 2 * comm.rank + 2)
+        F.mse_loss(net(x[rows], y[rows]), t[rows]).backward()
+        after_backward = comm.seq
+        opt.step()
+        names = [r.name for r in comm.history if r.seq >= first]
+        return seen[0] - first, after_backward - first, names[-1], comm.seq - after_backward
+    for during, total, last, in_step in run_ranks(2, fn):
+        assert 0 < during < total and last == "all_gather_into_tensor" and in_step == 1

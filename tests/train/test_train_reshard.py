@@ -1,4 +1,4 @@
-"""ZeRO optimizer state written by n ranks, resumed on m: merge_shards in-process (threads),
+"""ZeRO (and fsdp) optimizer state written by n ranks, resumed on m: merge_shards in-process (threads),
 then the trainer itself, 2 ranks -> 1 and 1 -> 2. After resharding, the optimizer's gathered
 state must equal the gathered state of the run that wrote the shards."""
 import copy
@@ -95,6 +95,19 @@ def test_trainer_resumes_zero1_of_1_rank_on_2(tmp_path, monkeypatch, capsys):
     _, log = run_torchrun(2, "tests/train/zero_worker.py", *TINY, "--parallel", "zero1",
                           "--steps", "4", "--out", str(tmp_path), timeout=240)
     assert "resharded the --parallel zero1 optimizer state of 1 rank(s)" in log, log
+    assert_same_state(_gathered(tmp_path, "resumed.pt"),
+                      _gathered(tmp_path, "gathered-step-3.pt"))
+    assert (tmp_path / "checkpoints" / "step-00000004").is_dir()
+
+
+@pytest.mark.launched
+@pytest.mark.timeout(400)
+def test_trainer_resumes_fsdp_of_2_ranks_on_1(tmp_path, monkeypatch, capsys):
+    """Fully sharded: model, EMA and optimizer state saved by name, loaded on another world."""
+    run_torchrun(2, "tests/train/zero_worker.py", *TINY, "--parallel", "fsdp", "--steps", "3",
+                 "--out", str(tmp_path), timeout=240)
+    _resume_in_process(monkeypatch, TINY + ["--parallel", "fsdp", "--steps", "4",
+                                            "--out", str(tmp_path)], capsys)
     assert_same_state(_gathered(tmp_path, "resumed.pt"),
                       _gathered(tmp_path, "gathered-step-3.pt"))
     assert (tmp_path / "checkpoints" / "step-00000004").is_dir()

@@ -23,7 +23,7 @@ def _same(a, b):
                for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "zero2", "torch-ddp-hook"])
+@pytest.mark.parametrize("parallel", ["ddp", "zero2", "fsdp", "torch-ddp-hook"])
 def test_stop_and_resume_is_bitwise(tmp_path, parallel):
     flags = TINY + ["--parallel", parallel, "--grad-accum", "2"]
     assert loop.main(flags + ["--out", str(tmp_path / "whole")]) == 0

@@ -1,4 +1,4 @@
-"""ringflow.train that also saves the optimizer's gathered (consolidated) state: beside every
+"""ringflow.train (ZeRO or fsdp) that also saves the optimizer's gathered (consolidated) state: beside every
 checkpoint (``gathered-step-N.pt``) and right after resuming (``resumed.pt``), in --out.
 
     torchrun --nproc_per_node=2 tests/train/zero_worker.py --parallel zero2 --out X
@@ -13,7 +13,9 @@ from ringflow.train import loop
 
 
 def _save_gathered(run, name: str) -> None:
-    state = run.opt.state_dict()          # a collective: every rank calls, rank 0 saves
+    # a collective: every rank calls, rank 0 saves (fsdp: by parameter name)
+    state = run.model.optim_state_dict(run.opt) if run.cfg.parallel == "fsdp" else \
+        run.opt.state_dict()
     if run.comm.rank == 0:
         torch.save(state, Path(run.cfg.out) / name)
 
