@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -86,8 +87,12 @@ def build_run(cfg, comm, device, data, net, objective) -> Run:
 
 
 def learning_rate(cfg, step: int) -> float:
-    """Linear warm-up to --lr over --warmup-steps, then constant (DiT's recipe)."""
-    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    """Linear warm-up to --lr over --warmup-steps, then constant (DiT's recipe) or, with
+    --lr-schedule cosine, times 0.5 (1 + cos(pi step / steps)) (Loshchilov & Hutter 2017)."""
+    warm = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    if cfg.lr_schedule == "constant":
+        return warm
+    return warm * 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
 
 
 def train_step(run: Run, autocast) -> torch.Tensor:
