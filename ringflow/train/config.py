@@ -38,6 +38,8 @@ class TrainConfig:
     objective: str = _f("rectified_flow", "objective name (ringflow.models.OBJECTIVES)")
     objective_kwargs: dict = _f({}, "objective arguments (JSON), e.g. {\"schedule\": \"cosine\"}")
     data: str = _f("digits", "a built-in dataset or a path to an .npy array / image folder")
+    latent: str = _f("", "a --model vae run folder (or checkpoint): train on its latents of "
+                     "--data, scaled to unit variance; samples are decoded ('': pixels)")
     class_cond: bool = _f(True, "condition on class labels when the dataset has them")
     label_dropout: float = _f(0.1, "probability a label is dropped in training (for CFG)")
     # ---- optimisation
@@ -99,6 +101,10 @@ PRESETS: dict[str, dict] = {
     "moons-mlp": {"model": "mlp", "data": "moons", "model_kwargs": {"hidden": 256, "depth": 3},
                   "class_cond": False, "lr": 2e-3, "lr_schedule": "cosine", "steps": 3000,
                   "batch_size": 256, "sample_steps": 50, "num_samples": 512},
+    "mnist-vae": {"model": "vae", "objective": "vae", "data": "mnist", "class_cond": False,
+                  "model_kwargs": {"latent_channels": 4, "factor": 4}, "steps": 1500,
+                  "batch_size": 64, "lr": 2e-3, "lr_schedule": "cosine", "sample_every": 0,
+                  "num_samples": 64},
     "tiny": {"model_kwargs": {"patch_size": 4, "hidden_size": 32, "depth": 1, "num_heads": 2},
              "steps": 6, "batch_size": 16, "warmup_steps": 2, "log_every": 2, "sample_every": 0,
              "num_samples": 8, "sample_steps": 4, "ckpt_every": 3, "progress": False,
