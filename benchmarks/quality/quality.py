@@ -5,6 +5,7 @@
     python benchmarks/quality/quality.py realnvp-moons  # held-out NLL (nats) of RealNVP
     python benchmarks/quality/quality.py 8gaussians     # mode coverage of rectified flow
     python benchmarks/quality/quality.py digits         # DiT: RF CFG accuracy; SD3 table; bits/dim
+    python benchmarks/quality/quality.py cli-moons      # the moons-mlp preset, trained by the CLI
 
 Each run prints a JSON line per measurement; ``--steps`` scales training (defaults fit a few
 minutes on 2 CPU cores). Training is plain Adam + an EMA copy of the weights for sampling.
@@ -196,10 +197,50 @@ def bits_per_dim_digits(args, x, train_idx, held, objectives, nets):
                ode="rk4-%d, hutchinson" % args.ode_steps)
 
 
+def run_cli_moons(args):
+    """The moons-mlp preset as a user runs it (torchrun, 2 ranks), scored as issue 17 asks:
+    EMA weights, 50 Euler steps, 2000 samples against 2000 fresh points, 256 projections,
+    3 sampling seeds. Beside it: 2000 i.i.d. draws from the data distribution (what a perfect
+    sampler scores) and a second make_moons set (low, as make_moons spaces points evenly)."""
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+    from ringflow.train import checkpoint as ckpt
+    from ringflow.train import config
+    from ringflow.train.build import build_data, build_network, build_objective
+    out = Path(tempfile.mkdtemp(prefix="cli-moons-"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m",
+           "ringflow.train", "--preset", "moons-mlp", "--objective", "rectified_flow",
+           "--progress", "false", "--out", str(out)] + (
+               ["--steps", str(args.steps)] if args.steps_given else [])
+    subprocess.run(cmd, check=True)
+    cfg = config.from_dict(json.loads((out / "config.json").read_text()))
+    x, _, nc = build_data(cfg)
+    net = build_network(cfg, x, nc)
+    net.load_state_dict(ckpt.read(sorted((out / "checkpoints").glob("step-*"))[-1],
+                                  "ema.safetensors"))
+    rf, fresh = build_objective(cfg), load_dataset("moons", n=2000, seed=123)[0]
+    model = [sliced_wasserstein(rf.sample(net.eval(), (2000, 2), steps=50,
+                                          generator=torch.Generator().manual_seed(s)),
+                                fresh, num_projections=256) for s in (1, 2, 3)]
+    pool, g = load_dataset("moons", n=1_000_000, seed=5)[0], torch.Generator().manual_seed(0)
+    iid = [sliced_wasserstein(pool[torch.randperm(len(pool), generator=g)[:2000]], fresh,
+                              num_projections=256) for _ in range(20)]
+    grid = sliced_wasserstein(load_dataset("moons", n=2000, seed=77)[0], fresh,
+                              num_projections=256)
+    report(task="cli-moons", command=" ".join(cmd[1:]), train_steps=cfg.steps,
+           sliced_w2_seeds=[round(v, 4) for v in model],
+           sliced_w2_median=round(statistics.median(model), 4),
+           iid_draws_median=round(statistics.median(iid), 4),
+           make_moons_vs_make_moons=round(grid, 4))
+
+
 TASKS = {  # name: (function, default training steps)
     "rf-moons": (run_rf_moons, 5000), "ddpm-moons": (run_ddpm_moons, 5000),
     "realnvp-moons": (run_realnvp_moons, 3000), "8gaussians": (run_8gaussians, 2000),
-    "digits": (run_digits, 1000)}
+    "digits": (run_digits, 1000), "cli-moons": (run_cli_moons, 3000)}
 
 
 def main():
@@ -214,6 +255,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run, default_steps = TASKS[args.task]
+    args.steps_given = args.steps is not None
     args.steps = args.steps or default_steps
     start = time.time()
     run(args)

@@ -4,6 +4,7 @@ Networks take ``net(x, t, y=None)`` (t (B,) in [0, 1], 0 = data) and know nothin
 objective; objectives take any network as an argument (``loss(net, x0, y)``,
 ``sample(net, shape, ...)``). Names -> constructors live in ``registry``.
 """
+from ringflow.models.autoencoder import AutoEncoder, VAELoss, psnr
 from ringflow.models.ddpm import DDPM, beta_schedule
 from ringflow.models.dit import DIT_PRESETS, DiT
 from ringflow.models.embeddings import NULL_LABEL
@@ -15,7 +16,7 @@ from ringflow.models.rectified_flow import RectifiedFlow, resolution_shift, shif
 from ringflow.models.registry import NETWORKS, OBJECTIVES, build_network, build_objective
 from ringflow.models.unet import UNet
 
-__all__ = ["DDPM", "DIT_PRESETS", "DiT", "Flow", "FlowLikelihood", "MLP", "MMDiT", "NETWORKS",
+__all__ = ["AutoEncoder", "DDPM", "DIT_PRESETS", "DiT", "Flow", "FlowLikelihood", "MLP", "MMDiT", "NETWORKS",
            "NICE", "NULL_LABEL", "OBJECTIVES", "RealNVP", "RectifiedFlow", "UNet",
            "beta_schedule", "bits_per_dim", "build_network", "build_objective", "dequantize",
-           "ode_log_prob", "resolution_shift", "shift_time"]
+           "ode_log_prob", "psnr", "resolution_shift", "shift_time", "VAELoss"]

@@ -11,10 +11,13 @@ num_classes=, **kw)``; ``image_size=None`` means vector data of dimension ``in_c
   context_dim, context_tokens.
 - "nice", "realnvp": ``flows.NICE`` / ``flows.RealNVP`` (vectors or flattened images);
   kw: hidden, depth, num_layers. Unconditional; num_classes is ignored.
+- "vae": ``autoencoder.AutoEncoder`` (images <-> latents); kw: latent_channels, factor,
+  base_channels. Trained by the "vae" objective; num_classes is ignored.
 
 Objectives (``OBJECTIVES``), built as ``build_objective(name, **kw)``:
 - "ddpm": ``ddpm.DDPM``; "rectified_flow": ``rectified_flow.RectifiedFlow``;
-- "nice", "realnvp": ``likelihood.FlowLikelihood`` (pair with the network of the same name).
+- "nice", "realnvp": ``likelihood.FlowLikelihood`` (pair with the network of the same name);
+- "vae": ``autoencoder.VAELoss`` (reconstruction + KL; pair with the "vae" network).
 Each has ``loss(net, x0, y=None) -> scalar``, ``sample(net, shape, *, steps, y=None,
 cfg_scale=1.0, generator=None) -> (shape)`` and ``log_likelihood(net, x, y=None) -> (B,)``.
 
@@ -22,6 +25,7 @@ cfg_scale=1.0, generator=None) -> (shape)`` and ``log_likelihood(net, x, y=None)
     obj = build_objective("rectified_flow", t_sampling="logit_normal")
 """
 
+from ringflow.models.autoencoder import AutoEncoder, VAELoss
 from ringflow.models.ddpm import DDPM
 from ringflow.models.dit import DIT_PRESETS, DiT
 from ringflow.models.flows import NICE, RealNVP
@@ -49,13 +53,14 @@ def _image_net(cls, preset=None):
 
 
 NETWORKS = {"mlp": _mlp, "unet": _image_net(UNet), "dit": _image_net(DiT),
-            "mmdit": _image_net(MMDiT), "nice": NICE, "realnvp": RealNVP}
+            "mmdit": _image_net(MMDiT), "nice": NICE, "realnvp": RealNVP,
+            "vae": _image_net(AutoEncoder)}
 for _size in DIT_PRESETS:
     NETWORKS[f"dit-{_size.lower()}"] = _image_net(DiT, _size)
     NETWORKS[f"mmdit-{_size.lower()}"] = _image_net(MMDiT, _size)
 
 OBJECTIVES = {"ddpm": DDPM, "rectified_flow": RectifiedFlow,
-              "nice": FlowLikelihood, "realnvp": FlowLikelihood}
+              "nice": FlowLikelihood, "realnvp": FlowLikelihood, "vae": VAELoss}
 
 
 def build_network(name, *, in_channels, image_size=None, num_classes=0, **kw):
@@ -67,7 +72,7 @@ def build_network(name, *, in_channels, image_size=None, num_classes=0, **kw):
 
 
 def build_objective(name, **kw):
-    """Construct a registered objective (DDPM, RectifiedFlow or FlowLikelihood)."""
+    """Construct a registered objective (DDPM, RectifiedFlow, FlowLikelihood or VAELoss)."""
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
     return OBJECTIVES[name](**kw)

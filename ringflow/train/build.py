@@ -61,7 +61,7 @@ def build_network(cfg, x, num_classes):
 def build_objective(cfg):
     from ..models import build_objective as build
     kw = dict(cfg.objective_kwargs)
-    if cfg.objective not in checks.FLOW_OBJECTIVES:     # flows take no labels
+    if cfg.objective not in checks.UNLABELLED:          # flows and the VAE take no labels
         kw.setdefault("label_dropout", cfg.label_dropout)
     try:
         return build(cfg.objective, **kw)

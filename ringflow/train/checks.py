@@ -12,6 +12,7 @@ from .checkpoint import PREFIX
 from .config import ConfigError, TrainConfig
 
 FLOW_OBJECTIVES = ("nice", "realnvp")        # maximum likelihood: the network is the flow itself
+UNLABELLED = FLOW_OBJECTIVES + ("vae",)      # objectives that take no label dropout
 VECTOR_NETWORKS = ("mlp", "nice", "realnvp")  # networks that also take (N, D) vectors
 
 
@@ -29,6 +30,7 @@ def validate(cfg: TrainConfig, world_size: int, launcher: str = "none",
         raise ConfigError(f"--data {cfg.data!r} is neither a built-in dataset {list(DATASETS)} "
                           "nor an existing .npy file or image folder")
     _check_pairing(cfg)
+    _check_latent(cfg)
     _check_numbers(cfg)
     _check_model_sizes(cfg)
     _check_batch(cfg, world_size)
@@ -56,9 +58,25 @@ def _check_pairing(cfg: TrainConfig) -> None:
                           f" it trains the flow network of the same name (--model "
                           f"{cfg.objective}), not {cfg.model!r}. For --model {cfg.model} use "
                           "--objective rectified_flow or ddpm")
+    if (cfg.model == "vae") != (cfg.objective == "vae"):
+        raise ConfigError(f"--model {cfg.model} with --objective {cfg.objective}: the "
+                          "autoencoder trains with its own objective; use --model vae "
+                          "--objective vae (or --preset mnist-vae), or a generative objective "
+                          "for other networks")
     if cfg.model in FLOW_OBJECTIVES and cfg.objective != cfg.model:
         raise ConfigError(f"--model {cfg.model} is a normalizing flow; train it with --objective "
                           f"{cfg.model} (maximum likelihood), not {cfg.objective!r}")
+
+
+def _check_latent(cfg: TrainConfig) -> None:
+    if not cfg.latent:
+        return
+    if cfg.model == "vae" or cfg.model in FLOW_OBJECTIVES:
+        raise ConfigError(f"--latent trains a diffusion or flow-matching network on latents; "
+                          f"--model {cfg.model} cannot: use dit, mmdit or unet")
+    if not Path(cfg.latent).exists():
+        raise ConfigError(f"--latent {cfg.latent}: no such run folder or checkpoint; train an "
+                          "autoencoder first (--preset mnist-vae --out RUN) and pass RUN")
 
 
 def _check_numbers(cfg: TrainConfig) -> None:

@@ -10,7 +10,10 @@ shares meet in one all-gather (or all-reduce). Scoring the gathered samples (``r
 - images with labels: Frechet and kernel distances in the features of a small classifier
   trained on the dataset, and the share of samples classified as the class they were asked for;
 - 2D points: sliced Wasserstein distance to the data;
-- ``--nll-examples M``: bits/dim (images) or nats (points) of M training examples.
+- ``--nll-examples M``: bits/dim (images) or nats (points) of M training examples;
+- an autoencoder (``--model vae``): also PSNR of the reconstructions of the first
+  ``--num-samples`` images and their Frechet distance to the data (``recon_psnr``, ``recon_fd``).
+A ``--latent`` run's samples are decoded by its autoencoder before scoring.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from .. import runtime
 from ..data import LEVELS
 from ..launch import read_launch_env
 from . import checkpoint as ckpt
-from . import config, plots
+from . import config, latent, plots
 from .build import build_autocast, build_data, build_network, build_objective, start
 from .generate import grid_labels, sample_seed, sample_sharded
 
@@ -100,6 +103,20 @@ def score(samples, x, y, args, num_classes: int) -> dict:
     return out
 
 
+def reconstruction(objective, net, data_name: str, count: int, args) -> dict:
+    """Rank 0: PSNR and classifier FD of an autoencoder's reconstructions of ``count`` images."""
+    from ..data import load_dataset
+    from ..models import metrics, psnr
+    x, y = load_dataset(data_name)
+    real = x[:count]
+    recon = torch.cat([objective.reconstruct(net.cpu(), b) for b in real.split(500)]).clamp(-1, 1)
+    out = {"recon_psnr": psnr(recon, real).mean().item()}
+    if y is not None:
+        clf = metrics.train_classifier(x, y, epochs=args.classifier_epochs)
+        out["recon_fd"] = metrics.image_metrics(clf, recon, x)["fd"]
+    return out
+
+
 def save_picture(samples, x, num_classes: int, path: Path, count: int = 100) -> None:
     """About ``count`` samples as a PNG: points beside the data; class-conditional images one
     class a row (the first samples asked for each class), labelled; others the first ones."""
@@ -120,12 +137,15 @@ def evaluate(args) -> dict | None:
         raise config.ConfigError(f"{run} has no config.json: is it a ringflow.train --out folder?")
     cfg = config.from_dict(json.loads((run / "config.json").read_text()))
     x, y, num_classes = build_data(cfg)
-    net, objective = build_network(cfg, x, num_classes), build_objective(cfg)
+    space = latent.load_for_run(run, cfg.latent) if cfg.latent else None
+    shape = tuple(x.shape[1:]) if space is None else space.shape
+    net = build_network(cfg, torch.empty((1, *shape)), num_classes)
+    objective = build_objective(cfg)
     comm, device = start(cfg, read_launch_env())
     try:
         found = load_weights(run, comm, net, args.weights)
         net.to(device).eval()
-        samples = sample_sharded(objective, net, args.num_samples, tuple(x.shape[1:]), comm,
+        samples = sample_sharded(objective, net, args.num_samples, shape, comm,
                                  steps=args.sample_steps or cfg.sample_steps,
                                  cfg_scale=args.cfg_scale or cfg.cfg_scale,
                                  num_classes=num_classes, seed=args.seed, device=device,
@@ -140,6 +160,9 @@ def evaluate(args) -> dict | None:
         runtime.shutdown()
     if rank != 0:
         return None
+    samples = space.decode(samples) if space is not None else samples
+    if cfg.model == "vae":
+        result.update(reconstruction(objective, net, cfg.data, args.num_samples, args))
     result.update(score(samples, x, y, args, num_classes))
     save_picture(samples, x, num_classes, run / "samples" / "eval.png")
     Path(args.out or run / "eval.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from .. import runtime
 from ..launch import read_launch_env
 from ..parallel.sampler import SEED_STRIDE, ShardedBatches
 from . import checkpoint as ckpt
-from . import checks, config, plots
+from . import checks, config, latent, plots
 from .build import (LossModule, build_autocast, build_data, build_network, build_objective,
                     build_parallel, start)
 from .ema import EMA
@@ -57,13 +58,14 @@ class Run:
     nonfinite: int = 0              # steps in a row whose gradient was not finite
     last_finite: tuple | None = None   # (step, this rank's loss tensor) of the last good step
     resumed_at: list = dataclasses.field(default_factory=list)   # steps resumed from (loss.png)
+    space: latent.LatentSpace | None = None    # --latent: x holds latents; samples are decoded
 
 
 class Diverged(FloatingPointError):
     """--max-nonfinite-steps steps in a row had a non-finite loss or gradient: the run stops."""
 
 
-def build_run(cfg, comm, device, data, net, objective) -> Run:
+def build_run(cfg, comm, device, data, net, objective, space=None) -> Run:
     x, y, num_classes = data
     found = find_checkpoint(cfg, comm)
     if found is not None:
@@ -78,7 +80,7 @@ def build_run(cfg, comm, device, data, net, objective) -> Run:
     run = Run(cfg, comm, device, x.to(device), None if y is None else y.to(device), num_classes,
               net, objective, model, opt, clip, ema,
               ShardedBatches(len(x), cfg.batch_size, comm.rank, comm.size, cfg.seed), gen,
-              log=None)
+              log=None, space=space)
     if found is not None:
         restore_rest(found, run)
     elif comm.rank == 0:   # a restart before the first checkpoint starts over: so does the log
@@ -90,8 +92,12 @@ def build_run(cfg, comm, device, data, net, objective) -> Run:
 
 
 def learning_rate(cfg, step: int) -> float:
-    """Linear warm-up to --lr over --warmup-steps, then constant (DiT's recipe)."""
-    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    """Linear warm-up to --lr over --warmup-steps, then constant (DiT's recipe) or, with
+    --lr-schedule cosine, times 0.5 (1 + cos(pi step / steps)) (Loshchilov & Hutter 2017)."""
+    warm = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    if cfg.lr_schedule == "constant":
+        return warm
+    return warm * 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
 
 
 def train_step(run: Run, autocast) -> torch.Tensor:
@@ -146,6 +152,7 @@ def sample_grid(run: Run, autocast, name: str) -> None:
                        num_classes=run.num_classes, seed=cfg.seed, device=run.device,
                        autocast=autocast())
     if run.comm.rank == 0:
+        x = run.space.decode(x) if run.space is not None else x
         labels = grid_labels(cfg.num_samples, run.num_classes) if x.dim() == 4 else None
         reference = run.x if x.dim() == 2 else None          # points: the data beside them
         plots.save_samples(x, Path(cfg.out) / "samples" / f"{name}.png", labels=labels,
@@ -202,13 +209,17 @@ def prepare(argv) -> tuple:
     launch = read_launch_env()
     checks.check_out_folder(cfg)
     data = build_data(cfg)
-    checks.validate(cfg, launch.size, launch.launcher, tuple(data[0].shape))
-    return cfg, launch, data, build_network(cfg, data[0], data[2]), build_objective(cfg)
+    shape = tuple(data[0].shape)
+    checks.validate(cfg, launch.size, launch.launcher, shape)
+    space = latent.load_space(cfg.latent) if cfg.latent else None
+    example = data[0][:1] if space is None else torch.empty((1, *space.shape))
+    net = build_network(cfg, example, data[2])
+    return cfg, launch, data, net, build_objective(cfg), space
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg, launch, data, net, objective = prepare(argv)
+        cfg, launch, data, net, objective, space = prepare(argv)
     except config.ConfigError as e:
         if read_launch_env().rank == 0:      # every rank finds the same error
             print(f"ringflow.train: error: {e}", file=sys.stderr)
@@ -216,9 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     comm, device = start(cfg, launch)
     try:
         autocast = build_autocast(cfg, device)
-        run = build_run(cfg, comm, device, data, net, objective)
+        if space is not None:                        # every rank encodes a share, once
+            data = (latent.encode_dataset(space, data[0], comm), *data[1:])
+        run = build_run(cfg, comm, device, data, net, objective, space=space)
         if comm.rank == 0:
             config.save(cfg, Path(cfg.out) / "config.json")
+            if space is not None:
+                latent.save_record(space, Path(cfg.out))
             print(f"ringflow.train: {comm.size} rank(s) on {device}, transport "
                   f"{comm.transport.name}, --parallel {cfg.parallel}", file=sys.stderr, flush=True)
         loop(run, autocast)
