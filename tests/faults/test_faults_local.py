@@ -114,14 +114,19 @@ def test_stalled_peer_past_timeout_raises_everywhere():
 
 @pytest.mark.timeout(60)
 def test_slow_peer_below_timeout_changes_nothing():
-    clean = run_ranks(3, _loop("all_reduce", "ring", None, victim=1), timeout=T, outcomes=True)
-    slow = run_ranks(3, _loop("all_reduce", "ring", Fault("slow", seq=2, step=0, seconds=0.3 * T),
-                              victim=1), timeout=T, outcomes=True)
+    # "slow" sleeps at every wait of the collective, and a peer can sit through several of its
+    # sleeps back to back while another rank waits on it: the timeout here leaves room for all
+    # of them on a loaded CI machine (1 s did not: a barrier timed out there after 0.3 s sleeps).
+    timeout, nap = 6 * T, 0.2 * T
+    clean = run_ranks(3, _loop("all_reduce", "ring", None, victim=1), timeout=timeout,
+                      outcomes=True)
+    slow = run_ranks(3, _loop("all_reduce", "ring", Fault("slow", seq=2, step=0, seconds=nap),
+                              victim=1), timeout=timeout, outcomes=True)
     for a, b in zip(clean, slow):
         assert a.error is None and b.error is None, (a.error, b.error)
         for x, y in zip(a.value, b.value):
             assert torch.equal(x, y)
-    assert slow[0].seconds > 0.5 * T        # it really was slowed down
+    assert slow[0].seconds > 2 * nap        # it really was slowed down (one sleep per ring step)
 
 
 @pytest.mark.timeout(60)
