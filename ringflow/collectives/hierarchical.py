@@ -56,10 +56,11 @@ def node_groups(comm: Communicator) -> tuple[Communicator, Communicator]:
     return groups
 
 
-# Pieces of the overlapped schedule: at least this big (below, the per-piece Python and
-# message costs outweigh the overlap), and at most MAX_PIECES of them (fill and drain cost one
-# piece's node stages each; more pieces only add calls).
-PIECE_BYTES = 1 << 20
+# Pieces of the overlapped schedule: at least this big, and at most MAX_PIECES of them. On 2
+# emulated hosts x 2 ranks at 2 Gbit/s (benchmarks/collectives/two_level_sweep.py), 8 pieces
+# of 512 KiB at 4 MiB ran 1.45x slower than 1-4 pieces (each piece costs cross-node message
+# latency), and 8 pieces beat no overlap by 10-15 % at 16-64 MiB.
+PIECE_BYTES = 2 << 20
 MAX_PIECES = 8
 _HELPERS: "weakref.WeakKeyDictionary[Communicator, ThreadPoolExecutor]" = weakref.WeakKeyDictionary()
 
