@@ -96,8 +96,10 @@ def init_process_group(launch, device: torch.device, timeout: float) -> bool:
 # The pipelined ring's channels across hosts: (at most, one per this many bytes of a chunk).
 # Over a 2 Gbit/s link (2 emulated hosts x 1 rank, benchmarks/collectives/pipeline_sweep.py)
 # two whole pieces ran 1.16-1.20x gloo at 1-16 MiB, one piece 0.88-1.00x, 4 or 8 pieces no
-# better than two: a second piece overlaps the first's reduction with its own transfer.
-ACROSS_HOSTS_CHANNELS = (2, 256 << 10)
+# better than two: a second piece overlaps the first's reduction with its own transfer. But in
+# ringflow-bench two 256 KiB pieces of a 1 MiB all-reduce ran 0.51-0.53x gloo (one: 0.87-0.91x),
+# so chunks under 2 MiB keep one channel.
+ACROSS_HOSTS_CHANNELS = (2, 1 << 20)
 
 
 class TorchTransport(BesideNodeShm, Transport):
