@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", default="2gbit", help="every link's rate, tc's units (2gbit)")
     p.add_argument("--burst", default=hosts.BURST, help="tbf bucket")
     p.add_argument("--latency", default=hosts.LATENCY, help="tbf queue bound")
+    p.add_argument("--mtu", type=int, help="every link's MTU (default: the veth's 1500; 9000: "
+                   "jumbo frames, whose headers cost 0.7 %% of the rate instead of 4.4 %%)")
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds the run may take before its agents are killed")
     p.add_argument("--script", metavar="FILE.py",
@@ -60,6 +62,8 @@ def parse(argv=None) -> tuple[argparse.Namespace, list[str]]:
         hosts.parse_rate(a.rate)
     except ValueError as e:
         parser.error(f"--rate: {e}")
+    if a.mtu is not None and not 68 <= a.mtu <= 65535:
+        parser.error(f"--mtu must be 68..65535 bytes, got {a.mtu}")
     if a.script is None:
         bench_cli.parse(["--link-rate", a.rate, *bench])  # a bad flag fails here, not on H hosts
     elif not Path(a.script).is_file():
@@ -155,7 +159,7 @@ def tails(logdir: Path, lines: int = 30) -> str:
 
 def run(a, bench: list[str]) -> str | None:
     """One launch on fresh hosts; None or why it failed (with the logs' tails)."""
-    with hosts.Hosts(a.hosts, a.rate, a.burst, a.latency) as net, \
+    with hosts.Hosts(a.hosts, a.rate, a.burst, a.latency, a.mtu) as net, \
             tempfile.TemporaryDirectory(prefix="ringflow-cluster-") as tmp:
         print(f"# cluster: {net.describe()}; {a.ranks_per_host} rank(s) per host", flush=True)
         logdir = Path(tmp)

@@ -1,6 +1,7 @@
 """Medians over launches of ringflow-bench JSON files: the tables of the README's "Across hosts".
 
     python benchmarks/cluster/summary.py run1.json run2.json run3.json
+    python benchmarks/cluster/summary.py --plot h2x2.png run1.json run2.json run3.json
 
 One row per (size, implementation): busbw and busbw/link medians over launches, the median
 of the per-launch ratio to the built-in (same launch, interleaved), and for auto the
@@ -59,11 +60,31 @@ def table(cells: dict) -> list[str]:
     return out
 
 
+def median_rows(paths: list[str]) -> list[dict]:
+    """The first launch's rows with each row's busbw replaced by its median over launches
+    (what ringflow-bench --plot draws, for several launches)."""
+    cells, _ = collect(paths)
+    rows = [r for r in json.load(open(paths[0]))["rows"] if r.get(mode(r))]
+    for r in rows:
+        label = "auto" if r["label"].startswith("auto:") else r["label"]
+        r[mode(r)]["busbw"] = statistics.median(cells[(r["size"], label)]["busbw"])
+    return rows
+
+
 def main() -> None:
-    cells, meta = collect(sys.argv[1:])
-    print(f"{meta['transport']}, {meta['ranks']} ranks ({meta['local_size']} per host), "
-          f"{meta['datatype']} {meta['op']}, medians of {len(sys.argv) - 1} launches")
+    args = sys.argv[1:]
+    out = None
+    if args[:1] == ["--plot"]:
+        out, args = args[1], args[2:]
+    cells, meta = collect(args)
+    title = (f"{meta['transport']}, {meta['ranks']} ranks ({meta['local_size']} per host), "
+             f"{meta['datatype']} {meta['op']}, medians of {len(args)} launches")
+    print(title)
     print("\n".join(table(dict(sorted(cells.items(), key=lambda kv: kv[0][0])))))
+    if out:
+        from ringflow.bench.plot import plot
+        plot(median_rows(args), out, title, meta.get("link_rate_Bps"))
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

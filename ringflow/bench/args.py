@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="built-in collectives to compare with: auto (the transport's own; gloo "
                         "under torchrun or MPI under mpirun for shm), torch, mpi, a list, or none")
     p.add_argument("--no-builtin", dest="builtin", action="store_const", const="none")
-    p.add_argument("--intra", choices=("same", "shm"), default="same",
-                   help="transport inside a node for two_level (shm: shared memory)")
+    p.add_argument("--intra", choices=("auto", "same", "shm"), default="auto",
+                   help="transport inside a node for two_level (shm: shared memory; auto: shm "
+                        "where the world spans several nodes)")
     p.add_argument("--modes", default="oop,ip",
                    help="out-of-place (oop) and/or in-place (ip) runs; ip alone halves the time")
     p.add_argument("--json", metavar="FILE", help="write every row (median, p10, p90) as JSON")

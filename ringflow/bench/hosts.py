@@ -113,12 +113,16 @@ class Hosts:
     host's link runs at ``rate``.
     """
 
-    def __init__(self, n: int, rate: str = "2gbit", burst: str = BURST, latency: str = LATENCY):
+    def __init__(self, n: int, rate: str = "2gbit", burst: str = BURST, latency: str = LATENCY,
+                 mtu: int | None = None):
         if n < 2:
             raise ValueError(f"an emulated cluster needs at least 2 hosts, got {n}")
         if n > 250:
             raise ValueError(f"at most 250 hosts fit the /24, got {n}")
         parse_rate(rate)                        # fail before anything is made
+        if mtu is not None and not 68 <= mtu <= 65535:
+            raise ValueError(f"mtu must be 68..65535 bytes (1500: Ethernet, 9000: jumbo), got {mtu}")
+        self.mtu = mtu                          # None: the veth default (1500)
         pid, k = os.getpid(), os.getpid() % 250 + 1
         self.n, self.rate, self.burst, self.latency = n, rate, burst, latency
         self.ns = [f"{PREFIX}{pid}h{i}" for i in range(n)]
@@ -176,12 +180,20 @@ class Hosts:
                 _run("ip", "link", "add", self.dev[i], "netns", ns, "type", "veth",
                      "peer", "name", port, "netns", self.switch)
                 _run("ip", "-n", self.switch, "link", "set", port, "master", "br0")
+                self._set_mtu(self.switch, port)
                 _run("ip", "-n", self.switch, "link", "set", port, "up")
                 self._shape(self.switch, port)              # switch -> host
         for ns, dev, addr in zip(self.ns, self.dev, self.addr):
             _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            self._set_mtu(ns, dev)
             _run("ip", "-n", ns, "link", "set", dev, "up")
             self._shape(ns, dev)                            # host -> wire
+
+    def _set_mtu(self, ns: str, dev: str) -> None:
+        # tbf counts every frame's headers: at 1500 bytes TCP carries at most 1448/1514 = 0.956
+        # of the rate, at 9000 0.993
+        if self.mtu is not None:
+            _run("ip", "-n", ns, "link", "set", "dev", dev, "mtu", str(self.mtu))
 
     def remove(self) -> None:
         """Delete every namespace made (and so every link), killing what still runs inside.
@@ -210,4 +222,5 @@ class Hosts:
     def describe(self) -> str:
         link = "a veth pair" if self.switch is None else f"a bridge ({self.switch})"
         return (f"{self.n} hosts {', '.join(self.ns)} at {', '.join(self.addr)}, joined by "
-                f"{link}; every link tbf rate {self.rate} burst {self.burst} latency {self.latency}")
+                f"{link}; every link tbf rate {self.rate} burst {self.burst} latency {self.latency}"
+                f"{'' if self.mtu is None else f', mtu {self.mtu}'}")

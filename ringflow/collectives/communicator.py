@@ -67,6 +67,8 @@ class Communicator:
         self._owns_engine = ranks is None
         self.slice_bytes = getattr(transport, "slice_bytes", None)   # ring pipelining granularity
         self.ring_channels = getattr(transport, "ring_channels", 1)  # the pipelined ring's (C)
+        # bytes of a chunk per channel of the pipelined ring (None: pipeline.CHANNEL_BYTES)
+        self.channel_bytes = getattr(transport, "channel_bytes", None)
         self.device = torch.device(getattr(transport, "device", "cpu"))  # for internal buffers
         self._scratch: dict[tuple, torch.Tensor] = {}
         # what RINGFLOW_ALGORITHM would say, given as an argument (the trainer's --algorithm);

@@ -62,8 +62,8 @@ def slice_count(chunk_bytes: int, channels: int, slice_bytes: int) -> int:
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp, channels: int | None = None,
                slice_bytes: int | None = None) -> None:
     """Pipelined ring all-reduce of flat ``buf`` in place. Defaults: the transport's slice size
-    (RINGFLOW_SLICE_BYTES overrides it) and one channel per CHANNEL_BYTES of a chunk, up to
-    the transport's ``ring_channels``."""
+    (RINGFLOW_SLICE_BYTES overrides it) and one channel per CHANNEL_BYTES of a chunk (the
+    transport's ``channel_bytes`` where it has one), up to the transport's ``ring_channels``."""
     run(comm, buf, chunk_bounds(buf.numel(), comm.size), op, range(2 * comm.size - 2),
         channels, slice_bytes)
 
@@ -90,7 +90,8 @@ def run(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[int, int]], op
         return
     biggest = max(b - a for a, b in bounds)
     if channels is None:
-        channels = max(1, min(comm.ring_channels, biggest * buf.element_size() // CHANNEL_BYTES))
+        per = comm.channel_bytes or CHANNEL_BYTES
+        channels = max(1, min(comm.ring_channels, biggest * buf.element_size() // per))
     slice_bytes = configured_slice_bytes(comm) if slice_bytes is None else slice_bytes
     if channels < 1 or slice_bytes < 0:
         raise ValueError(f"the pipelined ring needs channels >= 1 and slice_bytes >= 0, got "

@@ -93,6 +93,15 @@ def init_process_group(launch, device: torch.device, timeout: float) -> bool:
     return True
 
 
+# The pipelined ring's channels across hosts: (at most, one per this many bytes of a chunk).
+# Over a 2 Gbit/s link (2 emulated hosts x 1 rank, benchmarks/collectives/pipeline_sweep.py)
+# two whole pieces ran 1.16-1.20x gloo at 1-16 MiB, one piece 0.88-1.00x, 4 or 8 pieces no
+# better than two: a second piece overlaps the first's reduction with its own transfer. But in
+# ringflow-bench two 256 KiB pieces of a 1 MiB all-reduce ran 0.51-0.53x gloo (one: 0.87-0.91x),
+# so chunks under 2 MiB keep one channel.
+ACROSS_HOSTS_CHANNELS = (2, 1 << 20)
+
+
 class TorchTransport(BesideNodeShm, Transport):
     """One rank of the default torch.distributed process group, used point to point."""
 
@@ -110,6 +119,7 @@ class TorchTransport(BesideNodeShm, Transport):
         # the pipelined ring's channels at most (one per 4 MiB of a chunk): large chunks in 2-4
         # pieces let the reduction of one overlap the transfer of the next
         self.ring_channels = 4
+        self.channel_bytes = None            # collectives' default: one channel per 4 MiB
         self.name = f"torch/{self.backend}"
 
     one_node = False                       # every rank on this node (shared memory beside gloo)
@@ -120,6 +130,8 @@ class TorchTransport(BesideNodeShm, Transport):
         """Join (or reuse) the default process group: gloo for a cpu device, NCCL for cuda."""
         tr = cls(device, owns_group=init_process_group(launch, device, timeout))
         tr.one_node, tr.timeout = launch.local_size == launch.size, timeout
+        if not tr.one_node:
+            tr.ring_channels, tr.channel_bytes = ACROSS_HOSTS_CHANNELS
         tr.node = tr._map_node_shm()
         return tr
 

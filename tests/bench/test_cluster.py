@@ -62,6 +62,9 @@ def test_cli_rejects_bad_flags_before_making_hosts(capsys):
     with pytest.raises(SystemExit):
         load_cli().parse(["--collective", "scan"])      # ringflow-bench's own check
     assert "error" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        load_cli().parse(["--mtu", "20"])
+    assert "--mtu must be 68..65535" in capsys.readouterr().err
 
 
 def test_rates_are_tc_units():

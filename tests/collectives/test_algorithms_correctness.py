@@ -61,6 +61,18 @@ def test_two_level_on_several_nodes(n, local):
                                expected)
 
 
+@pytest.mark.parametrize("n,local", [(4, 2), (6, 3), (6, 2)])
+def test_two_level_overlapped_pieces(monkeypatch, n, local):
+    """Pieces cross the nodes on a helper thread while the node works on the next ones: the
+    result is still exact and bitwise the same on every rank, for every op."""
+    from ringflow.collectives import hierarchical
+    monkeypatch.setattr(hierarchical, "PIECE_BYTES", 64)     # 999 floats: MAX_PIECES pieces
+    for numel, op in ((999, "sum"), (999, "avg"), (130, "max"), (4001, "sum")):
+        dtype = torch.float32 if op == "avg" else torch.int32
+        expected = run_all_reduce(n, numel, dtype, op, "naive")[0]
+        assert_same_everywhere(run_all_reduce(n, numel, dtype, op, "two_level", local), expected)
+
+
 def test_fp32acc_rounds_once():
     """bf16 values whose running sum loses bits at each hop: fp32acc rounds only the total."""
     n, numel = 4, 64

@@ -41,3 +41,4 @@ def test_two_level_across_two_torchrun_nodes():
     out = run_two_nodes()
     assert "two-level OK (torch inside nodes)" in out
     assert "two-level OK (shm inside nodes)" in out
+    assert "two-level OK (overlapped pieces)" in out

@@ -52,6 +52,23 @@ def test_transport_choice():
         runtime._pick_transport(env("none"), "carrier-pigeon")
 
 
+def test_intra_auto_is_shared_memory_only_for_cpu_ranks_of_a_world_spanning_nodes():
+    """intra="auto" (init's default) makes nothing, and so touches no store, where shared memory
+    inside a node has no use: one rank per node, one node, CUDA, or a world already on shm.
+    Where it applies (two nodes of CPU ranks) tests/collectives/two_node_worker.py checks it."""
+    class World:
+        name = "torch/gloo"
+    two_nodes = launch.LaunchEnv("torchrun", 0, 4, 0, 2)
+    assert runtime._make_intra(None, launch.LaunchEnv("torchrun", 0, 2, 0, 1), World(), 5) is None
+    assert runtime._make_intra("auto", launch.LaunchEnv("torchrun", 0, 2, 0, 2), World(), 5) is None
+    assert runtime._make_intra(None, two_nodes, World(), 5, torch.device("cuda", 0)) is None
+    World.name = "shm"
+    assert runtime._make_intra(None, two_nodes, World(), 5) is None
+    assert runtime._make_intra("same", two_nodes, World(), 5) is None
+    with pytest.raises(ValueError, match="intra='fast' is unknown"):
+        runtime._make_intra("fast", two_nodes, World(), 5)
+
+
 @pytest.mark.parametrize("transport", ["local", "torch"])
 def test_init_world_of_one_is_idempotent_and_shuts_down(transport, monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID",

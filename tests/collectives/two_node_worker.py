@@ -9,7 +9,7 @@ import torch
 import ringflow
 from ringflow import collectives as rc
 from ringflow import runtime
-from ringflow.collectives import Communicator, hierarchical
+from ringflow.collectives import Communicator, hierarchical, select
 
 
 def inputs(rank: int, numel: int, dtype) -> torch.Tensor:
@@ -17,7 +17,7 @@ def inputs(rank: int, numel: int, dtype) -> torch.Tensor:
 
 
 def main() -> None:
-    comm = ringflow.init(transport="torch", timeout=60)
+    comm = ringflow.init(transport="torch", timeout=60, intra="same")
     assert comm.size == 4 and comm.local_size == 2, (comm.size, comm.local_size)
     assert comm.num_nodes == 2 and comm.node == comm.rank // 2, (comm.rank, comm.node)
     check(comm)
@@ -30,7 +30,26 @@ def main() -> None:
     rc.barrier()
     if comm.rank == 0:
         print("two-level OK (shm inside nodes)", flush=True)
+    # intra="auto" (init's default) on a world of two nodes: shared memory inside each
+    auto = runtime._make_intra(None, comm.launch, comm.transport, comm.timeout)
+    assert auto is not None and auto.name == "shm", auto
+    overlapped(Communicator(comm.transport, timeout=comm.timeout, local_size=comm.local_size,
+                            intra_transport=auto, launch=comm.launch))
+    rc.barrier()
+    if comm.rank == 0:
+        print("two-level OK (overlapped pieces)", flush=True)
     ringflow.shutdown()
+
+
+def overlapped(comm) -> None:
+    """Pieces crossing the nodes on the helper thread while shm works on the next ones."""
+    for numel, pieces in ((1 << 18, 4), (100003, 8)):
+        got = inputs(comm.rank, numel, torch.float32)
+        want = got.clone()
+        hierarchical.all_reduce(comm, got, rc.ReduceOp.SUM, select._across_nodes,
+                                piece_bytes=numel * 4 // pieces)
+        rc.all_reduce(want, group=comm, algorithm="naive")
+        assert torch.equal(got, want), f"rank {comm.rank} numel {numel} overlapped"
 
 
 def check(comm) -> None:

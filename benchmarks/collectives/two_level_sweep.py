@@ -1,0 +1,59 @@
+"""Piece size of the overlapped two-level all-reduce against the built-in, interleaved.
+
+Every round runs two_level once per piece size and the built-in (gloo) once, in the same
+processes; the table gives rank 0's medians over rounds and the ratio of the built-in's time to
+each configuration's (>1: ringflow faster). "0" runs the stages one after the other (no
+overlap). It is how ``hierarchical.PIECE_BYTES`` was chosen; run it on emulated hosts:
+
+    python benchmarks/cluster/cluster.py --hosts 2 --ranks-per-host 2 --rate 2gbit \\
+        --script benchmarks/collectives/two_level_sweep.py --sizes 4M,16M,64M --pieces 0,512K,1M,4M
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import ringflow
+from ringflow.bench.args import parse_bytes
+from ringflow.collectives import hierarchical, select
+from ringflow.collectives.ops import ReduceOp
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="4M,16M,64M")
+    p.add_argument("--pieces", default="0,512K,1M,2M,4M")
+    p.add_argument("--rounds", type=int, default=5)
+    args = p.parse_args()
+    comm = ringflow.init()
+    tr = comm.transport
+    for nbytes in (parse_bytes(s) for s in args.sizes.split(",")):
+        buf = torch.ones(nbytes // 4)
+        runs = {f"piece {s >> 10}K": (lambda s=s: hierarchical.all_reduce(
+                    comm, buf, ReduceOp.SUM, select._across_nodes, s or nbytes + 1))
+                for s in map(parse_bytes, args.pieces.split(","))}
+        runs["builtin"] = lambda: tr.native_all_reduce(buf, "sum")
+        times = {k: [] for k in runs}
+        for f in runs.values():               # warm-up: scratch, connections, the helper
+            f()
+        for _ in range(args.rounds):
+            for name, f in runs.items():
+                buf.fill_(1)
+                tr.native_barrier()
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+        if comm.rank == 0:
+            base = statistics.median(times["builtin"])
+            for name, ts in times.items():
+                med = statistics.median(ts)
+                print(f"{nbytes >> 10:>8} KiB  {name:>12}  {med * 1e3:8.2f} ms  "
+                      f"vs builtin {base / med:5.2f}x", flush=True)
+    ringflow.shutdown()
+
+
+if __name__ == "__main__":
+    main()
