@@ -16,13 +16,21 @@ import torch.distributed as dist
 
 from .. import collectives as rc
 from ..collectives.communicator import Communicator
-from ..collectives.ops import as_reduce_op
+from ..collectives.ops import ReduceOp, as_reduce_op
 from . import lists, p2p
 from .work import BackendWork
 
+# torch's RedOpType -> ringflow's ReduceOp, looked up once per call (translating by name costs
+# microseconds, which a 4 KiB all_reduce notices); the ops ringflow lacks stay out and take the
+# slow path to as_reduce_op's error.
+_OPS = {getattr(dist.ReduceOp.RedOpType, op.name): op for op in ReduceOp
+        if hasattr(dist.ReduceOp.RedOpType, op.name)}
+
+
 def _op(opts):
     """ringflow's ReduceOp for torch's (an object whose ``op`` is the RedOpType)."""
-    return as_reduce_op(getattr(opts.reduceOp, "op", opts.reduceOp))
+    red = opts.reduceOp.op
+    return _OPS.get(red) or as_reduce_op(red)
 
 
 def _async(opts) -> bool:
@@ -73,9 +81,12 @@ class RingflowProcessGroup(dist.ProcessGroup):
     # ---- reductions ---------------------------------------------------------------------------
     def allreduce(self, tensors, opts=None):
         t = _one(tensors, "allreduce")
-        op = _op(opts or dist.AllreduceOptions())
-        work = rc.all_reduce(_real(t), op=op, group=self.comm, async_op=_async(opts))
-        return BackendWork.of(work, tensors)
+        opts = opts or dist.AllreduceOptions()
+        if opts.asyncOp:
+            return BackendWork.of(rc.all_reduce(_real(t), op=_op(opts), group=self.comm,
+                                                async_op=True), tensors)
+        rc.all_reduce(_real(t), op=_op(opts), group=self.comm)     # inline: the hot path
+        return BackendWork.done(tensors)
 
     def allreduce_coalesced(self, tensors, opts=None):
         op = _op(opts or dist.AllreduceCoalescedOptions())

@@ -55,6 +55,25 @@ def all_reduce_cases(rf, gloo, r, n):
           exact=False)
 
 
+BITWISE = {dist.ReduceOp.BAND: torch.bitwise_and, dist.ReduceOp.BOR: torch.bitwise_or,
+           dist.ReduceOp.BXOR: torch.bitwise_xor}
+
+
+def bitwise_cases(rf, gloo, r, n):
+    """BAND / BOR / BXOR on integer tensors: exact, so equal to the oracle and to gloo bitwise."""
+    for op, fn in BITWISE.items():
+        for dtype in (torch.uint8, torch.int32, torch.int64):
+            for numel in (0, 1, n - 1, 4099):
+                xs = [torch.randint(0, 256, (numel,), generator=torch.Generator().manual_seed(
+                      numel * 10 + i)).to(dtype) for i in range(n)]
+                want = xs[0].clone()
+                for x in xs[1:]:
+                    want = fn(want, x)
+                ours, ref = both(lambda g: _ar(xs[r].clone(), op, g), rf, gloo)
+                check(f"all_reduce {op} {dtype} {numel}", ours, want)
+                check(f"all_reduce {op} {dtype} {numel} vs gloo", ours, ref)
+
+
 def _ar(t, op, group):
     dist.all_reduce(t, op=op, group=group)
     return t
@@ -222,6 +241,7 @@ def main():
     r, n = dist.get_rank(), dist.get_world_size()
     assert dist.get_backend() == "ringflow", dist.get_backend()
     all_reduce_cases(rf, gloo, r, n)
+    bitwise_cases(rf, gloo, r, n)
     async_and_futures(rf, r, n)
     gather_family(rf, gloo, r, n)
     reduce_scatter_family(rf, gloo, r, n)
