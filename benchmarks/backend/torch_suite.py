@@ -32,7 +32,7 @@ def run(backend: str, select: str, world: int, per_test: int, budget: int,
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                OMP_NUM_THREADS="1", RINGFLOW_TIMEOUT="60")
     cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-o", "addopts=",
-           f"--timeout={per_test}", "-rfE", str(Path(__file__).with_name("suite_case.py"))]
+           f"--timeout={per_test}", "-rfEs", str(Path(__file__).with_name("suite_case.py"))]
     if select:
         cmd += ["-k", select]
     out = Path(log or tempfile.mkstemp(prefix="ringflow_suite_", suffix=".log")[1])
