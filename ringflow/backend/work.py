@@ -65,7 +65,7 @@ class BackendWork(dist.distributed_c10d.Work):
         return self._future is None or self._future.done()
 
     def is_success(self) -> bool:
-        return self._future.done() and self.exception() is None
+        return self.is_completed() and self.exception() is None
 
     def exception(self):
         if self._future is None or not self._future.done():

@@ -96,6 +96,23 @@ def async_and_futures(rf, r, n):
         w.wait()
     for x in t1:
         check("four async all_reduce in flight", x, sum(xs))
+    inline_works(rf, xs, r)
+
+
+def inline_works(rf, xs, r):
+    """Calls with asyncOp False run inline: allreduce returns None (torch's verbs take it as done),
+    the others a finished Work whose future is built when asked."""
+    opts, t = dist.AllreduceOptions(), xs[r].clone()
+    opts.asyncOp = False
+    assert rf.allreduce([t], opts) is None
+    check("inline allreduce", t, sum(xs))
+    bopts, b = dist.BroadcastOptions(), xs[r].clone()
+    bopts.asyncOp = False
+    work = rf.broadcast([b], bopts)
+    assert work.is_completed() and work.is_success() and work.exception() is None
+    got = work.get_future().wait()
+    assert got[0] is b and work.result()[0] is b, got
+    check("inline broadcast", b, xs[0])
 
 
 def gather_family(rf, gloo, r, n):
