@@ -19,18 +19,20 @@ if os.environ.get("BACKEND") == "ringflow":
     for feature in ("plugin", "ddp", "subgroup", "gpu", "cuda"):
         DistTestCases.backend_feature[feature].add("ringflow")
 
-# SUITE_GATES=gloo: the suite decides which tests run as if the backend were gloo (some of its
-# gates name gloo outright), and the tests then run on ringflow: gloo's selection, our backend.
+# SUITE_GATES=gloo (with BACKEND=ringflow): the suite runs exactly as for gloo (which tests, and
+# every branch it takes on the backend's name), except that the default group it creates is a
+# ringflow group: gloo's selection, our backend. (Some of its gates name gloo outright.)
 GATES = os.environ.get("SUITE_GATES")
 if GATES:
     os.environ["BACKEND"] = GATES
+    _init = torch.distributed.init_process_group
 
-from torch.testing._internal.distributed import distributed_test  # noqa: E402 - after the tables
-from torch.testing._internal.distributed.distributed_test import (  # noqa: E402
+    def _on_ringflow(*args, backend=None, **kwargs):
+        return _init(*args, backend="ringflow" if backend == GATES else backend, **kwargs)
+    torch.distributed.init_process_group = _on_ringflow
+
+from torch.testing._internal.distributed.distributed_test import (  # noqa: E402 - after the tables
     DistributedTest, TestDistBackend)
-
-if GATES:
-    os.environ["BACKEND"] = distributed_test.BACKEND = "ringflow"
 
 
 class TestDistBackendWithSpawn(TestDistBackend, DistributedTest._DistTestBase):
