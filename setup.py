@@ -15,6 +15,9 @@ setup(
         "mpi": ["mpi4py>=3.1", "openmpi"],
         "test": ["pytest>=7", "pytest-timeout"],
         "dev": ["pytest>=7", "pytest-timeout"],
+        # torch's own distributed test suite (benchmarks/backend/torch_suite.py): its test
+        # utilities import expecttest; not part of `make test`'s install.
+        "torchsuite": ["pytest>=7", "pytest-timeout", "expecttest"],
     },
     entry_points={"console_scripts": ["ringflow-bench=ringflow.bench:main",
                                       "ringflow-train=ringflow.train.loop:main"]},

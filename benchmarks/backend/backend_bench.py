@@ -12,6 +12,8 @@ same ranks, so both wrappers run the same model on the same data:
   ddp_ringflow / ddp_gloo      DistributedDataParallel(DiT) step, the benchmarks/data_parallel model
   fsdp_ringflow / fsdp_gloo    fully_shard on every DiT block and the root, step
   allreduce_backend / allreduce_rc   dist.all_reduce(t) vs rc.all_reduce(t, group=comm), per size
+  calls (--parts calls)        the same pair alternated call by call, each call timed: on a loaded
+                               machine both sides then meet the same conditions; medians per call
 """
 from __future__ import annotations
 
@@ -59,20 +61,45 @@ def fsdp(model, group):
     return fully_shard(model, mesh=mesh)
 
 
+def calls(args, kib: int) -> int:
+    """all_reduce calls per timing: ``--iters`` up to 256 KiB, fewer above (about 8 MiB moved)."""
+    return max(3, min(args.iters, (8 << 10) // kib))
+
+
 def allreduce_modes(args, comm) -> dict:
     modes = {}
     for kib in args.sizes:
-        t = torch.randn(kib * 256)
+        t, n = torch.randn(kib * 256), calls(args, kib)
 
-        def backend(t=t):
-            for _ in range(args.iters):
+        def backend(t=t, n=n):
+            for _ in range(n):
                 dist.all_reduce(t)
 
-        def direct(t=t):
-            for _ in range(args.iters):
+        def direct(t=t, n=n):
+            for _ in range(n):
                 rc.all_reduce(t, group=comm)
         modes[f"allreduce_backend_{kib}KiB"], modes[f"allreduce_rc_{kib}KiB"] = backend, direct
     return modes
+
+
+def paired_calls(args, comm, gloo) -> str:
+    """dist.all_reduce and rc.all_reduce on the same tensor, alternated call by call (which goes
+    first alternates too); the median time of each per size, in microseconds."""
+    rows = ["| size | backend (us/call) | rc (us/call) | ratio |", "|---|---|---|---|"]
+    for kib in args.sizes:
+        t, n = torch.randn(kib * 256), calls(args, kib) * args.rounds
+        pair = [lambda: dist.all_reduce(t), lambda: rc.all_reduce(t, group=comm)]
+        took = [[], []]
+        dist.barrier(group=gloo)
+        for i in range(n + 5):                 # the first 5 pairs warm up
+            for k in (i % 2, 1 - i % 2):
+                start = time.perf_counter()
+                pair[k]()
+                if i >= 5:
+                    took[k].append(time.perf_counter() - start)
+        ours, ref = (statistics.median(x) * 1e6 for x in took)
+        rows.append(f"| {kib} KiB | {ours:.1f} | {ref:.1f} | {ours / ref:.2f}x |")
+    return "\n".join(rows)
 
 
 def build(args, gloo, comm) -> dict:
@@ -90,10 +117,12 @@ def build(args, gloo, comm) -> dict:
 
 
 def timed(fn, gloo) -> float:
+    """Seconds of ``fn`` on this rank, from a common start. No closing barrier: every timed mode
+    synchronises the ranks itself, and a gloo barrier inside the timing would add a millisecond
+    of noise to both sides of each ratio."""
     dist.barrier(group=gloo)
     start = time.perf_counter()
     fn()
-    dist.barrier(group=gloo)
     return time.perf_counter() - start
 
 
@@ -101,7 +130,8 @@ def table(args, times: dict, transport: str) -> str:
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = [f"DiT-{args.preset}, {dist.get_world_size()} ranks, batch {args.batch}/rank, "
             f"{args.image}x{args.image}x4; ringflow transport {transport}; medians of "
-            f"{args.rounds} interleaved rounds; all_reduce: {args.iters} calls per timing", "",
+            f"{args.rounds} interleaved rounds; all_reduce: {args.iters} calls per timing "
+            "(fewer above 256 KiB: about 8 MiB a timing)", "",
             "| mode | time (ms) | ratio | vs |", "|---|---|---|---|"]
     for mode, value in med.items():
         base = mode.replace("_ringflow", "_gloo").replace("_backend_", "_rc_")
@@ -121,6 +151,7 @@ def main() -> None:
                     help="all_reduce sizes in KiB")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--label", default="", help="a line written above the table (the launch)")
     args = ap.parse_args()
     dist.init_process_group("ringflow")
     gloo = dist.new_group(backend="gloo")
@@ -129,11 +160,17 @@ def main() -> None:
     for fn in modes.values():                    # warm-up: allocations, first buckets, shards
         timed(fn, gloo)
     times = {k: [] for k in modes}
+    pairs = paired_calls(args, comm, gloo) if "calls" in args.parts else ""
+    order = list(modes)
     for _ in range(args.rounds):
-        for name, fn in modes.items():
-            times[name].append(timed(fn, gloo))
+        for name in order:
+            times[name].append(timed(modes[name], gloo))
+        order.reverse()         # no mode always first after a change of size or model
     if dist.get_rank() == 0:
-        text = table(args, times, comm.transport.name)
+        text = (args.label + "\n\n" if args.label else "") + table(args, times, comm.transport.name)
+        if pairs:
+            text += (f"\n\nall_reduce alternated call by call ({args.rounds} x the calls of a "
+                     f"timing per size), medians per call:\n\n{pairs}")
         print(text, flush=True)
         if args.out:
             with open(args.out, "a") as f:

@@ -3,6 +3,7 @@ shipped in the wheel) against backend "ringflow" and against gloo, counted.
 
     python benchmarks/backend/torch_suite.py --backend ringflow -k "all_reduce or broadcast"
     python benchmarks/backend/torch_suite.py --both --out benchmarks/results/torch_suite.md
+    python benchmarks/backend/torch_suite.py --backend gloo -k cpu --log /tmp/gloo.log  # all CPU tests
 
 The suite is driven as torch's test_distributed_spawn.py drives it (BACKEND, WORLD_SIZE,
 TEMP_DIR; one spawned process per rank per test). Its feature tables list gloo, nccl and ucc by
@@ -23,22 +24,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(backend: str, select: str, world: int, per_test: int, budget: int) -> tuple[dict, float]:
+def run(backend: str, select: str, world: int, per_test: int, budget: int,
+        log: str | None) -> tuple[dict, float]:
     """Run the selection on ``backend``; ({passed, failed, skipped, ...}, seconds)."""
     env = dict(os.environ, BACKEND=backend, WORLD_SIZE=str(world),
                TEMP_DIR=tempfile.mkdtemp(prefix="ringflow_suite_"),
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                OMP_NUM_THREADS="1", RINGFLOW_TIMEOUT="60")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-           f"--timeout={per_test}", "-rfE", str(Path(__file__).with_name("suite_case.py"))]
+    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-o", "addopts=",
+           f"--timeout={per_test}", "-rfEs", str(Path(__file__).with_name("suite_case.py"))]
     if select:
         cmd += ["-k", select]
+    out = Path(log or tempfile.mkstemp(prefix="ringflow_suite_", suffix=".log")[1])
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=budget)
+    with open(out, "w") as f:             # written as it runs: a run past --budget keeps its log
+        try:
+            subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                           timeout=budget)
+        except subprocess.TimeoutExpired:
+            f.write(f"\nstopped after --budget {budget} s\n")
     took = time.monotonic() - t0
-    tail = proc.stdout.strip().splitlines()
+    tail = [line for line in out.read_text().splitlines() if line.strip()]
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors)",
                                                tail[-1] if tail else "")}
+    counts["budget"] = bool(tail) and tail[-1].startswith("stopped after")
     counts["failures"] = [line.split(" ", 1)[1].split(" - ")[0] for line in tail
                           if line.startswith(("FAILED", "ERROR"))]
     return counts, took
@@ -53,12 +62,18 @@ DEFAULT_SELECT = ("(all_reduce or broadcast or reduce or all_gather or gather or
                   "timeout and not coalesced_group and not coalesced_full and not full_group")
 
 
+# Every test that applies to a CPU backend: the whole file less the tests named for CUDA, NCCL or
+# GPUs (they skip on any CPU backend, gloo included; 45 of the 285).
+CPU_SELECT = "not cuda and not nccl and not gpu"
+SELECTIONS = {"cpu": CPU_SELECT, "verbs": DEFAULT_SELECT}
+
+
 def _need_expecttest() -> None:
     try:
         import expecttest  # noqa: F401 - torch's test utilities import it
     except ImportError:
-        raise SystemExit("torch's test suite needs expecttest: pip install expecttest "
-                         "(or put it on PYTHONPATH)") from None
+        raise SystemExit("torch's test suite needs expecttest: pip install -e '.[torchsuite]' "
+                         "(or make torchsuite)") from None
 
 
 def main() -> None:
@@ -66,16 +81,20 @@ def main() -> None:
     ap.add_argument("--backend", default="ringflow")
     ap.add_argument("--both", action="store_true", help="ringflow and gloo, one after the other")
     ap.add_argument("-k", dest="select", default=DEFAULT_SELECT,
-                    help="pytest -k expression over test names ('' for the whole suite)")
+                    help="pytest -k expression over test names, or 'cpu' (every test that applies "
+                         "to a CPU backend) or 'verbs' (the default); '' for the whole suite")
     ap.add_argument("--world", type=int, default=2)
     ap.add_argument("--per-test", type=int, default=120, help="seconds before a test fails")
     ap.add_argument("--budget", type=int, default=3600, help="seconds for each backend's run")
     ap.add_argument("--out", default=None, help="append a markdown table here")
+    ap.add_argument("--log", default=None, help="write pytest's output here ({backend} is replaced)")
     args = ap.parse_args()
     _need_expecttest()
+    args.select = SELECTIONS.get(args.select, args.select)
     rows = []
     for backend in (["ringflow", "gloo"] if args.both else [args.backend]):
-        counts, took = run(backend, args.select, args.world, args.per_test, args.budget)
+        log = args.log.replace("{backend}", backend) if args.log else None
+        counts, took = run(backend, args.select, args.world, args.per_test, args.budget, log)
         rows.append(f"| {backend} | {counts.get('passed', 0)} | {counts.get('failed', 0)} | "
                     f"{counts.get('skipped', 0)} | {counts.get('error', 0) + counts.get('errors', 0)}"
                     f" | {took:.0f} | {', '.join(counts['failures']) or '-'} |")

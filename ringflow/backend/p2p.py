@@ -24,9 +24,8 @@ class PeerWork(BackendWork):
     """A send or receive: done once posted (engine) and then completed (caller's wait)."""
 
     def __init__(self, comm: Communicator, posted, holder: list, peer: int, result):
-        super().__init__(Future())
+        super().__init__(Future(), result=result)
         self._comm, self._posted, self._holder, self._peer = comm, posted, holder, peer
-        self._result = result
 
     def wait(self, timeout=None) -> bool:
         if not self._future.done():

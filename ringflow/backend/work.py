@@ -7,6 +7,7 @@ CollectiveMismatch reaches the user with ringflow's message.
 
     work = BackendWork.of(comm.run("all_reduce", job, async_op=True), result=[tensor])
     work.get_future().wait()        # -> [tensor], or ringflow's error
+    BackendWork.done([tensor])      # a call that ran inline: nothing to wait for
 """
 from __future__ import annotations
 
@@ -18,19 +19,19 @@ from torch.futures import Future
 class BackendWork(dist.distributed_c10d.Work):
     """A collective queued on ringflow's engine; done when the engine's CollectiveWork is."""
 
-    def __init__(self, future: Future, source: int = -1):
+    def __init__(self, future: Future | None, source: int = -1, result=None):
         super().__init__()
-        self._future = future
+        self._future = future        # None: done, yielding ``result`` (made into a future if asked)
+        self._result = result
         self._source = source        # recv from any source: the rank the message came from
 
     @classmethod
     def of(cls, work, result, source: int = -1) -> "BackendWork":
         """Wrap ringflow's CollectiveWork (None: already done); the future yields ``result``
         (DDP's reducer reads the reduced bucket from it: a list of tensors)."""
-        future = Future()
         if work is None:
-            future.set_result(result)
-            return cls(future, source)
+            return cls(None, source, result)
+        future = Future()
 
         def settle(done) -> None:
             error = done.exception()
@@ -43,24 +44,31 @@ class BackendWork(dist.distributed_c10d.Work):
 
     @classmethod
     def done(cls, result) -> "BackendWork":
-        return cls.of(None, result)
+        """A call that already ran (inline, on the caller's thread). Cheap on purpose: torch's
+        blocking verbs make one per call and only wait() on it, so no Future is built unless
+        get_future() asks (that costs microseconds a call, a tenth of a small all_reduce)."""
+        return cls(None, -1, result)
 
     def wait(self, timeout=None) -> bool:
         """Block until the collective ends; raise ringflow's error if it failed."""
-        self._future.wait()          # re-raises what set_exception stored
+        if self._future is not None:
+            self._future.wait()      # re-raises what set_exception stored
         return True
 
     def get_future(self) -> Future:
+        if self._future is None:
+            self._future = Future()
+            self._future.set_result(self._result)
         return self._future
 
     def is_completed(self) -> bool:
-        return self._future.done()
+        return self._future is None or self._future.done()
 
     def is_success(self) -> bool:
-        return self._future.done() and self.exception() is None
+        return self.is_completed() and self.exception() is None
 
     def exception(self):
-        if not self._future.done():
+        if self._future is None or not self._future.done():
             return None
         try:
             self._future.value()
@@ -70,7 +78,7 @@ class BackendWork(dist.distributed_c10d.Work):
 
     def result(self) -> list[torch.Tensor]:
         self.wait()
-        return self._future.value()
+        return self.get_future().value()
 
     def source_rank(self) -> int:
         if self._source < 0:

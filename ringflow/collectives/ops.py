@@ -20,6 +20,18 @@ class ReduceOp(enum.Enum):
     MAX = "max"
     MIN = "min"
     PRODUCT = "product"
+    BAND = "band"           # bitwise and / or / xor: integer dtypes only
+    BOR = "bor"
+    BXOR = "bxor"
+
+
+# The elementwise function of each op other than SUM/AVG (dst = fn(first, second)); the bitwise
+# ones are exact, so every algorithm and every order gives the same bytes.
+_BINARY = {ReduceOp.MAX: torch.maximum, ReduceOp.MIN: torch.minimum, ReduceOp.PRODUCT: torch.mul,
+           ReduceOp.BAND: torch.bitwise_and, ReduceOp.BOR: torch.bitwise_or,
+           ReduceOp.BXOR: torch.bitwise_xor}
+BITWISE = (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR)
+INTEGER_DTYPES = (torch.int8, torch.int32, torch.int64, torch.uint8)
 
 
 def as_reduce_op(op) -> ReduceOp:
@@ -49,20 +61,17 @@ def check_dtype(tensor: torch.Tensor, op: ReduceOp | None = None) -> None:
     if op is ReduceOp.AVG and tensor.dtype not in FLOAT_DTYPES:
         raise TypeError(f"ReduceOp.AVG needs a floating dtype (got {tensor.dtype}): an integer "
                         "average would silently truncate; use SUM and divide yourself")
+    if op in BITWISE and tensor.dtype not in INTEGER_DTYPES:
+        raise TypeError(f"ReduceOp.{op.name} needs an integer dtype (got {tensor.dtype}); "
+                        f"supported: {[str(d).replace('torch.', '') for d in INTEGER_DTYPES]}")
 
 
 def reduce_into(dst: torch.Tensor, src: torch.Tensor, op: ReduceOp) -> None:
     """dst = dst (op) src, elementwise, in place. AVG reduces as SUM (divided at the end)."""
     if op is ReduceOp.SUM or op is ReduceOp.AVG:
         dst.add_(src)
-    elif op is ReduceOp.MAX:
-        torch.maximum(dst, src, out=dst)
-    elif op is ReduceOp.MIN:
-        torch.minimum(dst, src, out=dst)
-    elif op is ReduceOp.PRODUCT:
-        dst.mul_(src)
     else:
-        raise ValueError(f"unknown op {op}")
+        _BINARY[op](dst, src, out=dst)
 
 
 def reduce_out(dst: torch.Tensor, first: torch.Tensor, second: torch.Tensor, op: ReduceOp) -> None:
@@ -73,14 +82,8 @@ def reduce_out(dst: torch.Tensor, first: torch.Tensor, second: torch.Tensor, op:
     """
     if op is ReduceOp.SUM or op is ReduceOp.AVG:
         torch.add(first, second, out=dst)
-    elif op is ReduceOp.MAX:
-        torch.maximum(first, second, out=dst)
-    elif op is ReduceOp.MIN:
-        torch.minimum(first, second, out=dst)
-    elif op is ReduceOp.PRODUCT:
-        torch.mul(first, second, out=dst)
     else:
-        raise ValueError(f"unknown op {op}")
+        _BINARY[op](first, second, out=dst)
 
 
 def finish_avg(t: torch.Tensor, op: ReduceOp, size: int) -> None:

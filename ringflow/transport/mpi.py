@@ -136,7 +136,8 @@ class MpiTransport(BesideNodeShm, Transport):
         self._board = None
         self.node = None                   # NodeShm beside MPI on one node (from_launch)
         M = self.MPI
-        self._ops = {"sum": M.SUM, "avg": M.SUM, "max": M.MAX, "min": M.MIN, "product": M.PROD}
+        self._ops = {"sum": M.SUM, "avg": M.SUM, "max": M.MAX, "min": M.MIN, "product": M.PROD,
+                     "band": M.BAND, "bor": M.BOR, "bxor": M.BXOR}
         self._inflight: set = set()        # unfinished works (see _MpiWork)
         # MPI_TAG_UB is at least 32767 by the standard (Open MPI: 2**31 - 1); the stamp takes the
         # multiples of TAG_SPAN that fit above a communicator's tag (none at the minimum)
@@ -271,7 +272,7 @@ class MpiTransport(BesideNodeShm, Transport):
         return tensor.numpy().reshape(-1)
 
     def _op(self, op: str):
-        """MPI's op for a reduction named "sum" | "avg" | "max" | "min" | "product"."""
+        """MPI's op for a reduction named "sum" | "avg" | "max" | "min" | "product" | "band"..."""
         return self._ops[op]
 
     def _avg(self, t: torch.Tensor, op: str) -> None:

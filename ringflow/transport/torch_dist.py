@@ -223,7 +223,8 @@ class TorchTransport(BesideNodeShm, Transport):
         if op == "avg" and self.backend != "nccl":
             return dist.ReduceOp.SUM       # gloo's AVG is missing in older torch: SUM, then divide
         return {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.AVG, "max": dist.ReduceOp.MAX,
-                "min": dist.ReduceOp.MIN, "product": dist.ReduceOp.PRODUCT}[op]
+                "min": dist.ReduceOp.MIN, "product": dist.ReduceOp.PRODUCT,
+                "band": dist.ReduceOp.BAND, "bor": dist.ReduceOp.BOR, "bxor": dist.ReduceOp.BXOR}[op]
 
     def _avg(self, t: torch.Tensor, op: str) -> None:
         if op == "avg" and self.backend != "nccl" and t.numel():

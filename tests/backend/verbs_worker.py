@@ -55,6 +55,25 @@ def all_reduce_cases(rf, gloo, r, n):
           exact=False)
 
 
+BITWISE = {dist.ReduceOp.BAND: torch.bitwise_and, dist.ReduceOp.BOR: torch.bitwise_or,
+           dist.ReduceOp.BXOR: torch.bitwise_xor}
+
+
+def bitwise_cases(rf, gloo, r, n):
+    """BAND / BOR / BXOR on integer tensors: exact, so equal to the oracle and to gloo bitwise."""
+    for op, fn in BITWISE.items():
+        for dtype in (torch.uint8, torch.int32, torch.int64):
+            for numel in (0, 1, n - 1, 4099):
+                xs = [torch.randint(0, 256, (numel,), generator=torch.Generator().manual_seed(
+                      numel * 10 + i)).to(dtype) for i in range(n)]
+                want = xs[0].clone()
+                for x in xs[1:]:
+                    want = fn(want, x)
+                ours, ref = both(lambda g: _ar(xs[r].clone(), op, g), rf, gloo)
+                check(f"all_reduce {op} {dtype} {numel}", ours, want)
+                check(f"all_reduce {op} {dtype} {numel} vs gloo", ours, ref)
+
+
 def _ar(t, op, group):
     dist.all_reduce(t, op=op, group=group)
     return t
@@ -77,6 +96,23 @@ def async_and_futures(rf, r, n):
         w.wait()
     for x in t1:
         check("four async all_reduce in flight", x, sum(xs))
+    inline_works(rf, xs, r)
+
+
+def inline_works(rf, xs, r):
+    """Calls with asyncOp False run inline: allreduce returns None (torch's verbs take it as done),
+    the others a finished Work whose future is built when asked."""
+    opts, t = dist.AllreduceOptions(), xs[r].clone()
+    opts.asyncOp = False
+    assert rf.allreduce([t], opts) is None
+    check("inline allreduce", t, sum(xs))
+    bopts, b = dist.BroadcastOptions(), xs[r].clone()
+    bopts.asyncOp = False
+    work = rf.broadcast([b], bopts)
+    assert work.is_completed() and work.is_success() and work.exception() is None
+    got = work.get_future().wait()
+    assert got[0] is b and work.result()[0] is b, got
+    check("inline broadcast", b, xs[0])
 
 
 def gather_family(rf, gloo, r, n):
@@ -222,6 +258,7 @@ def main():
     r, n = dist.get_rank(), dist.get_world_size()
     assert dist.get_backend() == "ringflow", dist.get_backend()
     all_reduce_cases(rf, gloo, r, n)
+    bitwise_cases(rf, gloo, r, n)
     async_and_futures(rf, r, n)
     gather_family(rf, gloo, r, n)
     reduce_scatter_family(rf, gloo, r, n)

@@ -11,7 +11,7 @@ from ringflow.collectives import select
 from ringflow.collectives.threads import run_ranks
 
 SIZES = (0, 1, 3, 17, 1000)          # empty, fewer than ranks, not divisible, a few slices
-OPS = ("sum", "avg", "max", "min", "product")
+OPS = ("sum", "avg", "max", "min", "product", "band", "bor", "bxor")
 
 
 def data(rank: int, numel: int, dtype, op: str) -> torch.Tensor:

@@ -1,0 +1,54 @@
+"""What the ProcessGroup layer costs per call, measured where nothing else does: a world of one
+(no peer to wait for, so the time is the Python on the calling thread).
+
+    OMP_NUM_THREADS=1 python benchmarks/backend/layer_cost.py --kib 4
+
+Three calls on the same tensor, alternated block by block (each block: 10 calls, timed):
+  rc      rc.all_reduce(t, group=comm)            ringflow's verb, the baseline
+  group   pg.allreduce([t], opts) (asyncOp False) the backend's method as torch's wrapper calls it
+  dist    dist.all_reduce(t)                      torch's wrapper, then the backend
+Prints the median microseconds a call of each and the differences: group - rc is this layer,
+dist - group is torch's own wrapper.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.distributed as dist
+
+import ringflow  # noqa: F401 - registers the backend
+from ringflow import collectives as rc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kib", type=int, default=4)
+    ap.add_argument("--blocks", type=int, default=3000)
+    args = ap.parse_args()
+    dist.init_process_group("ringflow", store=dist.HashStore(), rank=0, world_size=1)
+    pg, t = dist.group.WORLD, torch.randn(args.kib * 256)
+    comm = pg.comm
+    opts = dist.AllreduceOptions()
+    opts.asyncOp = False
+    calls = {"rc": lambda: rc.all_reduce(t, group=comm), "group": lambda: pg.allreduce([t], opts),
+             "dist": lambda: dist.all_reduce(t)}
+    took = {k: [] for k in calls}
+    for _ in range(args.blocks):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            for _ in range(10):
+                fn()
+            took[name].append((time.perf_counter() - start) / 10)
+    med = {k: statistics.median(v) * 1e6 for k, v in took.items()}
+    print(f"{args.kib} KiB, world of one, medians of {args.blocks} blocks of 10 calls (us/call): "
+          f"rc {med['rc']:.2f}, group {med['group']:.2f}, dist {med['dist']:.2f}; "
+          f"layer (group - rc) {med['group'] - med['rc']:.2f}, torch's wrapper (dist - group) "
+          f"{med['dist'] - med['group']:.2f}", flush=True)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
