@@ -16,13 +16,13 @@ import torch
 
 import ringflow
 from ringflow import collectives as rc
-from tests.parallel.matrix import run_matrix
+from tests.parallel.matrix import CASES, run_matrix
 
 
 def main() -> int:
     start = time.monotonic()
     comm = ringflow.init(timeout=60)
-    cases = ["dp", "zero1", "zero2", "hvd", "fsdp", "fsdp_keep"]
+    cases = list(CASES)
     if "--ddp" in sys.argv:
         import torch.distributed as dist
         if not dist.is_initialized():

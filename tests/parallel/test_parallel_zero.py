@@ -192,3 +192,59 @@ def test_stage2_reduces_buckets_while_backward_runs():
         return seen[0] - first, after_backward - first, names[-1], comm.seq - after_backward
     for during, total, last, in_step in run_ranks(2, fn):
         assert 0 < during < total and last == "all_gather_into_tensor" and in_step == 1
+
+
+def _train_reading_after_forward(comm, gather_in_forward: bool, steps: int = 4):
+    """Stage 2 with small buckets; the parameters each forward computed with, per step."""
+    net = make_net(1000 + comm.rank)
+    opt = ZeroOptimizer(net, torch.optim.AdamW, group=comm, stage=2, lr=1e-3,
+                        bucket_cap_mb=0.002, gather_in_forward=gather_in_forward)
+    used, first_waits = [], []
+    if gather_in_forward:                             # what the first module waited for
+        net.conv.register_forward_pre_hook(
+            lambda m, a: first_waits.append((opt.gather.waited, len(opt.gather.works))))
+    for step in range(steps):
+        x, y, t = batch(step, 2 * comm.size)
+        rows = slice(2 * comm.rank, 2 * comm.rank + 2)
+        loss = F.mse_loss(net(x[rows], y[rows]), t[rows])
+        used.append([p.detach().clone() for p in net.parameters()])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return used, first_waits
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_gather_in_forward_is_bitwise_the_gather_in_step(n):
+    """The parameters arrive under the next forward, each module waiting for its own buckets
+    only; every forward computes with the bytes the all-gather in step() would have left."""
+    in_step = run_ranks(n, lambda comm: _train_reading_after_forward(comm, False))
+    in_fwd = run_ranks(n, lambda comm: _train_reading_after_forward(comm, True))
+    for rank in range(n):
+        for a, b in zip(in_step[rank][0], in_fwd[rank][0]):
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for step in range(4):                             # and the ranks agree
+        assert all(torch.equal(x, y) for x, y in zip(in_fwd[0][0][step], in_fwd[-1][0][step]))
+    waits = in_fwd[0][1][1:]                          # forward 0 follows no step
+    assert waits and all(0 < waited < launched for waited, launched in waits), waits
+
+
+def test_gather_in_forward_flushes_for_state_dicts_and_needs_the_model():
+    def fn(comm):
+        net = make_net(1000 + comm.rank)
+        opt = ZeroOptimizer(net, torch.optim.SGD, group=comm, lr=0.1, bucket_cap_mb=0.002,
+                            gather_in_forward=True)
+        x, y, t = batch(0, 2 * comm.size)
+        F.mse_loss(net(x[:2], y[:2]), t[:2]).backward()
+        opt.step()
+        stale = [p.detach().clone() for p in net.parameters()]   # before any flush
+        sd = {k: v.clone() for k, v in net.state_dict().items()}  # flushes first
+        changed = any(not torch.equal(a, b) for a, b in zip(stale, sd.values()))
+        net.load_state_dict(make_net(5).state_dict())   # not overwritten by the pending send
+        F.mse_loss(net(x[:2], y[:2]), t[:2]).backward()
+        loaded = all(torch.equal(v, make_net(5).state_dict()[k]) for k, v in net.state_dict().items())
+        with pytest.raises(ValueError, match="gather_in_forward=True needs the model"):
+            ZeroOptimizer(net.parameters(), torch.optim.SGD, group=comm, lr=0.1,
+                          gather_in_forward=True)
+        return changed, loaded
+    assert run_ranks(2, fn) == [(True, True)] * 2
