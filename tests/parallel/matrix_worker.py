@@ -4,7 +4,7 @@
     RINGFLOW_TRANSPORT=mpi mpirun -np 2 python tests/parallel/matrix_worker.py --ddp
 
 --ddp adds torch's DistributedDataParallel with our comm hook (torch.distributed is started
-beside the transport if it is not the transport). Prints "PARALLEL MATRIX OK" on rank 0, or
+beside the transport if it is not the transport); --cases a,b runs only those cases. Prints "PARALLEL MATRIX OK" on rank 0, or
 the failures.
 """
 from __future__ import annotations
@@ -23,6 +23,8 @@ def main() -> int:
     start = time.monotonic()
     comm = ringflow.init(timeout=60)
     cases = list(CASES)
+    if "--cases" in sys.argv:
+        cases = sys.argv[sys.argv.index("--cases") + 1].split(",")
     if "--ddp" in sys.argv:
         import torch.distributed as dist
         if not dist.is_initialized():

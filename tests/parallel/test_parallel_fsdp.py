@@ -204,9 +204,10 @@ def test_checkpoint_from_two_ranks_continues_on_three():
         opt = ADAMW(model.parameters())
         train(model, opt, comm, 3)
         return (model.state_dict(), model.optim_state_dict(opt),
-                copy.deepcopy(model.sharded_state_dict()))
+                copy.deepcopy(model.sharded_state_dict()), model.state_dict(rank0_only=True))
     saved = run_ranks(2, save)
     sd, osd = saved[0][0], saved[0][1]
+    assert saved[1][3] == {} and identical([sd, saved[0][3], saved[1][0]])   # rank 0 / every rank
     plain = make_blocks(1)
     plain.load_state_dict(sd)                          # the unwrapped model's format
     for k, v in merge_sharded([s[2] for s in saved]).items():
