@@ -101,7 +101,7 @@ class ZeroOptimizer(ComposedOptimizer):
         self.gather = ForwardGather(self.groups, module, int(bucket_cap_mb * 2**20) //
                                     self.groups[0].flat.data.element_size()) \
             if gather_in_forward else None
-        inner = [{**{k: v for k, v in g.items() if k != "params"}, "params": [s.shard]}
+        inner = [{**{k: v for k, v in g.items() if k != "params"}, "params": s.chunks}
                  for g, s in zip(user_groups, self.groups)]
         super().__init__(optimizer_class(inner, **defaults))
         self._reduced = False

@@ -248,3 +248,36 @@ def test_gather_in_forward_flushes_for_state_dicts_and_needs_the_model():
                           gather_in_forward=True)
         return changed, loaded
     assert run_ranks(2, fn) == [(True, True)] * 2
+
+
+def test_chunked_step_is_bitwise_one_shard_and_state_dicts_do_not_show_it(monkeypatch):
+    """The optimizer steps the shard in chunks (shard.py); results and every saved form are
+    those of one tensor per shard."""
+    def fn(comm):
+        net = make_net(1000)
+        opt = ZeroOptimizer(net, torch.optim.AdamW, group=comm, lr=1e-3)
+        train(net, opt, comm, 3)
+        return ([p.detach().clone() for p in net.parameters()], opt.state_dict(),
+                copy.deepcopy(opt.sharded_state_dict()), len(opt.param_groups[0]["params"]))
+    whole = run_ranks(2, fn)
+    monkeypatch.setattr("ringflow.parallel.shard.CHUNK", 100)
+    chunked = run_ranks(2, fn)
+    for (p1, sd1, sh1, n1), (p2, sd2, sh2, n2) in zip(whole, chunked):
+        assert n1 == 1 and n2 > 10
+        assert all(torch.equal(a, b) for a, b in zip(p1, p2))
+        for i, st in sd1["state"].items():
+            assert all(torch.equal(v, sd2["state"][i][k]) if torch.is_tensor(v) else v == sd2["state"][i][k]
+                       for k, v in st.items())
+        for k, v in sh1["optimizer"]["state"][0].items():
+            assert torch.equal(v, sh2["optimizer"]["state"][0][k]), k
+
+    def reload(comm):                                 # both forms load back into chunks
+        net = make_net(1000)
+        opt = ZeroOptimizer(net, torch.optim.AdamW, group=comm, lr=1e-3)
+        opt.load_state_dict(chunked[comm.rank][2])
+        again = opt.sharded_state_dict()["optimizer"]["state"][0]
+        opt.load_state_dict(chunked[0][1])
+        return again, opt.sharded_state_dict()["optimizer"]["state"][0]
+    for rank, (a, b) in enumerate(run_ranks(2, reload)):
+        for k, v in chunked[rank][2]["optimizer"]["state"][0].items():
+            assert torch.equal(a[k], v) and torch.equal(b[k], v), k
