@@ -4,8 +4,8 @@
     RINGFLOW_TRANSPORT=mpi mpirun -np 2 python tests/parallel/matrix_worker.py --ddp
 
 --ddp adds torch's DistributedDataParallel with our comm hook (torch.distributed is started
-beside the transport if it is not the transport); --cases a,b runs only those cases. Prints "PARALLEL MATRIX OK" on rank 0, or
-the failures.
+beside the transport if it is not the transport); --cases a,b runs only those cases.
+Prints "PARALLEL MATRIX OK" on rank 0, or the failures.
 """
 from __future__ import annotations
 

@@ -242,7 +242,8 @@ def test_gather_in_forward_flushes_for_state_dicts_and_needs_the_model():
         changed = any(not torch.equal(a, b) for a, b in zip(stale, sd.values()))
         net.load_state_dict(make_net(5).state_dict())   # not overwritten by the pending send
         F.mse_loss(net(x[:2], y[:2]), t[:2]).backward()
-        loaded = all(torch.equal(v, make_net(5).state_dict()[k]) for k, v in net.state_dict().items())
+        want = make_net(5).state_dict()
+        loaded = all(torch.equal(v, want[k]) for k, v in net.state_dict().items())
         with pytest.raises(ValueError, match="gather_in_forward=True needs the model"):
             ZeroOptimizer(net.parameters(), torch.optim.SGD, group=comm, lr=0.1,
                           gather_in_forward=True)
@@ -266,7 +267,8 @@ def test_chunked_step_is_bitwise_one_shard_and_state_dicts_do_not_show_it(monkey
         assert n1 == 1 and n2 > 10
         assert all(torch.equal(a, b) for a, b in zip(p1, p2))
         for i, st in sd1["state"].items():
-            assert all(torch.equal(v, sd2["state"][i][k]) if torch.is_tensor(v) else v == sd2["state"][i][k]
+            other = sd2["state"][i]
+            assert all(torch.equal(v, other[k]) if torch.is_tensor(v) else v == other[k]
                        for k, v in st.items())
         for k, v in sh1["optimizer"]["state"][0].items():
             assert torch.equal(v, sh2["optimizer"]["state"][0][k]), k
