@@ -70,8 +70,8 @@ class ShardedGroup:
                     "built. Build ZeroOptimizer after model.to(...)")
 
     def _grad_buffer(self) -> FlatBuffer:
-        if self.grads is None:
-            self.grads = FlatBuffer.like(self.params, pad_to=self.comm.size)
+        if self.grads is None:          # stage 2 drops it after each backward: new every step
+            self.grads = FlatBuffer.like(self.params, pad_to=self.comm.size, huge_pages=True)
         return self.grads
 
     def release_grads(self) -> None:
