@@ -336,3 +336,28 @@ def test_units_missing_parameters_leave_them_to_the_root():
         model = FSDP(net, units=[net.blocks[2]], group=comm)
         return sorted({n.split(".")[0] for g in model.units[0].groups for n in g.names})
     assert run_ranks(2, fn)[0] == ["blocks", "inp", "out"]
+
+
+def test_mixed_precision_trains_a_dit():
+    """DiT makes fp32 tensors inside its forward (timestep sinusoid, positions); under bf16
+    parameters they follow the weights' dtype, so mixed precision runs on the real network."""
+    from ringflow.models import build_network, build_objective
+    rf = build_objective("rectified_flow")
+
+    def fn(comm):
+        torch.manual_seed(0)
+        net = build_network("dit-t", in_channels=1, image_size=8, num_classes=10, patch_size=2)
+        model = FSDP(net, group=comm, mixed_precision=torch.bfloat16)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(comm.rank)
+        x, y = torch.randn(4, 1, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g)
+        losses = []
+        for _ in range(2):
+            loss = rf.loss(model, x, y, generator=g)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+        return losses, {s.dtype for s in model.parameters()}
+    for losses, dtypes in run_ranks(2, fn):
+        assert all(math.isfinite(v) for v in losses) and dtypes == {torch.float32}
