@@ -1,6 +1,6 @@
 """FullyShardedDataParallel on CUDA (tests/gpu/fsdp_xl.py: DiT-S/2 against the bare model, then
-DiT-XL/2 bf16 mixed-precision steps) under pytest: ``pytest -m gpu`` on a GPU machine; skipped elsewhere, with
-the reason (tests/conftest.py)."""
+DiT-XL/2 bf16 mixed-precision steps) under pytest: ``pytest -m gpu`` on a GPU machine;
+skipped elsewhere, with the reason (tests/conftest.py)."""
 import sys
 
 import pytest

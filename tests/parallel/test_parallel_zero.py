@@ -283,3 +283,25 @@ def test_chunked_step_is_bitwise_one_shard_and_state_dicts_do_not_show_it(monkey
     for rank, (a, b) in enumerate(run_ranks(2, reload)):
         for k, v in chunked[rank][2]["optimizer"]["state"][0].items():
             assert torch.equal(a[k], v) and torch.equal(b[k], v), k
+
+
+def test_stage2_backwards_accumulate_until_step():
+    """Two half-batch backwards (loss halved) then step == one step on the whole batch: the
+    first backward since step() replaces the shard gradient, the second adds to it."""
+    def fn(comm, halves: bool):
+        net = make_net(1000)
+        opt = ZeroOptimizer(net, torch.optim.SGD, group=comm, stage=2, lr=0.1, momentum=0.9,
+                            bucket_cap_mb=0.002)
+        for step in range(2):
+            x, y, t = batch(step, 4 * comm.size)
+            rows = slice(4 * comm.rank, 4 * comm.rank + 4)
+            parts = [slice(0, 2), slice(2, 4)] if halves else [slice(0, 4)]
+            for part in parts:
+                xs, ys, ts = x[rows][part], y[rows][part], t[rows][part]
+                (F.mse_loss(net(xs, ys), ts) / len(parts)).backward()
+            opt.step()
+            opt.zero_grad()
+        return [p.detach().clone() for p in net.parameters()]
+    whole = run_ranks(2, lambda comm: fn(comm, False))[0]
+    for got in run_ranks(2, lambda comm: fn(comm, True)):
+        assert max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(got, whole)) < 1e-6
