@@ -9,6 +9,7 @@ launches here; ratios inside one launch are steady). Each mode has its own model
   compute      the same step with no communication at all (the floor)
   ringflow_dp  ringflow.parallel.DataParallel (bucketed ring all-reduce overlapped with backward)
   ringflow_zero2  ZeroOptimizer stage 2 (buckets reduced under backward | step shard | all-gather)
+  ringflow_zero2_fwd  the same with gather_in_forward=True (the all-gather under the next forward)
   torch_ddp    torch.nn.parallel.DistributedDataParallel on gloo
   comm_ringflow / comm_gloo  the DataParallel buckets all-reduced alone (ringflow ring / gloo)
 
@@ -58,6 +59,9 @@ def build_modes(args, comm) -> dict:
     dp = rp.DataParallel(make_model(args), group=comm, bucket_cap_mb=args.bucket_mb)
     zero_model = make_model(args)
     zero = rp.ZeroOptimizer(zero_model.parameters(), torch.optim.AdamW, group=comm, stage=2, lr=1e-4)
+    fwd_model = make_model(args)           # its buffers broadcast at each forward, as DDP's are
+    zero_fwd = rp.ZeroOptimizer(fwd_model, torch.optim.AdamW, group=comm, stage=2, lr=1e-4,
+                                gather_in_forward=True, bucket_cap_mb=args.bucket_mb)
     ddp = torch.nn.parallel.DistributedDataParallel(make_model(args), bucket_cap_mb=args.bucket_mb)
     buffers = [b.flat.data for b in dp.reducer.buckets]
 
@@ -74,6 +78,7 @@ def build_modes(args, comm) -> dict:
     return {"compute": trainer(plain, adamw(plain.parameters()), x, t, y),
             "ringflow_dp": trainer(dp, adamw(dp.parameters()), x, t, y),
             "ringflow_zero2": trainer(zero_model, zero, x, t, y),
+            "ringflow_zero2_fwd": trainer(fwd_model, zero_fwd, x, t, y),
             "torch_ddp": trainer(ddp, adamw(ddp.parameters()), x, t, y),
             "comm_ringflow": comm_ringflow, "comm_gloo": comm_gloo}
 
@@ -94,7 +99,7 @@ def table(args, comm, times: dict, nparams: int) -> str:
             f"); medians of {len(times['compute'])} steps", "",
             "| mode | step (ms) | vs torch_ddp | hidden comm |", "|---|---|---|---|"]
     comm_of = {"ringflow_dp": med.get("comm_ringflow"), "ringflow_zero2": med.get("comm_ringflow"),
-               "torch_ddp": med.get("comm_gloo")}
+               "ringflow_zero2_fwd": med.get("comm_ringflow"), "torch_ddp": med.get("comm_gloo")}
     for mode, value in med.items():
         hidden = ""
         if comm_of.get(mode):

@@ -115,7 +115,8 @@ class Patchify(nn.Module):
                              persistent=False)
 
     def forward(self, x):
-        return self.proj(x).flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
+        tokens = self.proj(x).flatten(2).transpose(1, 2)            # (B, N, D)
+        return tokens + self.pos.to(tokens.dtype)                   # fp32 positions, any dtype
 
     def unpatchify(self, tokens):
         """(B, N, p*p*C) -> (B, C, H, W)."""

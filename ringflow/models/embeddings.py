@@ -49,7 +49,8 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t):
-        return self.mlp(timestep_embedding(t * TIME_SCALE, self.freq_dim))
+        emb = timestep_embedding(t * TIME_SCALE, self.freq_dim)   # fp32 whatever t's dtype
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))          # bf16 weights: bf16 input
 
 
 class LabelEmbedder(nn.Module):

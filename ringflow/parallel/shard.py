@@ -6,6 +6,12 @@ so an all-gather into that buffer updates the model in place. Rank r owns elemen
 
     g = ShardedGroup(params, comm)      # broadcasts rank 0's values, re-points params
     g.shard, g.shard.grad               # (m,) each
+    g.chunks                            # views of the shard (and of its grad): what steps
+
+The optimizer steps ``chunks``, views of at most CHUNK elements, not the one shard: its
+elementwise rules allocate temporaries as large as each tensor, and temporaries of tens of
+MiB come fresh from the kernel (page faults) at every step, where megabyte ones are reused;
+AdamW on one 16M-element shard took 3x as long here as on the same elements in 1M chunks.
 """
 from __future__ import annotations
 
@@ -15,6 +21,14 @@ import torch
 
 from .. import collectives as rc
 from .flat import FlatBuffer
+
+CHUNK = 1 << 20                 # elements per tensor the optimizer sees (4 MiB in fp32)
+
+
+def chunk_bounds(numel: int, chunk: int | None = None) -> list[tuple[int, int]]:
+    """[(start, stop)] cutting [0, numel) into pieces of at most ``chunk`` (CHUNK) elements."""
+    chunk = chunk or CHUNK
+    return [(a, min(a + chunk, numel)) for a in range(0, numel, chunk)] or [(0, 0)]
 
 
 class ShardedGroup:
@@ -37,6 +51,10 @@ class ShardedGroup:
         self.lo, self.hi = comm.rank * self.m, (comm.rank + 1) * self.m
         self.shard = self.flat.data[self.lo:self.hi].clone()
         self.shard.grad = torch.zeros_like(self.shard)
+        self.bounds = chunk_bounds(self.m)
+        self.chunks = [self.shard[a:b] for a, b in self.bounds]
+        for c, (a, b) in zip(self.chunks, self.bounds):
+            c.grad = self.shard.grad[a:b]                   # shard.grad is only written in place
 
     def check_params(self) -> None:
         """Raise if a parameter no longer lives in the flat buffer: ``model.to(dtype or device)``
@@ -52,8 +70,8 @@ class ShardedGroup:
                     "built. Build ZeroOptimizer after model.to(...)")
 
     def _grad_buffer(self) -> FlatBuffer:
-        if self.grads is None:
-            self.grads = FlatBuffer.like(self.params, pad_to=self.comm.size)
+        if self.grads is None:          # stage 2 drops it after each backward: new every step
+            self.grads = FlatBuffer.like(self.params, pad_to=self.comm.size, huge_pages=True)
         return self.grads
 
     def release_grads(self) -> None:

@@ -6,20 +6,22 @@ Each rank steps only its 1/n slice of the (flattened) parameters, so optimizer s
 averaged gradients of its slice, and then drops the full ones: it reduces bucket by bucket
 during backward (zero_overlap.py), so ``p.grad`` is None once backward returns and each rank's
 shard gradient holds its averaged slice; stage 1 all-reduces them in ``step()`` and reads its
-slice. After the step,
-an all-gather copies every rank's updated slice into the model's parameters.
+slice. After the step, an all-gather copies every rank's updated slice into the model's
+parameters: inside ``step()``, or with ``gather_in_forward=True`` bucket by bucket under the
+next forward, each module waiting only for its own parameters (zero_gather.py).
 
-    opt = ZeroOptimizer(model.parameters(), torch.optim.AdamW, stage=2, lr=1e-4)
+    opt = ZeroOptimizer(model, torch.optim.AdamW, stage=2, gather_in_forward=True, lr=1e-4)
     loss.backward(); opt.clip_grad_norm_(1.0); opt.step(); opt.zero_grad()
 
 Use it on an unwrapped model (it averages the gradients itself, in ``step``); at construction it
 broadcasts rank 0's parameters and makes them views of its flat buffer, so build it after moving
 the model to its device and dtype (``.to()`` afterwards detaches them: ``step`` refuses, saying
 so). Pass the model (``ZeroOptimizer(model, ...)`` or ``module=model``) to keep its buffers in
-step across ranks as DataParallel does. In-place writes to
-the parameters (``model.load_state_dict``) are fine: each step re-reads the local slice. The user's optimizer class is composed, never subclassed; it must
-be elementwise (SGD, Adam, AdamW, RMSprop, Adagrad...): per-tensor rules such as LAMB's trust
-ratio would see shards, not tensors. Parameters without a gradient are stepped with zeros.
+step across ranks as DataParallel does. In-place writes to the parameters
+(``model.load_state_dict``) are fine: each step re-reads the local slice. The user's optimizer
+class is composed, never subclassed; it must be elementwise (SGD, Adam, AdamW, RMSprop,
+Adagrad...): per-tensor rules such as LAMB's trust ratio would see shards, not tensors.
+Parameters without a gradient are stepped with zeros.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from . import zero_state
 from .buffers import BufferSync
 from .composed import ComposedOptimizer
 from .shard import ShardedGroup
+from .zero_gather import ForwardGather
 from .zero_overlap import GradientStream
 
 
@@ -58,10 +61,15 @@ def _param_groups(params) -> list[dict]:
 
 class ZeroOptimizer(ComposedOptimizer):
     """``ZeroOptimizer(params, optimizer_class, group=None, stage=2, module=None,
-    broadcast_buffers=True, bucket_cap_mb=25, **optimizer_kwargs)``.
+    broadcast_buffers=True, bucket_cap_mb=25, gather_in_forward=False, **optimizer_kwargs)``.
 
-    bucket_cap_mb: stage 2's reduction granularity during backward (at most this much per
-    collective; smaller starts earlier, larger sends fewer messages).
+    bucket_cap_mb: stage 2's reduction granularity during backward, and the all-gather's
+    under ``gather_in_forward`` (at most this much per collective; smaller starts earlier,
+    larger sends fewer messages).
+    gather_in_forward: send the updated parameters during the next forward, each module
+    waiting only for its own (zero_gather.py), instead of inside ``step()``; needs ``module``.
+    Parameters are then stale between ``step()`` and the next forward: call ``wait_params()``
+    before reading or writing them there (the module's ``state_dict``/``load_state_dict`` do).
 
     params: parameters, param groups, or the model itself (then ``module`` is that model).
     module: the model the parameters belong to; its buffers (BatchNorm statistics) get
@@ -71,12 +79,16 @@ class ZeroOptimizer(ComposedOptimizer):
 
     def __init__(self, params, optimizer_class, group=None, stage: int = 2,
                  module: nn.Module | None = None, broadcast_buffers: bool | str = True,
-                 bucket_cap_mb: float = 25, **defaults):
+                 bucket_cap_mb: float = 25, gather_in_forward: bool = False, **defaults):
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 (shard optimizer state) or 2 (also shard "
                              f"gradients), got {stage!r}")
         self.comm, self.stage = resolve_group(group), stage
         module, params = _module_and_params(params, module)
+        if gather_in_forward and module is None:
+            raise ValueError("gather_in_forward=True needs the model, whose forward pre-hooks "
+                             "wait for the parameters: pass ZeroOptimizer(model, ...) or "
+                             "module=model")
         self.buffer_sync = None if module is None else BufferSync(module, self.comm,
                                                                   broadcast_buffers)
         if self.buffer_sync is not None:
@@ -86,7 +98,10 @@ class ZeroOptimizer(ComposedOptimizer):
         # stage 2 reduces during backward, bucket by bucket (zero_overlap.py)
         self.streams = [GradientStream(g, int(bucket_cap_mb * 2**20) // g.flat.data.element_size())
                         for g in self.groups] if stage == 2 else []
-        inner = [{**{k: v for k, v in g.items() if k != "params"}, "params": [s.shard]}
+        self.gather = ForwardGather(self.groups, module, int(bucket_cap_mb * 2**20) //
+                                    self.groups[0].flat.data.element_size()) \
+            if gather_in_forward else None
+        inner = [{**{k: v for k, v in g.items() if k != "params"}, "params": s.chunks}
                  for g, s in zip(user_groups, self.groups)]
         super().__init__(optimizer_class(inner, **defaults))
         self._reduced = False
@@ -118,16 +133,26 @@ class ZeroOptimizer(ComposedOptimizer):
         if closure is not None:
             raise ValueError("ZeroOptimizer.step does not take a closure (every rank would have "
                              "to re-run forward in lockstep); call backward before step()")
+        self.wait_params()              # two steps without a forward between them
         self.reduce_gradients()
         for g in self.groups:
             g.refresh_shard()
         self.optimizer.step()
-        works = [g.gather_params() for g in self.groups]
-        for w in works:
-            w.wait()
+        if self.gather is not None:
+            self.gather.schedule()      # sent under the next forward
+        else:
+            works = [g.gather_params() for g in self.groups]
+            for w in works:
+                w.wait()
         self._reduced = False
         for s in self.streams:
             s.done = False
+
+    def wait_params(self) -> None:
+        """Return with every parameter holding its value after the last ``step()`` (only
+        ``gather_in_forward`` defers them; a collective then: every rank calls it)."""
+        if self.gather is not None:
+            self.gather.flush()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for g in self.groups:

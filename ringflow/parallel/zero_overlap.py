@@ -104,12 +104,11 @@ class GradientStream:
         """Wait for every bucket; the owner adds its averaged slice to ``shard.grad`` (the
         first backward since ``step``/``zero_grad`` replaces it: backwards accumulate)."""
         g, mine = self.g, self.g.shard.grad
-        if not self.done:
-            mine.zero_()
         for lo, hi, owner, work in self.works:
             work.wait()
-            if owner == self.comm.rank:
-                mine[lo - g.lo:hi - g.lo].add_(g.grads.data[lo:hi])
+            if owner == self.comm.rank:     # my buckets tile my whole slice: copy, or add
+                part = mine[lo - g.lo:hi - g.lo]
+                part.add_(g.grads.data[lo:hi]) if self.done else part.copy_(g.grads.data[lo:hi])
         g.grads = None
         self.done = True
 

@@ -7,6 +7,10 @@ all-gathered; scalar state (``step``) is the same on every rank and taken as is.
 
     sd = opt.state_dict()                 # every rank calls; rank 0 saves
     plain = torch.optim.AdamW(model.parameters()); plain.load_state_dict(sd)
+
+The inner optimizer steps each shard in chunks (shard.py); its state is joined into one
+shard-shaped entry per param group here (``per_shard``) and cut again on load (``per_chunk``),
+so no saved form depends on the chunking.
 """
 from __future__ import annotations
 
@@ -29,11 +33,40 @@ def _gather(value: torch.Tensor, g) -> torch.Tensor:
     return full
 
 
+def per_shard(zopt) -> dict:
+    """The inner optimizer's state dict with one entry per param group, shaped like its shard."""
+    inner = zopt.optimizer.state_dict()
+    state, groups = {}, []
+    for k, (g, pg) in enumerate(zip(zopt.groups, inner["param_groups"])):
+        parts = [inner["state"].get(i, {}) for i in pg["params"]]
+        if any(parts):
+            state[k] = {key: torch.cat([s[key] for s in parts])
+                        if _per_element(v, g.chunks[0]) else v for key, v in parts[0].items()}
+        groups.append({**pg, "params": [k]})
+    return {"state": state, "param_groups": groups}
+
+
+def per_chunk(zopt, sd: dict) -> dict:
+    """The inverse of ``per_shard``: load the result into the inner optimizer."""
+    state, groups, index = {}, [], 0
+    for k, (g, pg) in enumerate(zip(zopt.groups, sd["param_groups"])):
+        ids = list(range(index, index + len(g.chunks)))
+        index += len(ids)
+        mine = sd["state"].get(k, sd["state"].get(str(k), {}))
+        for i, (a, b) in zip(ids, g.bounds):
+            if mine:
+                state[i] = {key: v[a:b].clone() if _per_element(v, g.shard) else copy.deepcopy(v)
+                            for key, v in mine.items()}
+        groups.append({**pg, "params": ids})
+    return {"state": state, "param_groups": groups}
+
+
 def consolidate(zopt) -> dict:
     """The unsharded state dict (a collective over the optimizer's group)."""
     state, groups, start = {}, [], 0
+    inner = per_shard(zopt)["state"]
     for k, g in enumerate(zopt.groups):
-        local = zopt.optimizer.state.get(g.shard, {})
+        local = inner.get(k, {})
         full = {key: _gather(v, g) if _per_element(v, g.shard) else v for key, v in local.items()}
         for i, p in enumerate(g.params):
             a, b = g.flat.span(i)
@@ -51,14 +84,14 @@ def sharded(zopt) -> dict:
     """This rank's inner optimizer state and the layout it belongs to."""
     layout = {"rank": zopt.comm.rank, "world_size": zopt.comm.size, "stage": zopt.stage,
               "numels": [g.flat.numel for g in zopt.groups]}
-    return {SHARD_KEY: layout, "optimizer": zopt.optimizer.state_dict()}
+    return {SHARD_KEY: layout, "optimizer": per_shard(zopt)}
 
 
 def load(zopt, sd: dict) -> None:
     if SHARD_KEY in sd:
         _load_sharded(zopt, sd)
     else:
-        zopt.optimizer.load_state_dict(_split(zopt, sd))
+        zopt.optimizer.load_state_dict(per_chunk(zopt, _split(zopt, sd)))
 
 
 def _load_sharded(zopt, sd: dict) -> None:
@@ -69,7 +102,7 @@ def _load_sharded(zopt, sd: dict) -> None:
             raise ValueError(f"sharded optimizer state has {key}={layout[key]}, this optimizer has "
                              f"{key}={here[key]}; load the consolidated state_dict() instead to "
                              "change world size or model")
-    zopt.optimizer.load_state_dict(sd["optimizer"])
+    zopt.optimizer.load_state_dict(per_chunk(zopt, sd["optimizer"]))
 
 
 def _split(zopt, sd: dict) -> dict:

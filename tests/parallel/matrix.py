@@ -94,6 +94,12 @@ def build(case: str, opt_name: str, comm):
         model = net
         opt = rp.ZeroOptimizer(net.parameters(), cls, group=comm, stage=int(case[-1]), **kw)
         clip = lambda: opt.clip_grad_norm_(MAX_NORM)
+    elif case == "zero2_fwd":           # parameters sent under the next forward, bucket by bucket
+        cls, kw = OPT_CLASSES[opt_name]
+        model = net
+        opt = rp.ZeroOptimizer(net, cls, group=comm, stage=2, gather_in_forward=True,
+                               bucket_cap_mb=0.002, **kw)
+        clip = lambda: opt.clip_grad_norm_(MAX_NORM)
     elif case in ("fsdp", "fsdp_keep"):
         model = rp.FullyShardedDataParallel(net, units=[net.conv, net.fc, net.head], group=comm,
                                             reshard_after_forward=case == "fsdp")
@@ -121,6 +127,9 @@ def build(case: str, opt_name: str, comm):
         clip()
         opt.step()
         opt.zero_grad()
+        if case == "zero2_fwd":         # the checks read the parameters a forward received
+            with torch.no_grad():
+                _loss(model, comm, step)
 
     return net, step_fn
 
@@ -164,7 +173,7 @@ def run_case(case: str, opt_name: str, comm, ref) -> list[str]:
     return failures
 
 
-CASES = ("dp", "zero1", "zero2", "hvd", "fsdp", "fsdp_keep")
+CASES = ("dp", "zero1", "zero2", "zero2_fwd", "hvd", "fsdp", "fsdp_keep")
 
 
 def run_matrix(comm, cases=CASES, opts=("sgd", "adamw")) -> list[str]:

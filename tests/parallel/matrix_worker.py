@@ -4,8 +4,8 @@
     RINGFLOW_TRANSPORT=mpi mpirun -np 2 python tests/parallel/matrix_worker.py --ddp
 
 --ddp adds torch's DistributedDataParallel with our comm hook (torch.distributed is started
-beside the transport if it is not the transport). Prints "PARALLEL MATRIX OK" on rank 0, or
-the failures.
+beside the transport if it is not the transport); --cases a,b runs only those cases.
+Prints "PARALLEL MATRIX OK" on rank 0, or the failures.
 """
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ import torch
 
 import ringflow
 from ringflow import collectives as rc
-from tests.parallel.matrix import run_matrix
+from tests.parallel.matrix import CASES, run_matrix
 
 
 def main() -> int:
     start = time.monotonic()
     comm = ringflow.init(timeout=60)
-    cases = ["dp", "zero1", "zero2", "hvd", "fsdp", "fsdp_keep"]
+    cases = list(CASES)
+    if "--cases" in sys.argv:
+        cases = sys.argv[sys.argv.index("--cases") + 1].split(",")
     if "--ddp" in sys.argv:
         import torch.distributed as dist
         if not dist.is_initialized():

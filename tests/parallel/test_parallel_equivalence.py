@@ -34,3 +34,13 @@ def test_matrix_torchrun_gloo(n):
 def test_matrix_mpirun():
     _, out = run_mpirun(2, WORKER, "--ddp", timeout=140, env={"RINGFLOW_TRANSPORT": "mpi"})
     assert "PARALLEL MATRIX OK" in out, out[-3000:]
+
+
+@pytest.mark.launched
+@pytest.mark.mpi
+@pytest.mark.timeout(150)
+def test_matrix_mpirun_three_ranks_sharded_cases():
+    """n = 3 under mpirun for FullyShardedDataParallel (every case runs at 3 under torchrun)."""
+    _, out = run_mpirun(3, WORKER, "--cases", "fsdp", timeout=140,
+                        env={"RINGFLOW_TRANSPORT": "mpi"})
+    assert "PARALLEL MATRIX OK" in out, out[-3000:]

@@ -192,3 +192,116 @@ def test_stage2_reduces_buckets_while_backward_runs():
         return seen[0] - first, after_backward - first, names[-1], comm.seq - after_backward
     for during, total, last, in_step in run_ranks(2, fn):
         assert 0 < during < total and last == "all_gather_into_tensor" and in_step == 1
+
+
+def _train_reading_after_forward(comm, gather_in_forward: bool, steps: int = 4):
+    """Stage 2 with small buckets; the parameters each forward computed with, per step."""
+    net = make_net(1000 + comm.rank)
+    opt = ZeroOptimizer(net, torch.optim.AdamW, group=comm, stage=2, lr=1e-3,
+                        bucket_cap_mb=0.002, gather_in_forward=gather_in_forward)
+    used, first_waits = [], []
+    if gather_in_forward:                             # what the first module waited for
+        net.conv.register_forward_pre_hook(
+            lambda m, a: first_waits.append((opt.gather.waited, len(opt.gather.works))))
+    for step in range(steps):
+        x, y, t = batch(step, 2 * comm.size)
+        rows = slice(2 * comm.rank, 2 * comm.rank + 2)
+        loss = F.mse_loss(net(x[rows], y[rows]), t[rows])
+        used.append([p.detach().clone() for p in net.parameters()])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return used, first_waits
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_gather_in_forward_is_bitwise_the_gather_in_step(n):
+    """The parameters arrive under the next forward, each module waiting for its own buckets
+    only; every forward computes with the bytes the all-gather in step() would have left."""
+    in_step = run_ranks(n, lambda comm: _train_reading_after_forward(comm, False))
+    in_fwd = run_ranks(n, lambda comm: _train_reading_after_forward(comm, True))
+    for rank in range(n):
+        for a, b in zip(in_step[rank][0], in_fwd[rank][0]):
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for step in range(4):                             # and the ranks agree
+        assert all(torch.equal(x, y) for x, y in zip(in_fwd[0][0][step], in_fwd[-1][0][step]))
+    waits = in_fwd[0][1][1:]                          # forward 0 follows no step
+    assert waits and all(0 < waited < launched for waited, launched in waits), waits
+
+
+def test_gather_in_forward_flushes_for_state_dicts_and_needs_the_model():
+    def fn(comm):
+        net = make_net(1000 + comm.rank)
+        opt = ZeroOptimizer(net, torch.optim.SGD, group=comm, lr=0.1, bucket_cap_mb=0.002,
+                            gather_in_forward=True)
+        x, y, t = batch(0, 2 * comm.size)
+        F.mse_loss(net(x[:2], y[:2]), t[:2]).backward()
+        opt.step()
+        stale = [p.detach().clone() for p in net.parameters()]   # before any flush
+        sd = {k: v.clone() for k, v in net.state_dict().items()}  # flushes first
+        changed = any(not torch.equal(a, b) for a, b in zip(stale, sd.values()))
+        net.load_state_dict(make_net(5).state_dict())   # not overwritten by the pending send
+        F.mse_loss(net(x[:2], y[:2]), t[:2]).backward()
+        want = make_net(5).state_dict()
+        loaded = all(torch.equal(v, want[k]) for k, v in net.state_dict().items())
+        with pytest.raises(ValueError, match="gather_in_forward=True needs the model"):
+            ZeroOptimizer(net.parameters(), torch.optim.SGD, group=comm, lr=0.1,
+                          gather_in_forward=True)
+        return changed, loaded
+    assert run_ranks(2, fn) == [(True, True)] * 2
+
+
+def test_chunked_step_is_bitwise_one_shard_and_state_dicts_do_not_show_it(monkeypatch):
+    """The optimizer steps the shard in chunks (shard.py); results and every saved form are
+    those of one tensor per shard."""
+    def fn(comm):
+        net = make_net(1000)
+        opt = ZeroOptimizer(net, torch.optim.AdamW, group=comm, lr=1e-3)
+        train(net, opt, comm, 3)
+        return ([p.detach().clone() for p in net.parameters()], opt.state_dict(),
+                copy.deepcopy(opt.sharded_state_dict()), len(opt.param_groups[0]["params"]))
+    whole = run_ranks(2, fn)
+    monkeypatch.setattr("ringflow.parallel.shard.CHUNK", 100)
+    chunked = run_ranks(2, fn)
+    for (p1, sd1, sh1, n1), (p2, sd2, sh2, n2) in zip(whole, chunked):
+        assert n1 == 1 and n2 > 10
+        assert all(torch.equal(a, b) for a, b in zip(p1, p2))
+        for i, st in sd1["state"].items():
+            other = sd2["state"][i]
+            assert all(torch.equal(v, other[k]) if torch.is_tensor(v) else v == other[k]
+                       for k, v in st.items())
+        for k, v in sh1["optimizer"]["state"][0].items():
+            assert torch.equal(v, sh2["optimizer"]["state"][0][k]), k
+
+    def reload(comm):                                 # both forms load back into chunks
+        net = make_net(1000)
+        opt = ZeroOptimizer(net, torch.optim.AdamW, group=comm, lr=1e-3)
+        opt.load_state_dict(chunked[comm.rank][2])
+        again = opt.sharded_state_dict()["optimizer"]["state"][0]
+        opt.load_state_dict(chunked[0][1])
+        return again, opt.sharded_state_dict()["optimizer"]["state"][0]
+    for rank, (a, b) in enumerate(run_ranks(2, reload)):
+        for k, v in chunked[rank][2]["optimizer"]["state"][0].items():
+            assert torch.equal(a[k], v) and torch.equal(b[k], v), k
+
+
+def test_stage2_backwards_accumulate_until_step():
+    """Two half-batch backwards (loss halved) then step == one step on the whole batch: the
+    first backward since step() replaces the shard gradient, the second adds to it."""
+    def fn(comm, halves: bool):
+        net = make_net(1000)
+        opt = ZeroOptimizer(net, torch.optim.SGD, group=comm, stage=2, lr=0.1, momentum=0.9,
+                            bucket_cap_mb=0.002)
+        for step in range(2):
+            x, y, t = batch(step, 4 * comm.size)
+            rows = slice(4 * comm.rank, 4 * comm.rank + 4)
+            parts = [slice(0, 2), slice(2, 4)] if halves else [slice(0, 4)]
+            for part in parts:
+                xs, ys, ts = x[rows][part], y[rows][part], t[rows][part]
+                (F.mse_loss(net(xs, ys), ts) / len(parts)).backward()
+            opt.step()
+            opt.zero_grad()
+        return [p.detach().clone() for p in net.parameters()]
+    whole = run_ranks(2, lambda comm: fn(comm, False))[0]
+    for got in run_ranks(2, lambda comm: fn(comm, True)):
+        assert max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(got, whole)) < 1e-6

@@ -7,6 +7,10 @@ outputs, gather it again and prefetch the unit backward meets next; when the las
 parameters' gradients is accumulated, reduce-scatter them (async, on the communication thread,
 while autograd works on the units before it) and free it. At the end of backward, what never
 got a gradient is reduced as zeros, every reduction is waited for, and all units are freed.
+A unit whose parameters had no gradient on any rank (a block the forward skipped everywhere)
+keeps its shard gradients as they were (None after ``zero_grad``), so the optimizer skips it,
+as torch's FSDP2 and DDP leave a parameter unused on every rank; one small all-reduce per
+backward tells the ranks apart from a unit unused on some ranks only (its zeros averaged in).
 
 Reductions launch in one fixed order (the reverse of the units' forward order), so every rank
 issues the same collectives in the same sequence even if a unit's gradients are complete at
@@ -19,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch.utils._pytree import tree_flatten
 
+from ... import collectives as rc
 from .unit import Unit
 
 
@@ -26,8 +31,9 @@ class Schedule:
     """``units[0]`` is the root (the whole model's leftover parameters), then the units in
     forward order."""
 
-    def __init__(self, units: list[Unit], reshard_after_forward: bool = True):
-        self.units, self.root = units, units[0]
+    def __init__(self, units: list[Unit], comm: rc.Communicator,
+                 reshard_after_forward: bool = True):
+        self.units, self.root, self.comm = units, units[0], comm
         self.reshard = reshard_after_forward
         self.forward_order = [u for u in units if u.groups]
         self.backward_order = [self.root] + [u for u in reversed(units[1:]) if u.groups]
@@ -107,13 +113,21 @@ class Schedule:
             if self.sync:
                 for u in self.reduce_order[self._next_reduce:]:
                     u.launch_reduce()        # gradients that never came are zeros
-                for u in self.reduce_order:
-                    u.finish_reduce()
+                used = self._used_anywhere()
+                for u, anywhere in zip(self.reduce_order, used):
+                    u.finish_reduce(keep=anywhere)
         finally:
             self._next_reduce = 0
             for u in self.units:
                 u.reset_backward()
             self._free_all()
+
+    def _used_anywhere(self) -> list[bool]:
+        """Per unit of ``reduce_order``: did any rank have a gradient for it?"""
+        had = torch.tensor([float(u.had_grads) for u in self.reduce_order])
+        if self.comm.size > 1 and had.numel():
+            rc.all_reduce(had, op=rc.ReduceOp.MAX, group=self.comm)
+        return [bool(x) for x in had.tolist()]
 
     def _free_all(self) -> None:
         for u in self.units:

@@ -18,6 +18,21 @@ from torch import nn
 from ... import collectives as rc
 from .layout import FlatShard
 
+MISMATCH = ("FullyShardedDataParallel: the ranks issued their gathers and reductions in different "
+            "orders. Every rank must run the same units in forward and reach the same parameters "
+            "(a parameter some ranks use and others skip, e.g. a branch chosen by the data, moves "
+            "its unit's reduction); parameters no rank uses are fine. ")
+
+
+def _wait(work) -> None:
+    """``work.wait()``; a mismatch between ranks says what, in FSDP's terms, causes one."""
+    try:
+        work.wait()
+    except rc.CollectiveError as e:
+        if "do not match" in str(e):
+            e.args = (MISMATCH + str(e),) + e.args[1:]
+        raise
+
 
 class Unit:
     """``named``: (fully qualified name, parameter) pairs this unit owns, in model order."""
@@ -60,11 +75,11 @@ class Unit:
         self.prefetch()
         works, self._works = self._works, []
         for w in works:
-            w.wait()
+            _wait(w)
 
     def free(self) -> None:
         for w in self._works:               # never free under an all-gather writing into it
-            w.wait()
+            _wait(w)
         self._works = []
         for g in self.groups:
             g.free()
@@ -74,6 +89,7 @@ class Unit:
         self.pending = len(self.trainable)
         self.seen: set[int] = set()
         self.launched = False
+        self.had_grads = False              # any trainable parameter had a gradient to reduce
         self.reductions: list = []          # (group, work, shard gradient)
 
     def count(self, p: torch.Tensor) -> bool:
@@ -87,15 +103,19 @@ class Unit:
     def launch_reduce(self) -> None:
         """Reduce-scatter every trainable group's gradients (missing ones count as zeros)."""
         self.launched = True
+        self.had_grads = any(p.grad is not None for p in self.trainable)
         for g in self.groups:
             if g.trainable:
                 work, out = g.reduce_grads(g.flat_grads())
                 self.reductions.append((g, work, out))
 
-    def finish_reduce(self) -> None:
+    def finish_reduce(self, keep: bool = True) -> None:
+        """Wait for the reductions; ``keep`` False (no rank had a gradient): leave the shard
+        gradients untouched, so the optimizer skips this unit as torch skips unused ones."""
         for g, work, out in self.reductions:
-            work.wait()
-            g.accept_grad(out)
+            _wait(work)
+            if keep:
+                g.accept_grad(out)
         self.reductions = []
 
     def param_nbytes(self) -> int:

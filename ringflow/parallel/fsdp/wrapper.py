@@ -14,8 +14,10 @@ gradients as soon as they are complete, while backward goes on with earlier unit
     sd = model.state_dict(); osd = model.optim_state_dict(opt)   # collectives, any world size
 
 ``model.parameters()`` yields the shards (what the optimizer steps); the wrapped module's own
-parameters hold data only while their unit is gathered. Parameters that get no gradient are
-reduced as zeros (the optimizer steps them with zero gradients, as ZeroOptimizer does); tied
+parameters hold data only while their unit is gathered. A unit no rank computed a gradient
+for keeps its shard gradients None (the optimizer skips it, as torch does an unused
+parameter); a parameter without a gradient in a unit that has others is reduced as zeros
+(its flat shard is stepped as one tensor); tied
 weights go to the root unit; frozen parameters are sharded in a group of their own and never
 reduced; the optimizer must be elementwise (SGD, Adam, AdamW...), as it sees flat shards.
 """
@@ -61,7 +63,7 @@ class FullyShardedDataParallel(nn.Module):
         self.mixed_precision = mixed_precision
         self.units = [Unit(name, m, named, self.comm, mixed_precision)
                       for name, m, named in plan_units(model, units)]
-        self.schedule = Schedule(self.units, reshard_after_forward)
+        self.schedule = Schedule(self.units, self.comm, reshard_after_forward)
         self.schedule.attach()
         self.buffer_sync = BufferSync(model, self.comm, broadcast_buffers)
         if self.comm.size > 1 and broadcast_buffers is not False:
