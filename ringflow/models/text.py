@@ -3,7 +3,9 @@
 SD3 conditions on a sequence of text-encoder states plus a pooled text vector. With no text
 encoder here, each class id becomes a prompt ("digit 7"), split into characters, each character
 a learned embedding plus a learned position: a (B, L, dim) token sequence. The pooled vector is
-an MLP over the mean of those tokens (it feeds adaLN beside the timestep).
+an MLP over all L tokens side by side (it feeds adaLN beside the timestep); a mean over the
+tokens learned classes slower, as "digit " is the same in every prompt and only the last
+character tells them apart.
 
 A dropped label (``NULL_LABEL``) drops the whole stream: its tokens are masked out of the joint
 attention (its ``mask`` row is False) and its pooled vector is a learned null vector, so the
@@ -52,7 +54,8 @@ class TextTokens(nn.Module):
         self.register_buffer("ids", tokenize(self.prompts), persistent=False)   # (classes, L)
         self.chars = nn.Embedding(len(ALPHABET) + 1, dim, padding_idx=0)
         self.pos = nn.Parameter(torch.randn(self.ids.shape[1], dim) * 0.02)
-        self.pool = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.pool = nn.Sequential(nn.Linear(self.ids.shape[1] * dim, dim), nn.SiLU(),
+                                  nn.Linear(dim, dim))
         self.null_pooled = nn.Parameter(torch.zeros(dim))
 
     def forward(self, y):
@@ -64,7 +67,7 @@ class TextTokens(nn.Module):
         keep = y != NULL_LABEL
         ids = self.ids[y.clamp(min=0)]                                  # (B, L)
         tokens = self.chars(ids) + self.pos                             # (B, L, dim)
-        real = (ids > 0).unsqueeze(-1).to(tokens.dtype)
-        pooled = self.pool((tokens * real).sum(1) / real.sum(1))        # mean over characters
+        real = (ids > 0).unsqueeze(-1).to(tokens.dtype)                 # padding pools as 0
+        pooled = self.pool((tokens * real).flatten(1))                  # (B, L * dim) -> (B, dim)
         pooled = torch.where(keep[:, None], pooled, self.null_pooled.to(pooled.dtype))
         return tokens, pooled, keep[:, None] & (ids > 0)
