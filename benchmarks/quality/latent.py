@@ -55,9 +55,12 @@ def trained(args, name, flags):
 
 
 def scored(run, args):
+    """Evaluate (unless RUN/eval.json already scored as many samples) -> (result, command)."""
     cmd = EVALUATE + [str(run), "--num-samples", str(args.samples), "--out", str(run / "eval.json")]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return json.loads((run / "eval.json").read_text()), " ".join(cmd[1:])
+    done = run / "eval.json"
+    if not done.is_file() or json.loads(done.read_text())["num_samples"] != args.samples:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(done.read_text()), " ".join(cmd[1:])
 
 
 def report(name, run, seconds, train_cmd, args, keys):
