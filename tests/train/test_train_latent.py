@@ -1,8 +1,9 @@
 """An autoencoder trained by ``ringflow.train --model vae`` and a generative model trained on
 its latents (``--latent``): reconstruction against a trivial reconstruction, the cache keyed by
 the weights' checksum, unit-variance latents, decoded grids, bitwise resume, two ranks
-encoding shares that match one process encoding everything, and latent runs under torchrun and
-mpirun with DataParallel, ZeRO-2 and fsdp that resume bitwise across the two launchers."""
+encoding shares that match one process encoding everything, latent runs under torchrun and
+mpirun with DataParallel and fsdp that resume bitwise across the two launchers, and the latent
+presets' brief quality bar."""
 import json
 
 import pytest
@@ -141,8 +142,9 @@ def test_two_ranks_encode_shares_that_match_one_process(vae_run, tmp_path):
 @pytest.mark.launched
 @pytest.mark.mpi
 @pytest.mark.timeout(600)
+# ("zero2", torchrun_latent, mpirun_latent) passed too (2026-12-06); left out to keep the
+# suite short, as ZeRO's resume is covered by test_train_reshard.py and fsdp shards more
 @pytest.mark.parametrize("parallel, first, then", [("ddp", mpirun_latent, torchrun_latent),
-                                                    ("zero2", torchrun_latent, mpirun_latent),
                                                     ("fsdp", mpirun_latent, torchrun_latent)])
 def test_latent_run_under_both_launchers_resumes_bitwise(vae_run, tmp_path, parallel, first,
                                                           then):
