@@ -1,4 +1,4 @@
-"""Latent generation on MNIST from the CLI (issue 17; not CI). Results: benchmarks/results/models.md.
+"""Latent generation on MNIST from the CLI (issue 17; not CI). Results: results/models.md.
 
     python benchmarks/quality/latent.py vae            # 4 vs 16 latent channels: PSNR, recon FD
     python benchmarks/quality/latent.py pixel-latent   # pixel vs latent DiT at equal compute
