@@ -8,7 +8,7 @@ num_classes=, **kw)``; ``image_size=None`` means vector data of dimension ``in_c
 - "dit", "dit-t", "dit-s", "dit-b", "dit-l", "dit-xl": ``dit.DiT``; the suffix is the size
   preset (same as ``preset="S"``); kw: patch_size, hidden_size, depth, num_heads, mlp_ratio.
 - "mmdit", "mmdit-t", ... "mmdit-xl": ``mmdit.MMDiT``, same presets; kw as DiT plus
-  context_dim, context_tokens.
+  context_dim, context_tokens, and text (true: class names as character tokens, SD3 style).
 - "nice", "realnvp": ``flows.NICE`` / ``flows.RealNVP`` (vectors or flattened images);
   kw: hidden, depth, num_layers. Unconditional; num_classes is ignored.
 - "vae": ``autoencoder.AutoEncoder`` (images <-> latents); kw: latent_channels, factor,
