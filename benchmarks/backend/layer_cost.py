@@ -1,7 +1,9 @@
 """What the ProcessGroup layer costs per call, measured where nothing else does: a world of one
-(no peer to wait for, so the time is the Python on the calling thread).
+(no peer to wait for, so the time is the Python on the calling thread); under torchrun the same
+three calls run in the launched world (each call then includes the peers' exchange).
 
     OMP_NUM_THREADS=1 python benchmarks/backend/layer_cost.py --kib 4
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 benchmarks/backend/layer_cost.py --kib 4
 
 Three calls on the same tensor, alternated block by block (each block: 10 calls, timed):
   rc      rc.all_reduce(t, group=comm)            ringflow's verb, the baseline
@@ -13,6 +15,7 @@ dist - group is torch's own wrapper.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -28,7 +31,11 @@ def main() -> None:
     ap.add_argument("--kib", type=int, default=4)
     ap.add_argument("--blocks", type=int, default=3000)
     args = ap.parse_args()
-    dist.init_process_group("ringflow", store=dist.HashStore(), rank=0, world_size=1)
+    if "WORLD_SIZE" in os.environ:          # launched: the launcher's rendezvous
+        dist.init_process_group("ringflow")
+    else:
+        dist.init_process_group("ringflow", store=dist.HashStore(), rank=0, world_size=1)
+    world = dist.get_world_size()
     pg, t = dist.group.WORLD, torch.randn(args.kib * 256)
     comm = pg.comm
     opts = dist.AllreduceOptions()
@@ -43,7 +50,11 @@ def main() -> None:
                 fn()
             took[name].append((time.perf_counter() - start) / 10)
     med = {k: statistics.median(v) * 1e6 for k, v in took.items()}
-    print(f"{args.kib} KiB, world of one, medians of {args.blocks} blocks of 10 calls (us/call): "
+    if dist.get_rank() != 0:
+        dist.destroy_process_group()
+        return
+    where = "world of one" if world == 1 else f"world of {world}, rank 0"
+    print(f"{args.kib} KiB, {where}, medians of {args.blocks} blocks of 10 calls (us/call): "
           f"rc {med['rc']:.2f}, group {med['group']:.2f}, dist {med['dist']:.2f}; "
           f"layer (group - rc) {med['group'] - med['rc']:.2f}, torch's wrapper (dist - group) "
           f"{med['dist'] - med['group']:.2f}", flush=True)
