@@ -20,6 +20,14 @@ def chunk_bounds(numel: int, parts: int) -> list[tuple[int, int]]:
     return bounds
 
 
+def piece_bounds(numel: int, per: int) -> list[tuple[int, int]]:
+    """[(start, stop)] of consecutive pieces of ``per`` elements (the last may be shorter)
+    covering range(numel); one empty piece when numel is 0."""
+    if per < 1:
+        raise ValueError(f"per must be >= 1, got {per}")
+    return [(a, min(a + per, numel)) for a in range(0, numel, per)] or [(0, 0)]
+
+
 def reduce_scatter_chunks(rank: int, size: int, step: int) -> tuple[int, int]:
     """(chunk sent, chunk received) by ``rank`` at ring reduce-scatter ``step``.
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from .chunking import piece_bounds
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_into, reduce_out
 
@@ -69,14 +70,10 @@ def _reduce(dst: torch.Tensor, views: list[torch.Tensor], op: ReduceOp) -> None:
         reduce_into(dst, v, op)
 
 
-def _pieces(numel: int, per: int):
-    return [(a, min(a + per, numel)) for a in range(0, numel, per)] or [(0, 0)]
-
-
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
     """``buf`` (flat) = reduction over ranks, in rounds of one stage half."""
     st = _stage(comm)
-    pieces = _pieces(buf.numel(), st.half // buf.element_size())
+    pieces = piece_bounds(buf.numel(), st.half // buf.element_size())
     for step, (a, b) in enumerate(pieces):
         piece = buf if len(pieces) == 1 else buf[a:b]
         s = _round(comm, st, piece, step)
@@ -91,7 +88,7 @@ def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op:
     st, n = _stage(comm), comm.size
     m = out.numel()
     rows = inp.view(n, m)
-    for step, (a, b) in enumerate(_pieces(m, max(1, st.half // (n * inp.element_size())))):
+    for step, (a, b) in enumerate(piece_bounds(m, max(1, st.half // (n * inp.element_size())))):
         s = _round(comm, st, rows[:, a:b], step)
         _reduce(out[a:b], [st.view(r, s, inp.dtype, n * (b - a)).view(n, b - a)[comm.rank]
                            for r in range(n)], op)
@@ -104,7 +101,7 @@ def all_gather(comm: Communicator, out: torch.Tensor, inp: torch.Tensor) -> None
     st, n = _stage(comm), comm.size
     m = inp.numel()
     rows = out.view(n, m)
-    for step, (a, b) in enumerate(_pieces(m, st.half // inp.element_size())):
+    for step, (a, b) in enumerate(piece_bounds(m, st.half // inp.element_size())):
         s = _round(comm, st, inp[a:b], step)
         for r in range(n):
             rows[r, a:b].copy_(st.view(r, s, inp.dtype, b - a))

@@ -20,15 +20,10 @@ from typing import Sequence
 import torch
 
 from .. import collectives as rc
+from ..collectives.chunking import piece_bounds
 from .flat import FlatBuffer
 
 CHUNK = 1 << 20                 # elements per tensor the optimizer sees (4 MiB in fp32)
-
-
-def chunk_bounds(numel: int, chunk: int | None = None) -> list[tuple[int, int]]:
-    """[(start, stop)] cutting [0, numel) into pieces of at most ``chunk`` (CHUNK) elements."""
-    chunk = chunk or CHUNK
-    return [(a, min(a + chunk, numel)) for a in range(0, numel, chunk)] or [(0, 0)]
 
 
 class ShardedGroup:
@@ -51,7 +46,7 @@ class ShardedGroup:
         self.lo, self.hi = comm.rank * self.m, (comm.rank + 1) * self.m
         self.shard = self.flat.data[self.lo:self.hi].clone()
         self.shard.grad = torch.zeros_like(self.shard)
-        self.bounds = chunk_bounds(self.m)
+        self.bounds = piece_bounds(self.m, CHUNK)
         self.chunks = [self.shard[a:b] for a, b in self.bounds]
         for c, (a, b) in zip(self.chunks, self.bounds):
             c.grad = self.shard.grad[a:b]                   # shard.grad is only written in place
