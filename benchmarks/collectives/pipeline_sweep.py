@@ -11,8 +11,8 @@ defaults of ``ring_channels`` and ``slice_bytes`` were chosen.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
@@ -20,6 +20,9 @@ import ringflow
 from ringflow.bench.args import parse_bytes
 from ringflow.collectives import pipeline
 from ringflow.collectives.ops import ReduceOp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from interleave import medians, print_rows  # noqa: E402  (the sweeps' shared timing)
 
 
 def parse_configs(text: str) -> list[tuple[int, int]]:
@@ -44,24 +47,8 @@ def main() -> None:
         runs = {f"{c}x{s >> 10}K": (lambda c=c, s=s: pipeline.all_reduce(comm, buf, ReduceOp.SUM, c, s))
                 for c, s in parse_configs(args.configs)}
         runs["builtin"] = lambda: tr.native_all_reduce(buf, "sum")
-        times = {k: [] for k in runs}
-        for _ in range(2):                    # warm-up: scratch, connections
-            for f in runs.values():
-                f()
-        for _ in range(args.rounds):
-            for name, f in runs.items():
-                buf.fill_(1)
-                tr.native_barrier()
-                t0 = time.perf_counter()
-                f()
-                times[name].append(time.perf_counter() - t0)
-        if comm.rank == 0:
-            base = statistics.median(times["builtin"])
-            for name, ts in times.items():
-                med = statistics.median(ts)
-                print(f"{nbytes >> 10:>8} KiB  {name:>10}  {med * 1e3:8.2f} ms  "
-                      f"busbw {nbytes * 2 * (comm.size - 1) / comm.size / med / 1e9:5.2f} GB/s  "
-                      f"vs builtin {base / med:5.2f}x", flush=True)
+        print_rows(comm, nbytes, medians(runs, buf, tr, args.rounds, warmups=2), width=10,
+                   busbw=True)
     ringflow.shutdown()
 
 

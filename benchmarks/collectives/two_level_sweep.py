@@ -11,8 +11,8 @@ overlap). It is how ``hierarchical.PIECE_BYTES`` was chosen; run it on emulated 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
@@ -20,6 +20,9 @@ import ringflow
 from ringflow.bench.args import parse_bytes
 from ringflow.collectives import hierarchical, select
 from ringflow.collectives.ops import ReduceOp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from interleave import medians, print_rows  # noqa: E402  (the sweeps' shared timing)
 
 
 def main() -> None:
@@ -36,22 +39,7 @@ def main() -> None:
                     comm, buf, ReduceOp.SUM, select._across_nodes, s or nbytes + 1))
                 for s in map(parse_bytes, args.pieces.split(","))}
         runs["builtin"] = lambda: tr.native_all_reduce(buf, "sum")
-        times = {k: [] for k in runs}
-        for f in runs.values():               # warm-up: scratch, connections, the helper
-            f()
-        for _ in range(args.rounds):
-            for name, f in runs.items():
-                buf.fill_(1)
-                tr.native_barrier()
-                t0 = time.perf_counter()
-                f()
-                times[name].append(time.perf_counter() - t0)
-        if comm.rank == 0:
-            base = statistics.median(times["builtin"])
-            for name, ts in times.items():
-                med = statistics.median(ts)
-                print(f"{nbytes >> 10:>8} KiB  {name:>12}  {med * 1e3:8.2f} ms  "
-                      f"vs builtin {base / med:5.2f}x", flush=True)
+        print_rows(comm, nbytes, medians(runs, buf, tr, args.rounds), width=12)
     ringflow.shutdown()
 
 
