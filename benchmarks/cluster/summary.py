@@ -60,11 +60,10 @@ def table(cells: dict) -> list[str]:
     return out
 
 
-def median_rows(paths: list[str]) -> list[dict]:
-    """The first launch's rows with each row's busbw replaced by its median over launches
-    (what ringflow-bench --plot draws, for several launches)."""
-    cells, _ = collect(paths)
-    rows = [r for r in json.load(open(paths[0]))["rows"] if r.get(mode(r))]
+def median_rows(cells: dict, first: str) -> list[dict]:
+    """The rows of launch ``first`` with each row's busbw replaced by its median over launches
+    (``cells`` from ``collect``; what ringflow-bench --plot draws, for several launches)."""
+    rows = [r for r in json.load(open(first))["rows"] if r.get(mode(r))]
     for r in rows:
         label = "auto" if r["label"].startswith("auto:") else r["label"]
         r[mode(r)]["busbw"] = statistics.median(cells[(r["size"], label)]["busbw"])
@@ -83,7 +82,7 @@ def main() -> None:
     print("\n".join(table(dict(sorted(cells.items(), key=lambda kv: kv[0][0])))))
     if out:
         from ringflow.bench.plot import plot
-        plot(median_rows(args), out, title, meta.get("link_rate_Bps"))
+        plot(median_rows(cells, args[0]), out, title, meta.get("link_rate_Bps"))
         print(f"wrote {out}")
 
 
