@@ -21,7 +21,7 @@ def zeros(numel: int, dtype: torch.dtype, device: torch.device, huge_pages: bool
     arrays are madvised to transparent huge pages: a fresh 130 MB buffer then costs one fault
     per 2 MiB instead of one per 4 KiB (measured here: 45 ms to allocate and fill, against
     133-240 ms through torch, 39 ms to refill a kept one)."""
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    nbytes = numel * dtype.itemsize
     if not huge_pages or torch.device(device).type != "cpu" or nbytes < HUGE:
         return torch.zeros(numel, dtype=dtype, device=device)
     return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(dtype)
