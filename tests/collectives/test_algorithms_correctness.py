@@ -61,12 +61,15 @@ def test_two_level_on_several_nodes(n, local):
                                expected)
 
 
-@pytest.mark.parametrize("n,local", [(4, 2), (6, 3), (6, 2)])
-def test_two_level_overlapped_pieces(monkeypatch, n, local):
-    """Pieces cross the nodes on a helper thread while the node works on the next ones: the
-    result is still exact and bitwise the same on every rank, for every op."""
+@pytest.mark.parametrize("n,local,in_flight", [(4, 2, 2), (6, 3, 2), (6, 2, 2), (4, 2, 1),
+                                               (6, 2, 3)])
+def test_two_level_overlapped_pieces(monkeypatch, n, local, in_flight):
+    """Pieces cross the nodes on helper threads (``in_flight`` at once, each on its own tags)
+    while the node works on the next ones: the result is still exact and bitwise the same on
+    every rank, for every op."""
     from ringflow.collectives import hierarchical
     monkeypatch.setattr(hierarchical, "PIECE_BYTES", 64)     # 999 floats: MAX_PIECES pieces
+    monkeypatch.setattr(hierarchical, "IN_FLIGHT", in_flight)
     for numel, op in ((999, "sum"), (999, "avg"), (130, "max"), (4001, "sum")):
         dtype = torch.float32 if op == "avg" else torch.int32
         expected = run_all_reduce(n, numel, dtype, op, "naive")[0]
