@@ -40,7 +40,8 @@ from __future__ import annotations
 import torch
 
 from .. import settings
-from .chunking import all_gather_chunks, chunk_bounds, reduce_scatter_chunks
+from . import pipeline
+from .chunking import chunk_bounds
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_into
 from .ring import slice_count
@@ -75,13 +76,17 @@ def error_bound(wire: torch.dtype, n: int) -> float:
 
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp, wire: torch.dtype) -> None:
     """All-reduce flat float32 ``buf`` in place with ``wire`` on the wire (see the module doc)."""
-    bounds = chunk_bounds(buf.numel(), comm.size)
-    sent = comm.scratch(wire, buf.numel(), buf.device)    # (numel,): what goes on the wire
-    nslices = _slice_count(comm, max(b - a for a, b in bounds), sent.element_size())
-    _reduce_scatter(comm, buf, sent, bounds, op, nslices)
-    a, b = bounds[comm.rank]
-    finish_avg(buf[a:b], op, comm.size)
-    _all_gather(comm, buf, sent, bounds, nslices)
+    n = comm.size
+    if n == 1:                                  # one rounding, as every hop count has
+        sent = comm.scratch(wire, buf.numel(), buf.device)
+        sent.copy_(buf)
+        buf.copy_(sent)
+        return
+    bounds = chunk_bounds(buf.numel(), n)
+    biggest = max(b - a for a, b in bounds)
+    slices = _slice_count(comm, biggest, torch.finfo(wire).bits // 8)
+    cuts = {b - a: pipeline.pieces(b - a, 1, slices) for a, b in bounds}   # 2 lengths at most
+    _WireRing(comm, buf, bounds, cuts, op, range(2 * n - 2), wire).go()
 
 
 def _slice_count(comm: Communicator, chunk: int, itemsize: int) -> int:
@@ -94,66 +99,54 @@ def _slice_count(comm: Communicator, chunk: int, itemsize: int) -> int:
     return count
 
 
-def _all_gather(comm: Communicator, buf: torch.Tensor, sent: torch.Tensor,
-                bounds: list[tuple[int, int]], nslices: int) -> None:
-    """Ring all-gather: the owner rounds its float32 chunk of ``buf`` into ``sent`` (the last
-    rounding) slice by slice as it posts them; every chunk's slices are widened into ``buf`` as
-    they land, the owner's own while its first sends are in flight (it keeps the bytes it sent)."""
-    n, r = comm.size, comm.rank
-    right, left = (r + 1) % n, (r - 1) % n
-    a, b = bounds[r]
-    if n == 1:
-        sent.copy_(buf)
-        buf.copy_(sent)
-    for step in range(n - 1):
-        send_c, recv_c = all_gather_chunks(r, n, step)
-        sends, recvs = _slices(bounds[send_c], nslices), _slices(bounds[recv_c], nslices)
-        works = []
-        for (sa, sb), (ra, rb) in zip(sends, recvs):
-            if step == 0:
-                sent[sa:sb].copy_(buf[sa:sb])
-            works.append(comm.sendrecv(sent[sa:sb], right, sent[ra:rb], left))
-        if step == 0:
-            buf[a:b].copy_(sent[a:b])
-        for (_, recv_work), (ra, rb) in zip(works, recvs):
-            comm.wait(recv_work, peer=left, step=n - 1 + step)
-            buf[ra:rb].copy_(sent[ra:rb])
-        for send_work, _ in works:
-            comm.wait(send_work, peer=right, step=n - 1 + step)
+class _WireRing(pipeline._Pipeline):
+    """pipeline.py's schedule (a slice received at step t goes on at step t+1 at once) with
+    wire-dtype bytes in ``sent`` (numel, wire dtype): each slice is rounded into it just before
+    its send, and every arrival lands in it. Reduce-scatter arrivals are widened (into the
+    float32 landing row 0: exact) and added; all-gather arrivals are widened into ``buf`` and
+    forwarded from where they landed.
 
+    Every receive is posted at the start: over gloo a message leaves only once its receive is
+    posted on the far side, and a late "ready" queues behind the peer's bulk data on a busy
+    link (2 emulated hosts at 2 Gbit/s: bf16 1.67x gloo fp32 with 4 receives ahead). That is
+    safe because nothing lands on bytes still going out: a reduce-scatter slice lands before
+    this rank rounds and sends it on, and what arrives for the all-gather was reduced,
+    downstream, from this rank's own send of that slice (the ring's order)."""
 
-def _slices(bounds: tuple[int, int], nslices: int) -> list[tuple[int, int]]:
-    start, stop = bounds
-    return [(start + a, start + b) for a, b in chunk_bounds(stop - start, nslices)]
+    def __init__(self, comm, buf, bounds, cuts, op, steps, wire):
+        super().__init__(comm, buf, bounds, cuts, op, steps, 1)
+        self.window = len(self.order)
+        self.sent = comm.scratch(wire, buf.numel(), buf.device)
 
+    def span(self, t: int, j: int, sending: bool) -> slice:
+        """Elements of piece j of the chunk sent (or received) at ring step t."""
+        a, b = self.bounds[self.chunks(t)[0 if sending else 1]]
+        pa, pb = self.cuts[b - a][j]
+        return slice(a + pa, a + pb)
 
-def _reduce_scatter(comm: Communicator, buf: torch.Tensor, sent: torch.Tensor,
-                    bounds: list[tuple[int, int]], op: ReduceOp, nslices: int) -> None:
-    """After n-1 steps chunk ``comm.rank`` of ``buf`` holds the float32 reduction over ranks
-    (SUM for AVG); what arrived of other chunks is left in ``sent``."""
-    n, r = comm.size, comm.rank
-    for step in range(n - 1):
-        send_c, recv_c = reduce_scatter_chunks(r, n, step)
-        (sa, sb), (ra, rb) = bounds[send_c], bounds[recv_c]
-        _hop(comm, buf[sa:sb], sent[sa:sb], buf[ra:rb], sent[ra:rb], nslices, op, step)
+    def post_recv(self, g: int) -> None:
+        t, j = self.order[g]
+        self.recvs[g] = self.comm.irecv(self.sent[self.span(t, j, False)], self.left)
 
+    def post_send(self, t: int, j: int) -> None:
+        at = self.span(t, j, True)
+        if t < self.comm.size - 1:                # this hop's one rounding of the partial
+            self.sent[at].copy_(self.buf[at])
+        self.sends.append(self.comm.isend(self.sent[at], self.right))
 
-def _hop(comm: Communicator, partial: torch.Tensor, out: torch.Tensor, acc: torch.Tensor,
-         landing: torch.Tensor, nslices: int, op: ReduceOp, step: int) -> None:
-    """Send ``partial`` rounded into ``out`` to the right, slice by slice as each is rounded,
-    while acc = acc (op) widened arrivals from the left land in ``landing`` (the wire dtype)."""
-    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
-    sends, recvs = chunk_bounds(partial.numel(), nslices), chunk_bounds(acc.numel(), nslices)
-    # widened into float32 first: an add of mixed dtypes in place ran 3x slower than both passes
-    wide = comm.scratch(torch.float32, recvs[0][1], acc.device)
-    works = []
-    for (sa, sb), (ra, rb) in zip(sends, recvs):
-        out[sa:sb].copy_(partial[sa:sb])                 # this hop's one rounding
-        works.append(comm.sendrecv(out[sa:sb], right, landing[ra:rb], left))
-    for (send_work, recv_work), (ra, rb) in zip(works, recvs):
-        comm.wait(recv_work, peer=left, step=step)
-        w = wide[: rb - ra]
-        w.copy_(landing[ra:rb])                          # exact
-        reduce_into(acc[ra:rb], w, op)                   # added in float32
-    for send_work, _ in works:
-        comm.wait(send_work, peer=right, step=step)
+    def arrived(self, g: int, t: int, j: int) -> None:
+        """Reduce-scatter: widen and add (float32); at its last step the piece is this rank's
+        own total: AVG divides it, and it is rounded once (the all-gather's bytes) and widened
+        back, so the owner ends with the bytes every other rank receives. All-gather: widen."""
+        n, at = self.comm.size, self.span(t, j, False)
+        dst = self.buf[at]
+        if t >= n - 1:
+            dst.copy_(self.sent[at])
+            return
+        wide = self.landing[0, : dst.numel()]
+        wide.copy_(self.sent[at])                                     # exact
+        reduce_into(dst, wide, self.op)                               # added in float32
+        if t == n - 2:
+            finish_avg(dst, self.op, n)
+            self.sent[at].copy_(dst)
+            dst.copy_(self.sent[at])
