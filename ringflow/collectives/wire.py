@@ -10,9 +10,11 @@ widens it and adds it into its own float32 chunk, which is the accumulator. All-
 owner divides (AVG) and rounds its final chunk to the wire dtype once; those bytes go round the
 ring and every rank, the owner included, widens the same bytes, so all ranks end bitwise
 identical. Chunk c is summed in the ring's fixed order (rank c+1 first, the owner last), so the
-result never depends on timing. Chunks travel in slices, so rounding, widening and adding one
-slice overlaps the transfer of the next. Buffers, from the communicator's scratch pool: a
-wire-dtype copy of the tensor and one float32 slice.
+result never depends on timing. Chunks travel in slices on pipeline.py's schedule: a slice
+reduced at step t goes on as step t+1's at once, so rounding, widening and adding one slice
+overlaps the transfer of the next, and the reduce-scatter runs into the all-gather without a
+pause. Buffers, from the communicator's scratch pool: a wire-dtype copy of the tensor (what
+goes out and what lands) and the pipeline's float32 landing rows (one widens each arrival).
 
 Error bound (normal range). Let u be the wire dtype's unit roundoff (round to nearest: 2^-8 for
 bf16, 8 significant bits; 2^-11 for fp16, 11 bits) and v = 2^-24 float32's. A value of chunk c

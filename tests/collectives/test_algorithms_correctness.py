@@ -76,6 +76,20 @@ def test_two_level_overlapped_pieces(monkeypatch, n, local, in_flight):
         assert_same_everywhere(run_all_reduce(n, numel, dtype, op, "two_level", local), expected)
 
 
+def test_cross_streams_are_the_same_ranks_on_tags_apart():
+    """two_level's cross-node streams: the same peers, tags at least 8 apart (the pipelined
+    ring's lanes of one stream never reach the next stream's tag)."""
+    from ringflow.collectives import Communicator, hierarchical
+    from ringflow.transport.local import LocalTransport
+    comm = Communicator(LocalTransport.group(4)[1], timeout=5.0, local_size=2)
+    streams = hierarchical.cross_streams(comm, 3)
+    assert streams[0] is hierarchical.node_groups(comm)[1]
+    assert all(s.ranks == [1, 3] for s in streams)
+    tags = sorted(s.tag for s in streams)
+    assert all(b - a >= 8 for a, b in zip(tags, tags[1:])), tags
+    comm.close()
+
+
 def test_fp32acc_rounds_once():
     """bf16 values whose running sum loses bits at each hop: fp32acc rounds only the total."""
     n, numel = 4, 64
