@@ -10,11 +10,12 @@ widens it and adds it into its own float32 chunk, which is the accumulator. All-
 owner divides (AVG) and rounds its final chunk to the wire dtype once; those bytes go round the
 ring and every rank, the owner included, widens the same bytes, so all ranks end bitwise
 identical. Chunk c is summed in the ring's fixed order (rank c+1 first, the owner last), so the
-result never depends on timing. Chunks travel in slices on pipeline.py's schedule: a slice
-reduced at step t goes on as step t+1's at once, so rounding, widening and adding one slice
-overlaps the transfer of the next, and the reduce-scatter runs into the all-gather without a
-pause. Buffers, from the communicator's scratch pool: a wire-dtype copy of the tensor (what
-goes out and what lands) and the pipeline's float32 landing rows (one widens each arrival).
+result never depends on timing. Chunks travel in slices, so rounding, widening and adding one
+slice overlaps the transfer of the next; over gloo, MPI and threads on pipeline.py's schedule (a
+slice reduced at step t goes on as step t+1's at once, so the reduce-scatter runs into the
+all-gather without a pause), over shm and NCCL step by step, as their float32 ring does.
+Buffers, from the communicator's scratch pool: a wire-dtype copy of the tensor (what goes out
+and what lands) and float32 rows to widen arrivals into.
 
 Error bound (normal range). Let u be the wire dtype's unit roundoff (round to nearest: 2^-8 for
 bf16, 8 significant bits; 2^-11 for fp16, 11 bits) and v = 2^-24 float32's. A value of chunk c
@@ -42,11 +43,10 @@ from __future__ import annotations
 import torch
 
 from .. import settings
-from . import pipeline
-from .chunking import chunk_bounds
+from . import pipeline, ring
+from .chunking import all_gather_chunks, chunk_bounds, reduce_scatter_chunks
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_into
-from .ring import slice_count
 
 WIRE_DTYPES = (torch.bfloat16, torch.float16)
 WIRE_SLICE_BYTES = 1 << 20      # wire bytes a slice, where the transport slices nothing (gloo)
@@ -77,7 +77,10 @@ def error_bound(wire: torch.dtype, n: int) -> float:
 
 
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp, wire: torch.dtype) -> None:
-    """All-reduce flat float32 ``buf`` in place with ``wire`` on the wire (see the module doc)."""
+    """All-reduce flat float32 ``buf`` in place with ``wire`` on the wire (see the module doc):
+    pipelined where the float32 ring is (gloo, MPI, threads), step by step where it is not
+    (shm, whose steps take every slice at once: the pipeline ran 2x slower there at 4 MiB;
+    NCCL, where a receive cannot be posted ahead of its partner)."""
     n = comm.size
     if n == 1:                                  # one rounding, as every hop count has
         sent = comm.scratch(wire, buf.numel(), buf.device)
@@ -87,6 +90,13 @@ def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp, wire: torch.
     bounds = chunk_bounds(buf.numel(), n)
     biggest = max(b - a for a, b in bounds)
     slices = _slice_count(comm, biggest, torch.finfo(wire).bits // 8)
+    if ring._fused(comm):                   # the float32 ring's own test, so both agree
+        sent = comm.scratch(wire, buf.numel(), buf.device)
+        _reduce_scatter(comm, buf, sent, bounds, op, slices)
+        a, b = bounds[comm.rank]
+        finish_avg(buf[a:b], op, n)
+        _all_gather(comm, buf, sent, bounds, slices)
+        return
     cuts = {b - a: pipeline.pieces(b - a, 1, slices) for a, b in bounds}   # 2 lengths at most
     _WireRing(comm, buf, bounds, cuts, op, range(2 * n - 2), wire).go()
 
@@ -95,12 +105,76 @@ def _slice_count(comm: Communicator, chunk: int, itemsize: int) -> int:
     """The ring's slices (the transport's or RINGFLOW_SLICE_BYTES), or WIRE_SLICE_BYTES where
     those say whole chunks: here each slice also costs passes over memory (round, widen, add),
     which slices overlap with the transfer of the next."""
-    count = slice_count(comm, chunk, itemsize)
+    count = ring.slice_count(comm, chunk, itemsize)
     if count == 1 and settings.get("RINGFLOW_SLICE_BYTES") is None:
         count = max(1, -(-chunk * itemsize // WIRE_SLICE_BYTES))
     return count
 
 
+# ---- step by step (shm, NCCL) ---------------------------------------------------------------
+def _all_gather(comm: Communicator, buf: torch.Tensor, sent: torch.Tensor,
+                bounds: list[tuple[int, int]], nslices: int) -> None:
+    """Ring all-gather: the owner rounds its float32 chunk of ``buf`` into ``sent`` (the last
+    rounding) slice by slice as it posts them; every chunk's slices are widened into ``buf`` as
+    they land, the owner's own while its first sends are in flight (it keeps the bytes it sent)."""
+    n, r = comm.size, comm.rank
+    right, left = (r + 1) % n, (r - 1) % n
+    a, b = bounds[r]
+    for step in range(n - 1):
+        send_c, recv_c = all_gather_chunks(r, n, step)
+        sends, recvs = _slices(bounds[send_c], nslices), _slices(bounds[recv_c], nslices)
+        works = []
+        for (sa, sb), (ra, rb) in zip(sends, recvs):
+            if step == 0:
+                sent[sa:sb].copy_(buf[sa:sb])
+            works.append(comm.sendrecv(sent[sa:sb], right, sent[ra:rb], left))
+        if step == 0:
+            buf[a:b].copy_(sent[a:b])
+        for (_, recv_work), (ra, rb) in zip(works, recvs):
+            comm.wait(recv_work, peer=left, step=n - 1 + step)
+            buf[ra:rb].copy_(sent[ra:rb])
+        for send_work, _ in works:
+            comm.wait(send_work, peer=right, step=n - 1 + step)
+
+
+def _slices(bounds: tuple[int, int], nslices: int) -> list[tuple[int, int]]:
+    start, stop = bounds
+    return [(start + a, start + b) for a, b in chunk_bounds(stop - start, nslices)]
+
+
+def _reduce_scatter(comm: Communicator, buf: torch.Tensor, sent: torch.Tensor,
+                    bounds: list[tuple[int, int]], op: ReduceOp, nslices: int) -> None:
+    """After n-1 steps chunk ``comm.rank`` of ``buf`` holds the float32 reduction over ranks
+    (SUM for AVG); what arrived of other chunks is left in ``sent``."""
+    n, r = comm.size, comm.rank
+    for step in range(n - 1):
+        send_c, recv_c = reduce_scatter_chunks(r, n, step)
+        (sa, sb), (ra, rb) = bounds[send_c], bounds[recv_c]
+        _hop(comm, buf[sa:sb], sent[sa:sb], buf[ra:rb], sent[ra:rb], nslices, op, step)
+
+
+def _hop(comm: Communicator, partial: torch.Tensor, out: torch.Tensor, acc: torch.Tensor,
+         landing: torch.Tensor, nslices: int, op: ReduceOp, step: int) -> None:
+    """Send ``partial`` rounded into ``out`` to the right, slice by slice as each is rounded,
+    while acc = acc (op) widened arrivals from the left land in ``landing`` (the wire dtype)."""
+    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+    sends, recvs = chunk_bounds(partial.numel(), nslices), chunk_bounds(acc.numel(), nslices)
+    # widened into float32 first: an add of mixed dtypes in place ran 3x slower than both passes
+    wide = comm.scratch(torch.float32, recvs[0][1], acc.device)
+    works = []
+    for (sa, sb), (ra, rb) in zip(sends, recvs):
+        out[sa:sb].copy_(partial[sa:sb])                 # this hop's one rounding
+        works.append(comm.sendrecv(out[sa:sb], right, landing[ra:rb], left))
+    for (send_work, recv_work), (ra, rb) in zip(works, recvs):
+        comm.wait(recv_work, peer=left, step=step)
+        w = wide[: rb - ra]
+        w.copy_(landing[ra:rb])                          # exact
+        reduce_into(acc[ra:rb], w, op)                   # added in float32
+    for send_work, _ in works:
+        comm.wait(send_work, peer=right, step=step)
+
+
+# ---- pipelined (gloo, MPI, threads) -----------------------------------------------------------
 class _WireRing(pipeline._Pipeline):
     """pipeline.py's schedule (a slice received at step t goes on at step t+1 at once) with
     wire-dtype bytes in ``sent`` (numel, wire dtype): each slice is rounded into it just before
