@@ -3,7 +3,8 @@
 Every round runs each configuration once and the built-in (gloo under torchrun, MPI under
 mpirun) once, in the same processes; the table gives medians over rounds and the ratio of
 each configuration's time to the built-in's (>1: ringflow faster). It is how the per-transport
-defaults of ``ring_channels`` and ``slice_bytes`` were chosen.
+defaults of ``ring_channels`` and ``slice_bytes`` were chosen; "rd" in ``--configs`` adds
+recursive doubling (what auto weighs against the ring for small buffers).
 
     RINGFLOW_TRANSPORT=torch torchrun --nproc_per_node=2 benchmarks/collectives/pipeline_sweep.py \\
         --sizes 1M,4M,16M,64M --configs 1x0,1x256K,2x256K,4x1M --rounds 15
@@ -18,7 +19,7 @@ import torch
 
 import ringflow
 from ringflow.bench.args import parse_bytes
-from ringflow.collectives import pipeline
+from ringflow.collectives import pipeline, tree
 from ringflow.collectives.ops import ReduceOp
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -34,6 +35,16 @@ def parse_configs(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def runs_for(comm, buf, configs: str) -> dict:
+    """name -> call, for each pipelined-ring configuration (and "rd")."""
+    wanted = configs.split(",")
+    runs = {f"{c}x{s >> 10}K": (lambda c=c, s=s: pipeline.all_reduce(comm, buf, ReduceOp.SUM, c, s))
+            for c, s in parse_configs(",".join(w for w in wanted if w != "rd"))}
+    if "rd" in wanted:
+        runs["rd"] = lambda: tree.all_reduce_rd(comm, buf, ReduceOp.SUM)
+    return runs
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1M,4M,16M,64M")
@@ -44,8 +55,7 @@ def main() -> None:
     tr = comm.transport
     for nbytes in (parse_bytes(s) for s in args.sizes.split(",")):
         buf = torch.ones(nbytes // 4)
-        runs = {f"{c}x{s >> 10}K": (lambda c=c, s=s: pipeline.all_reduce(comm, buf, ReduceOp.SUM, c, s))
-                for c, s in parse_configs(args.configs)}
+        runs = runs_for(comm, buf, args.configs)
         runs["builtin"] = lambda: tr.native_all_reduce(buf, "sum")
         print_rows(comm, nbytes, medians(runs, buf, tr, args.rounds, warmups=2), width=10,
                    busbw=True)

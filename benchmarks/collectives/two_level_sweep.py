@@ -3,10 +3,12 @@
 Every round runs two_level once per piece size and the built-in (gloo) once, in the same
 processes; the table gives rank 0's medians over rounds and the ratio of the built-in's time to
 each configuration's (>1: ringflow faster). "0" runs the stages one after the other (no
-overlap). It is how ``hierarchical.PIECE_BYTES`` was chosen; run it on emulated hosts:
+overlap); "1M/2": pieces of 1 MiB, two crossing the nodes at once (no "/K":
+``hierarchical.IN_FLIGHT``). It is how ``hierarchical.PIECE_BYTES`` and ``IN_FLIGHT`` were
+chosen; run it on emulated hosts:
 
     python benchmarks/cluster/cluster.py --hosts 2 --ranks-per-host 2 --rate 2gbit \\
-        --script benchmarks/collectives/two_level_sweep.py --sizes 4M,16M,64M --pieces 0,512K,1M,4M
+        --script benchmarks/collectives/two_level_sweep.py --sizes 4M,16M,64M --pieces 0,1M/1,1M/2,2M/2
 """
 from __future__ import annotations
 
@@ -35,12 +37,18 @@ def main() -> None:
     tr = comm.transport
     for nbytes in (parse_bytes(s) for s in args.sizes.split(",")):
         buf = torch.ones(nbytes // 4)
-        runs = {f"piece {s >> 10}K": (lambda s=s: hierarchical.all_reduce(
-                    comm, buf, ReduceOp.SUM, select._across_nodes, s or nbytes + 1))
-                for s in map(parse_bytes, args.pieces.split(","))}
+        runs = {f"piece {spec}": (lambda s=s, k=k: hierarchical.all_reduce(
+                    comm, buf, ReduceOp.SUM, select._across_nodes, s or nbytes + 1, k))
+                for spec, s, k in map(_config, args.pieces.split(","))}
         runs["builtin"] = lambda: tr.native_all_reduce(buf, "sum")
         print_rows(comm, nbytes, medians(runs, buf, tr, args.rounds), width=12)
     ringflow.shutdown()
+
+
+def _config(spec: str) -> tuple[str, int, int | None]:
+    """"2M/2" -> ("2M/2", piece bytes, pieces in flight); no "/K": the default in flight."""
+    size, _, flight = spec.partition("/")
+    return spec, parse_bytes(size), int(flight) if flight else None
 
 
 if __name__ == "__main__":

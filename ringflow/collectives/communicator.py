@@ -46,7 +46,7 @@ class Communicator:
                  local_size: int | None = None, ranks: Sequence[int] | None = None,
                  debug: bool | None = None, history: int = 64, algorithm: str | None = None,
                  intra_transport: Transport | None = None, launch=None,
-                 parent: "Communicator | None" = None):
+                 parent: "Communicator | None" = None, stream: int = 0):
         self.transport = transport
         self.intra_transport = intra_transport   # two-level's transport inside a node, if any
         self.launch = launch                     # the LaunchEnv the world was built from, if any
@@ -60,7 +60,12 @@ class Communicator:
             raise ValueError(f"world of {self.size} ranks cannot be split into nodes of "
                              f"{self.local_size} ranks ({self.size} % {self.local_size} != 0)")
         self.local_rank = self.rank % self.local_size
-        self.tag = 0 if ranks is None else 1 + zlib.crc32(repr(self.ranks).encode()) % 30000
+        # stream k > 0: another group over the same ranks, its tags 8k above (past the lanes
+        # of stream 0), so two threads can each drive one at once (two-level's pieces in flight)
+        if not 0 <= stream < 256:
+            raise ValueError(f"stream must be in [0, 256), got {stream}")
+        self.tag = 0 if ranks is None else \
+            1 + zlib.crc32(repr(self.ranks).encode()) % 30000 + 8 * stream
         self.is_world = self.ranks == list(range(transport.size))   # every rank of the transport
         self.debug = settings.get("RINGFLOW_DEBUG") if debug is None else debug
         self.engine = engine_for(transport)
@@ -101,13 +106,14 @@ class Communicator:
     def num_nodes(self) -> int:
         return self.size // self.local_size
 
-    def subgroup(self, members: Sequence[int]) -> "Communicator":
-        """A Communicator over ``members`` (ranks of this group); only members may call it."""
+    def subgroup(self, members: Sequence[int], stream: int = 0) -> "Communicator":
+        """A Communicator over ``members`` (ranks of this group); only members may call it.
+        ``stream`` k > 0: a group over the same members whose messages never match stream 0's."""
         members = list(members)
         if len(set(members)) != len(members) or any(not 0 <= m < self.size for m in members):
             raise ValueError(f"subgroup members {members} must be distinct ranks in [0, {self.size})")
         return Communicator(self.transport, timeout=self.timeout, debug=self.debug,
-                            ranks=[self.ranks[m] for m in members], parent=self)
+                            ranks=[self.ranks[m] for m in members], parent=self, stream=stream)
 
     def split_by_node(self) -> tuple["Communicator", "Communicator"]:
         """(ranks on my node, ranks with my local_rank on every node): the two-level layout."""

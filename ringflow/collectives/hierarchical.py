@@ -11,10 +11,13 @@ and it crosses it once per node instead of once per rank:
 Over a network the three stages overlap: the buffer is cut into pieces of at most
 ``piece_bytes`` and piece i crosses the nodes (on a helper thread) while the node
 reduce-scatters piece i+1 and all-gathers piece i-1, so the link between nodes never waits
-for the node's own copies:
+for the node's own copies. Two pieces cross at once (IN_FLIGHT), each stream on its own
+cross-node group (own tags) and helper thread, so the link carries piece i+1 while piece i
+ends (its last reduction and message latency) instead of idling between pieces:
 
     node:    RS0 RS1 AG0 RS2 AG1 RS3 AG2 ... AGm      (this thread, in this order on every rank)
-    across:      X0      X1      X2  ...  Xm          (the helper, pieces in order)
+    across A:    X0..........X2..........X4 ...       (even pieces, in order)
+    across B:        X1..........X3 ...               (odd pieces, in order)
 
 The node layout comes from the Communicator (``local_size``, set by ringflow.init
 from LOCAL_WORLD_SIZE / OMPI_COMM_WORLD_LOCAL_SIZE). Inside a node the groups
@@ -41,6 +44,8 @@ from .ops import ReduceOp, finish_avg
 
 _GROUPS: "weakref.WeakKeyDictionary[Communicator, tuple[Communicator, Communicator]]" = \
     weakref.WeakKeyDictionary()
+_STREAMS: "weakref.WeakKeyDictionary[Communicator, list[Communicator]]" = \
+    weakref.WeakKeyDictionary()
 
 
 def node_groups(comm: Communicator) -> tuple[Communicator, Communicator]:
@@ -56,21 +61,36 @@ def node_groups(comm: Communicator) -> tuple[Communicator, Communicator]:
     return groups
 
 
-# Pieces of the overlapped schedule: at least this big, and at most MAX_PIECES of them. On 2
-# emulated hosts x 2 ranks at 2 Gbit/s (benchmarks/collectives/two_level_sweep.py), 8 pieces
-# of 512 KiB at 4 MiB ran 1.45x slower than 1-4 pieces (each piece costs cross-node message
-# latency), and 8 pieces beat no overlap by 10-15 % at 16-64 MiB.
-PIECE_BYTES = 2 << 20
+def cross_streams(comm: Communicator, count: int) -> list[Communicator]:
+    """``count`` groups over the cross-node peers (stream 0 is node_groups' own), each on its
+    own tags and scratch, so ``count`` threads can all-reduce a piece each at once."""
+    streams = _STREAMS.setdefault(comm, [node_groups(comm)[1]])
+    members = range(comm.local_rank, comm.size, comm.local_size)
+    while len(streams) < count:
+        streams.append(comm.subgroup(members, stream=len(streams)))
+    return streams[:count]
+
+
+# Pieces of the overlapped schedule: at least this big, and at most MAX_PIECES of them, two
+# crossing the nodes at once. On 2 emulated hosts x 2 ranks at 2 Gbit/s
+# (benchmarks/collectives/two_level_sweep.py, 2026-12-06/07): 8 pieces of 512 KiB at 4 MiB ran
+# 1.45x slower than 1-4 pieces (each piece costs cross-node message latency and a wait on the
+# node's other rank); 8 pieces beat no overlap by 10-15 % at 16-64 MiB; two in flight beat one
+# by ~0.1x gloo at 16 MiB and with 1 MiB pieces at 4 MiB (1.22-1.30x against 1.07-1.20x).
+PIECE_BYTES = 1 << 20
 MAX_PIECES = 8
-_HELPERS: "weakref.WeakKeyDictionary[Communicator, ThreadPoolExecutor]" = weakref.WeakKeyDictionary()
+IN_FLIGHT = 2
+_HELPERS: "weakref.WeakKeyDictionary[Communicator, list[ThreadPoolExecutor]]" = \
+    weakref.WeakKeyDictionary()
 
 
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp,
                across: Callable[[Communicator, torch.Tensor, ReduceOp], None],
-               piece_bytes: int | None = None) -> None:
+               piece_bytes: int | None = None, in_flight: int | None = None) -> None:
     """Two-level all-reduce of flat ``buf`` in place (any node count, any ranks per node);
     ``across(inter, block, op)`` all-reduces this rank's block among the nodes. Buffers of
-    two pieces or more (``piece_bytes``) overlap the stages (module docstring)."""
+    two pieces or more (``piece_bytes``) overlap the stages, ``in_flight`` pieces crossing
+    the nodes at once (module docstring)."""
     if comm.size == 1:
         return
     intra, inter = node_groups(comm)
@@ -81,8 +101,11 @@ def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp,
     if count < 2:
         _piece(intra, inter, buf, op, inner, across, comm.size)
         return
-    _overlapped(comm, intra, inter, [buf[a:b] for a, b in chunk_bounds(buf.numel(), count)],
-                op, inner, across)
+    in_flight = IN_FLIGHT if in_flight is None else in_flight
+    if in_flight < 1:
+        raise ValueError(f"two_level needs in_flight >= 1 cross-node pieces, got {in_flight}")
+    _overlapped(comm, intra, min(in_flight, count),
+                [buf[a:b] for a, b in chunk_bounds(buf.numel(), count)], op, inner, across)
 
 
 def _piece(intra, inter, buf, op, inner, across, world: int) -> None:
@@ -104,19 +127,21 @@ def _across(inter, block, op, inner, across, world: int) -> None:
     finish_avg(block, op, world)
 
 
-def _overlapped(comm, intra, inter, parts: list[torch.Tensor], op, inner, across) -> None:
-    """Piece i crosses the nodes on the helper thread while this thread reduce-scatters piece
-    i+1 and all-gathers piece i-1. Each group is driven by one thread, in the same order on
-    every rank (the helper runs its jobs in submission order), so messages match; the
-    cross-node group's messages go over the world's transport, the node's over its own."""
-    helper = _helper(comm)
+def _overlapped(comm, intra, in_flight: int, parts: list[torch.Tensor], op, inner,
+                across) -> None:
+    """Piece i crosses the nodes on helper i % in_flight (over cross-node stream i % in_flight)
+    while this thread reduce-scatters piece i+1 and all-gathers piece i-1. Each group is driven
+    by one thread, in the same order on every rank (a helper runs its jobs in submission
+    order), so messages match; the streams' tags differ, so they never match each other's."""
+    helpers, streams = _helpers(comm, in_flight), cross_streams(comm, in_flight)
     bounds = [chunk_bounds(p.numel(), intra.size) for p in parts]
     pending = []
     try:
         for i, part in enumerate(parts):
             ring.reduce_scatter_(intra, part, bounds[i], inner)
-            pending.append(helper.submit(_across, inter, _mine(intra, part, bounds[i]), op, inner,
-                                         across, comm.size))
+            k = i % in_flight
+            pending.append(helpers[k].submit(_across, streams[k], _mine(intra, part, bounds[i]),
+                                             op, inner, across, comm.size))
             if i >= 1:
                 _gather(intra, parts, bounds, pending, i - 1)
         _gather(intra, parts, bounds, pending, len(parts) - 1)
@@ -131,9 +156,10 @@ def _gather(intra, parts, bounds, pending, i: int) -> None:
     ring.all_gather_(intra, parts[i], bounds[i])
 
 
-def _helper(comm: Communicator) -> ThreadPoolExecutor:
-    """The thread that runs ``comm``'s cross-node pieces (one, so they run in order)."""
-    helper = _HELPERS.get(comm)
-    if helper is None:
-        helper = _HELPERS[comm] = ThreadPoolExecutor(1, thread_name_prefix="ringflow-across")
-    return helper
+def _helpers(comm: Communicator, count: int) -> list[ThreadPoolExecutor]:
+    """The threads that run ``comm``'s cross-node pieces: one per stream, so each stream's
+    pieces run in order."""
+    helpers = _HELPERS.setdefault(comm, [])
+    while len(helpers) < count:
+        helpers.append(ThreadPoolExecutor(1, thread_name_prefix=f"ringflow-across{len(helpers)}"))
+    return helpers[:count]

@@ -11,8 +11,11 @@ owner divides (AVG) and rounds its final chunk to the wire dtype once; those byt
 ring and every rank, the owner included, widens the same bytes, so all ranks end bitwise
 identical. Chunk c is summed in the ring's fixed order (rank c+1 first, the owner last), so the
 result never depends on timing. Chunks travel in slices, so rounding, widening and adding one
-slice overlaps the transfer of the next. Buffers, from the communicator's scratch pool: a
-wire-dtype copy of the tensor and one float32 slice.
+slice overlaps the transfer of the next; over gloo, MPI and threads on pipeline.py's schedule (a
+slice reduced at step t goes on as step t+1's at once, so the reduce-scatter runs into the
+all-gather without a pause), over shm and NCCL step by step, as their float32 ring does.
+Buffers, from the communicator's scratch pool: a wire-dtype copy of the tensor (what goes out
+and what lands) and float32 rows to widen arrivals into.
 
 Error bound (normal range). Let u be the wire dtype's unit roundoff (round to nearest: 2^-8 for
 bf16, 8 significant bits; 2^-11 for fp16, 11 bits) and v = 2^-24 float32's. A value of chunk c
@@ -40,10 +43,10 @@ from __future__ import annotations
 import torch
 
 from .. import settings
+from . import pipeline, ring
 from .chunking import all_gather_chunks, chunk_bounds, reduce_scatter_chunks
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_into
-from .ring import slice_count
 
 WIRE_DTYPES = (torch.bfloat16, torch.float16)
 WIRE_SLICE_BYTES = 1 << 20      # wire bytes a slice, where the transport slices nothing (gloo)
@@ -74,26 +77,41 @@ def error_bound(wire: torch.dtype, n: int) -> float:
 
 
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp, wire: torch.dtype) -> None:
-    """All-reduce flat float32 ``buf`` in place with ``wire`` on the wire (see the module doc)."""
-    bounds = chunk_bounds(buf.numel(), comm.size)
-    sent = comm.scratch(wire, buf.numel(), buf.device)    # (numel,): what goes on the wire
-    nslices = _slice_count(comm, max(b - a for a, b in bounds), sent.element_size())
-    _reduce_scatter(comm, buf, sent, bounds, op, nslices)
-    a, b = bounds[comm.rank]
-    finish_avg(buf[a:b], op, comm.size)
-    _all_gather(comm, buf, sent, bounds, nslices)
+    """All-reduce flat float32 ``buf`` in place with ``wire`` on the wire (see the module doc):
+    pipelined where the float32 ring is (gloo, MPI, threads), step by step where it is not
+    (shm, whose steps take every slice at once: the pipeline ran 2x slower there at 4 MiB;
+    NCCL, where a receive cannot be posted ahead of its partner)."""
+    n = comm.size
+    if n == 1:                                  # one rounding, as every hop count has
+        sent = comm.scratch(wire, buf.numel(), buf.device)
+        sent.copy_(buf)
+        buf.copy_(sent)
+        return
+    bounds = chunk_bounds(buf.numel(), n)
+    biggest = max(b - a for a, b in bounds)
+    slices = _slice_count(comm, biggest, torch.finfo(wire).bits // 8)
+    if ring._fused(comm):                   # the float32 ring's own test, so both agree
+        sent = comm.scratch(wire, buf.numel(), buf.device)
+        _reduce_scatter(comm, buf, sent, bounds, op, slices)
+        a, b = bounds[comm.rank]
+        finish_avg(buf[a:b], op, n)
+        _all_gather(comm, buf, sent, bounds, slices)
+        return
+    cuts = {b - a: pipeline.pieces(b - a, 1, slices) for a, b in bounds}   # 2 lengths at most
+    _WireRing(comm, buf, bounds, cuts, op, range(2 * n - 2), wire).go()
 
 
 def _slice_count(comm: Communicator, chunk: int, itemsize: int) -> int:
     """The ring's slices (the transport's or RINGFLOW_SLICE_BYTES), or WIRE_SLICE_BYTES where
     those say whole chunks: here each slice also costs passes over memory (round, widen, add),
     which slices overlap with the transfer of the next."""
-    count = slice_count(comm, chunk, itemsize)
+    count = ring.slice_count(comm, chunk, itemsize)
     if count == 1 and settings.get("RINGFLOW_SLICE_BYTES") is None:
         count = max(1, -(-chunk * itemsize // WIRE_SLICE_BYTES))
     return count
 
 
+# ---- step by step (shm, NCCL) ---------------------------------------------------------------
 def _all_gather(comm: Communicator, buf: torch.Tensor, sent: torch.Tensor,
                 bounds: list[tuple[int, int]], nslices: int) -> None:
     """Ring all-gather: the owner rounds its float32 chunk of ``buf`` into ``sent`` (the last
@@ -102,9 +120,6 @@ def _all_gather(comm: Communicator, buf: torch.Tensor, sent: torch.Tensor,
     n, r = comm.size, comm.rank
     right, left = (r + 1) % n, (r - 1) % n
     a, b = bounds[r]
-    if n == 1:
-        sent.copy_(buf)
-        buf.copy_(sent)
     for step in range(n - 1):
         send_c, recv_c = all_gather_chunks(r, n, step)
         sends, recvs = _slices(bounds[send_c], nslices), _slices(bounds[recv_c], nslices)
@@ -157,3 +172,57 @@ def _hop(comm: Communicator, partial: torch.Tensor, out: torch.Tensor, acc: torc
         reduce_into(acc[ra:rb], w, op)                   # added in float32
     for send_work, _ in works:
         comm.wait(send_work, peer=right, step=step)
+
+
+# ---- pipelined (gloo, MPI, threads) -----------------------------------------------------------
+class _WireRing(pipeline._Pipeline):
+    """pipeline.py's schedule (a slice received at step t goes on at step t+1 at once) with
+    wire-dtype bytes in ``sent`` (numel, wire dtype): each slice is rounded into it just before
+    its send, and every arrival lands in it. Reduce-scatter arrivals are widened (into the
+    float32 landing row 0: exact) and added; all-gather arrivals are widened into ``buf`` and
+    forwarded from where they landed.
+
+    Every receive is posted at the start: over gloo a message leaves only once its receive is
+    posted on the far side, and a late "ready" queues behind the peer's bulk data on a busy
+    link (2 emulated hosts at 2 Gbit/s: bf16 1.67x gloo fp32 with 4 receives ahead). That is
+    safe because nothing lands on bytes still going out: a reduce-scatter slice lands before
+    this rank rounds and sends it on, and what arrives for the all-gather was reduced,
+    downstream, from this rank's own send of that slice (the ring's order)."""
+
+    def __init__(self, comm, buf, bounds, cuts, op, steps, wire):
+        super().__init__(comm, buf, bounds, cuts, op, steps, 1)
+        self.window = len(self.order)
+        self.sent = comm.scratch(wire, buf.numel(), buf.device)
+
+    def span(self, t: int, j: int, sending: bool) -> slice:
+        """Elements of piece j of the chunk sent (or received) at ring step t."""
+        a, b = self.bounds[self.chunks(t)[0 if sending else 1]]
+        pa, pb = self.cuts[b - a][j]
+        return slice(a + pa, a + pb)
+
+    def post_recv(self, g: int) -> None:
+        t, j = self.order[g]
+        self.recvs[g] = self.comm.irecv(self.sent[self.span(t, j, False)], self.left)
+
+    def post_send(self, t: int, j: int) -> None:
+        at = self.span(t, j, True)
+        if t < self.comm.size - 1:                # this hop's one rounding of the partial
+            self.sent[at].copy_(self.buf[at])
+        self.sends.append(self.comm.isend(self.sent[at], self.right))
+
+    def arrived(self, g: int, t: int, j: int) -> None:
+        """Reduce-scatter: widen and add (float32); at its last step the piece is this rank's
+        own total: AVG divides it, and it is rounded once (the all-gather's bytes) and widened
+        back, so the owner ends with the bytes every other rank receives. All-gather: widen."""
+        n, at = self.comm.size, self.span(t, j, False)
+        dst = self.buf[at]
+        if t >= n - 1:
+            dst.copy_(self.sent[at])
+            return
+        wide = self.landing[0, : dst.numel()]
+        wide.copy_(self.sent[at])                                     # exact
+        reduce_into(dst, wide, self.op)                               # added in float32
+        if t == n - 2:
+            finish_avg(dst, self.op, n)
+            self.sent[at].copy_(dst)
+            dst.copy_(self.sent[at])

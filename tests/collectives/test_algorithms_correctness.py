@@ -61,16 +61,33 @@ def test_two_level_on_several_nodes(n, local):
                                expected)
 
 
-@pytest.mark.parametrize("n,local", [(4, 2), (6, 3), (6, 2)])
-def test_two_level_overlapped_pieces(monkeypatch, n, local):
-    """Pieces cross the nodes on a helper thread while the node works on the next ones: the
-    result is still exact and bitwise the same on every rank, for every op."""
+@pytest.mark.parametrize("n,local,in_flight", [(4, 2, 2), (6, 3, 2), (6, 2, 2), (4, 2, 1),
+                                               (6, 2, 3)])
+def test_two_level_overlapped_pieces(monkeypatch, n, local, in_flight):
+    """Pieces cross the nodes on helper threads (``in_flight`` at once, each on its own tags)
+    while the node works on the next ones: the result is still exact and bitwise the same on
+    every rank, for every op."""
     from ringflow.collectives import hierarchical
     monkeypatch.setattr(hierarchical, "PIECE_BYTES", 64)     # 999 floats: MAX_PIECES pieces
+    monkeypatch.setattr(hierarchical, "IN_FLIGHT", in_flight)
     for numel, op in ((999, "sum"), (999, "avg"), (130, "max"), (4001, "sum")):
         dtype = torch.float32 if op == "avg" else torch.int32
         expected = run_all_reduce(n, numel, dtype, op, "naive")[0]
         assert_same_everywhere(run_all_reduce(n, numel, dtype, op, "two_level", local), expected)
+
+
+def test_cross_streams_are_the_same_ranks_on_tags_apart():
+    """two_level's cross-node streams: the same peers, tags at least 8 apart (the pipelined
+    ring's lanes of one stream never reach the next stream's tag)."""
+    from ringflow.collectives import Communicator, hierarchical
+    from ringflow.transport.local import LocalTransport
+    comm = Communicator(LocalTransport.group(4)[1], timeout=5.0, local_size=2)
+    streams = hierarchical.cross_streams(comm, 3)
+    assert streams[0] is hierarchical.node_groups(comm)[1]
+    assert all(s.ranks == [1, 3] for s in streams)
+    tags = sorted(s.tag for s in streams)
+    assert all(b - a >= 8 for a, b in zip(tags, tags[1:])), tags
+    comm.close()
 
 
 def test_fp32acc_rounds_once():

@@ -63,6 +63,8 @@ BAD = {
     "unknown algorithm": (lambda c: rc.all_reduce(torch.ones(3), group=c, algorithm="fast"),
                           ValueError, "not available"),
     "subgroup member": (lambda c: c.subgroup([0, 2]), ValueError, "distinct ranks in [0, 2)"),
+    "subgroup stream": (lambda c: c.subgroup([0, 1], stream=256), ValueError,
+                        "stream must be in [0, 256)"),
 }
 
 
