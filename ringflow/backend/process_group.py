@@ -198,8 +198,9 @@ class RingflowProcessGroup(dist.ProcessGroup):
         return p2p.post(self.comm, "recv", t, src, tag, tensors)
 
     def recv_anysource(self, tensors, tag: int = 0):
-        raise NotImplementedError("ringflow's process group receives from a named rank only: pass "
-                                  "src= to dist.recv / dist.irecv")
+        """``dist.recv(t)`` / ``dist.irecv(t)`` without src: the Work names the sender."""
+        t = lists.as_bytes(_one(tensors, "recv")).reshape(-1)
+        return p2p.post(self.comm, "recv", t, p2p.ANY, tag, tensors)
 
     def shutdown(self) -> None:
         from .world import close_world

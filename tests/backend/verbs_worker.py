@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as fc
 
+from tests.backend.any_source_cases import check_any_source
 from tests.backend.common import join, launcher_name, rank_input
 
 REDUCE = {dist.ReduceOp.SUM: lambda xs: sum(x.double() for x in xs),
@@ -266,6 +267,13 @@ def main():
     all_to_all_family(rf, gloo, r, n)
     if n > 1:
         point_to_point(rf, r, n)
+        check_any_source(rf, gloo, r, n)
+    else:
+        try:
+            dist.recv(torch.empty(1))
+            raise AssertionError("a recv from any source in a world of one returned")
+        except ValueError as e:
+            assert "no other rank" in str(e), e
     subgroups(rf, r, n)
     dist.barrier()
     transport = rf.comm.transport.name
