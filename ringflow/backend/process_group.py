@@ -89,8 +89,9 @@ class RingflowProcessGroup(dist.ProcessGroup):
         if opts is None:
             opts = dist.AllreduceOptions()
         if opts.asyncOp:
-            return BackendWork.of(rc.all_reduce(_real(t), _op(opts), self.comm, True), tensors)
-        rc.all_reduce(_real(t), _op(opts), self.comm)
+            return BackendWork.of(rc.all_reduce_resolved(self.comm, _real(t), _op(opts), True),
+                                  tensors)
+        rc.all_reduce_resolved(self.comm, _real(t), _op(opts))   # past checks torch made
         return None
 
     def allreduce_coalesced(self, tensors, opts=None):
