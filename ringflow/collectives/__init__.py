@@ -41,6 +41,9 @@ def _check_tensor(comm: Communicator, tensor: torch.Tensor, what: str,
                   op: ReduceOp | None = None) -> torch.Tensor:
     """_check for what is known to be a Tensor."""
     if not tensor.is_contiguous():
+        if tensor.layout != torch.strided:          # checked only here: free on the way through
+            raise TypeError(f"{what} is a {tensor.layout} tensor; ringflow's collectives move "
+                            "dense (strided) tensors only: pass tensor.to_dense()")
         raise ValueError(f"{what} must be contiguous (shape {tuple(tensor.shape)}, strides "
                          f"{tuple(tensor.stride())}); pass tensor.contiguous() and copy back")
     if tensor.is_meta:
