@@ -88,11 +88,14 @@ class RingflowProcessGroup(dist.ProcessGroup):
         t = _one(tensors, "allreduce")
         if opts is None:
             opts = dist.AllreduceOptions()
-        if opts.asyncOp:
-            return BackendWork.of(rc.all_reduce_resolved(self.comm, _real(t), _op(opts), True),
-                                  tensors)
-        rc.all_reduce_resolved(self.comm, _real(t), _op(opts))   # past checks torch made
-        return None
+        try:                                       # past the checks torch already made
+            work = rc.all_reduce_resolved(self.comm, _real(t), _op(opts), opts.asyncOp)
+        except TypeError:                          # the refusal path: a sparse tensor?
+            if not t.is_sparse:
+                raise
+            job = lists.sparse_all_reduce(self.comm, t, _op(opts))
+            return self._queue("all_reduce_sparse", job, tensors, None, opts)
+        return BackendWork.of(work, tensors) if opts.asyncOp else None
 
     def allreduce_coalesced(self, tensors, opts=None):
         op = _op(opts or dist.AllreduceCoalescedOptions())

@@ -56,6 +56,24 @@ def all_reduce_cases(rf, gloo, r, n):
           exact=False)
 
 
+def sparse_cases(rf, gloo, r, n):
+    """A sparse COO all_reduce (hybrid: 2 sparse dims, 1 dense), one rank with no entries."""
+    def make(rank):
+        g = torch.Generator().manual_seed(rank)
+        nnz = 5 if rank else 0
+        return torch.sparse_coo_tensor(torch.randint(0, 6, (2, nnz), generator=g),
+                                       torch.randint(-8, 9, (nnz, 3), generator=g).float(),
+                                       (6, 6, 3))
+    ours, ref = make(r), make(r)
+    dist.all_reduce(ours, group=rf)
+    dist.all_reduce(ref, group=gloo)
+    want = sum(make(i).to_dense() for i in range(n))
+    check("sparse all_reduce", ours.to_dense(), want)
+    check("sparse all_reduce vs gloo", ours.to_dense(), ref.to_dense())
+    work = dist.all_reduce(make(r), group=rf, async_op=True)
+    check("sparse all_reduce async", work.get_future().wait()[0].to_dense(), want)
+
+
 BITWISE = {dist.ReduceOp.BAND: torch.bitwise_and, dist.ReduceOp.BOR: torch.bitwise_or,
            dist.ReduceOp.BXOR: torch.bitwise_xor}
 
@@ -260,6 +278,7 @@ def main():
     assert dist.get_backend() == "ringflow", dist.get_backend()
     all_reduce_cases(rf, gloo, r, n)
     bitwise_cases(rf, gloo, r, n)
+    sparse_cases(rf, gloo, r, n)
     async_and_futures(rf, r, n)
     gather_family(rf, gloo, r, n)
     reduce_scatter_family(rf, gloo, r, n)
