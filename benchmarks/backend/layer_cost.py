@@ -10,7 +10,10 @@ Three calls on the same tensor, alternated block by block (each block: 10 calls,
   group   pg.allreduce([t], opts) (asyncOp False) the backend's method as torch's wrapper calls it
   dist    dist.all_reduce(t)                      torch's wrapper, then the backend
 Prints the median microseconds a call of each and the differences: group - rc is this layer,
-dist - group is torch's own wrapper.
+dist - group is torch's own wrapper. ``--pieces`` (a world of one) times instead, the same way,
+each piece the group's allreduce runs before ringflow's collective does, alone:
+
+    OMP_NUM_THREADS=1 python benchmarks/backend/layer_cost.py --pieces
 """
 from __future__ import annotations
 
@@ -26,10 +29,32 @@ import ringflow  # noqa: F401 - registers the backend
 from ringflow import collectives as rc
 
 
+def pieces(pg, t: torch.Tensor) -> dict:
+    """Each step of RingflowProcessGroup.allreduce on its own, and what ringflow's verb costs."""
+    from ringflow.backend import process_group as group
+    from ringflow.collectives import select
+    comm, opts = pg.comm, dist.AllreduceOptions()
+    opts.asyncOp = False
+    op = group._op(opts)
+    return {"options object made (torch's wrapper)": dist.AllreduceOptions,
+            "opts.asyncOp read": lambda: opts.asyncOp,
+            "op read from opts and looked up": lambda: group._op(opts),
+            "one tensor, complex check": lambda: group._real(group._one([t], "allreduce")),
+            "tensor checks (rc, both paths)": lambda: rc._check_tensor(comm, t, "tensor", op),
+            "algorithm choice (rc, both paths)":
+                lambda: select.choose(comm, "all_reduce", t.numel() * 4),
+            "checks skipped by the resolved entry":
+                lambda: (rc._group(comm), rc.as_reduce_op(op), isinstance(t, torch.Tensor)),
+            "comm.run of an empty job (rc, both paths)":
+                lambda: comm.run("all_reduce", lambda: None, tensor=t, op=op)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kib", type=int, default=4)
     ap.add_argument("--blocks", type=int, default=3000)
+    ap.add_argument("--pieces", action="store_true",
+                    help="time the pieces of the group's allreduce (a world of one)")
     args = ap.parse_args()
     if "WORLD_SIZE" in os.environ:          # launched: the launcher's rendezvous
         dist.init_process_group("ringflow")
@@ -42,6 +67,8 @@ def main() -> None:
     opts.asyncOp = False
     calls = {"rc": lambda: rc.all_reduce(t, group=comm), "group": lambda: pg.allreduce([t], opts),
              "dist": lambda: dist.all_reduce(t)}
+    if args.pieces:
+        calls = {**calls, **pieces(pg, t)}
     took = {k: [] for k in calls}
     for _ in range(args.blocks):
         for name, fn in calls.items():
@@ -54,6 +81,10 @@ def main() -> None:
         dist.destroy_process_group()
         return
     where = "world of one" if world == 1 else f"world of {world}, rank 0"
+    if args.pieces:
+        print(f"{args.kib} KiB, {where}, medians of {args.blocks} blocks of 10 calls (us/call):")
+        for name, us in med.items():
+            print(f"  {us:6.2f}  {name}")
     print(f"{args.kib} KiB, {where}, medians of {args.blocks} blocks of 10 calls (us/call): "
           f"rc {med['rc']:.2f}, group {med['group']:.2f}, dist {med['dist']:.2f}; "
           f"layer (group - rc) {med['group'] - med['rc']:.2f}, torch's wrapper (dist - group) "

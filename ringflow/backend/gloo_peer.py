@@ -54,5 +54,24 @@ class GlooPeerTransport(Transport):
     def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0, stamp: tuple | None = None) -> Work:
         return self._post(False, tensor, src, tag, stamp)
 
+    def irecv_any(self, tensor: torch.Tensor, tag: int = 0, stamp: tuple | None = None) -> Work:
+        """gloo's own receive from any source; the sender is known once it completes."""
+        self.check_tensor(tensor)
+        if self.size == 1:
+            raise ValueError("a receive from any source needs another rank; this group has one")
+        try:
+            work = self.pg.recv_anysource([tensor], fold_tag(tag, stamp, STAMP_SLOTS))
+        except RuntimeError as e:
+            raise _translate(e, -1, "receive from any rank", None) from e
+        return _AnySourceWork(work, -1, "receive from any rank", poll=False)
+
     def close(self) -> None:
         self.pg = None
+
+
+class _AnySourceWork(_TorchWork):
+    """gloo's any-source receive: ``peer`` becomes the sender once it completed."""
+
+    def wait(self, timeout: float | None = None) -> None:
+        super().wait(timeout)
+        self.peer = self.work._source_rank()

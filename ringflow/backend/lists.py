@@ -5,6 +5,9 @@ all_to_all, gather and scatter; ringflow's verbs take flat buffers. These jobs r
 engine thread inside one recorded collective: pack, run the flat verb, unpack.
 
     job = all_gather_list(comm, outputs, inp)      # comm.run("allgather", job, async_op=True)
+
+Sparse COO all_reduce is here too (gloo has it): every rank's indices and values gathered, and
+their sum coalesced.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import torch
 
 from .. import collectives as rc
 from ..collectives.communicator import Communicator
-from ..collectives.ops import SUPPORTED_DTYPES
+from ..collectives.ops import SUPPORTED_DTYPES, ReduceOp
 
 
 def as_bytes(t: torch.Tensor) -> torch.Tensor:
@@ -107,4 +110,33 @@ def scatter_list(comm: Communicator, out: torch.Tensor, inputs: list[torch.Tenso
         flat.copy_(_flat(inputs[root]))
         for w, i in works:
             comm.wait(w, peer=i)
+    return job
+
+
+def sparse_all_reduce(comm: Communicator, t: torch.Tensor, op) -> Callable[[], None]:
+    """``t`` (sparse COO) becomes the sum over ranks: every rank's (indices, values), padded to
+    the largest count and gathered, concatenated in rank order and coalesced, the same on every
+    rank (coalescing sums duplicates in a fixed order)."""
+    if op is not ReduceOp.SUM:
+        raise ValueError(f"all_reduce of a sparse tensor sums only (as gloo's does), got {op.name}")
+
+    def job() -> None:
+        c = t.coalesce()
+        idx, val = c.indices(), c.values()                  # (sparse dims, nnz), (nnz, *dense)
+        counts = torch.empty(comm.size, dtype=torch.int64)
+        rc.all_gather_into_tensor(counts, torch.tensor([idx.shape[1]]), group=comm)
+        top, n = int(counts.max()), idx.shape[1]
+        pad_i = idx.new_zeros(idx.shape[0], top)
+        pad_i[:, :n] = idx
+        pad_v = val.new_zeros(top, *val.shape[1:])
+        pad_v[:n] = val
+        all_i = idx.new_empty(comm.size, *pad_i.shape)
+        all_v = val.new_empty(comm.size, *pad_v.shape)
+        rc.all_gather_into_tensor(all_i, pad_i, group=comm)
+        rc.all_gather_into_tensor(all_v, pad_v, group=comm)
+        ks = counts.tolist()
+        total = torch.sparse_coo_tensor(torch.cat([all_i[r][:, :k] for r, k in enumerate(ks)], 1),
+                                        torch.cat([all_v[r][:k] for r, k in enumerate(ks)]),
+                                        t.shape)
+        t.copy_(total.coalesce())
     return job

@@ -4,9 +4,14 @@ The post runs on ringflow's engine thread, in issue order with the collectives; 
 not: a send that waits for its receiver there would hold up the receive queued behind it
 (``batch_isend_irecv([isend, irecv])`` on every rank deadlocks over gloo that way). So the
 engine only posts, and ``wait()`` on the caller's thread waits for the message.
-User messages travel under their own tags (P2P_TAG and up), never a collective's.
+User messages travel under their own tags (P2P_TAG and up, a lane per group and user tag),
+never a collective's. A receive from any source is the transport's own (``irecv_any``): it
+takes its place among the receives posted to every peer, and the first message of its lane
+from any of them is its, so no message is taken twice or left behind. For that every message
+is on the wire, an empty one as a one-byte token (ringflow's verbs skip empty messages).
 
     work = post(comm, "send", tensor, dst, tag=0); work.wait()
+    work = post(comm, "recv", tensor, ANY, tag=0); work.wait(); work._source_rank()
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from ..collectives.communicator import Communicator
 from .work import BackendWork
 
 P2P_TAG = 30001        # above every group tag (communicator.py: 0, or 1..30000)
-P2P_TAGS = 1700        # a user's tag picks one of these lanes (all below the transport's span)
+P2P_TAGS = 1700        # a (group, user tag) pair picks one of these lanes (all below the span)
+ANY = -1               # ``peer`` of a receive from any source
 
 
 class PeerWork(BackendWork):
@@ -31,7 +37,10 @@ class PeerWork(BackendWork):
         if not self._future.done():
             try:
                 self._posted.wait()                       # the engine's post, or its error
-                self._comm.wait(self._holder[0], self._peer)
+                work = self._holder[0]
+                self._comm.wait(work, self._peer)
+                if self._peer == ANY:                     # the transport names the sender
+                    self._source = self._comm.member(work.peer)
                 self._future.set_result(self._result)
             except Exception as e:                        # noqa: BLE001 - kept for the future
                 self._future.set_exception(e)
@@ -45,20 +54,36 @@ class PeerWork(BackendWork):
         return self._future.done() or (self._posted.is_completed() and bool(self._holder)
                                         and self._holder[0].is_completed())
 
+    def source_rank(self) -> int:
+        if self._peer == ANY:
+            self.wait()   # torch waits first; asked before that, the answer needs the message
+        return super().source_rank()
+
 
 def post(comm: Communicator, kind: str, tensor: torch.Tensor, peer: int, tag: int,
          result) -> PeerWork:
-    """Queue the post of a "send" or "recv" of ``tensor`` (contiguous, flat) with ``peer``."""
-    if not 0 <= peer < comm.size or peer == comm.rank:
+    """Queue the post of a "send" or "recv" of ``tensor`` (contiguous, flat) with ``peer``
+    (ANY: a receive from whichever rank sends first)."""
+    if peer == ANY and kind == "recv":
+        if comm.size == 1:
+            raise ValueError("recv from any source: this group has no other rank")
+    elif not 0 <= peer < comm.size or peer == comm.rank:
         raise ValueError(f"{kind}: peer {peer} must be another rank of this group of {comm.size}")
     if tag < 0:
         raise ValueError(f"{kind}: tag must be >= 0, got {tag}")
-    lane, holder = P2P_TAG + tag % P2P_TAGS, []
+    holder: list = []
+    wire = tensor if tensor.numel() else torch.zeros(1, dtype=torch.uint8)   # the empty token
 
     def job() -> None:
-        saved, comm.tag = comm.tag, lane     # the engine runs one job at a time: no race
+        # the engine runs one job at a time, so the group's tag is its own here (read on the
+        # caller's thread, it could be another post's lane)
+        saved = comm.tag
+        comm.tag = P2P_TAG + (saved + tag) % P2P_TAGS
         try:
-            holder.append((comm.isend if kind == "send" else comm.irecv)(tensor, peer))
+            if kind == "send":
+                holder.append(comm.isend(wire, peer))
+            else:
+                holder.append(comm.irecv(wire, peer) if peer != ANY else comm.irecv_any(wire))
         finally:
             comm.tag = saved
     return PeerWork(comm, comm.engine.submit(kind, job), holder, peer, result)

@@ -88,10 +88,14 @@ class RingflowProcessGroup(dist.ProcessGroup):
         t = _one(tensors, "allreduce")
         if opts is None:
             opts = dist.AllreduceOptions()
-        if opts.asyncOp:
-            return BackendWork.of(rc.all_reduce(_real(t), _op(opts), self.comm, True), tensors)
-        rc.all_reduce(_real(t), _op(opts), self.comm)
-        return None
+        try:                                       # past the checks torch already made
+            work = rc.all_reduce_resolved(self.comm, _real(t), _op(opts), opts.asyncOp)
+        except TypeError:                          # the refusal path: a sparse tensor?
+            if not t.is_sparse:
+                raise
+            job = lists.sparse_all_reduce(self.comm, t, _op(opts))
+            return self._queue("all_reduce_sparse", job, tensors, None, opts)
+        return BackendWork.of(work, tensors) if opts.asyncOp else None
 
     def allreduce_coalesced(self, tensors, opts=None):
         op = _op(opts or dist.AllreduceCoalescedOptions())
@@ -198,8 +202,9 @@ class RingflowProcessGroup(dist.ProcessGroup):
         return p2p.post(self.comm, "recv", t, src, tag, tensors)
 
     def recv_anysource(self, tensors, tag: int = 0):
-        raise NotImplementedError("ringflow's process group receives from a named rank only: pass "
-                                  "src= to dist.recv / dist.irecv")
+        """``dist.recv(t)`` / ``dist.irecv(t)`` without src: the Work names the sender."""
+        t = lists.as_bytes(_one(tensors, "recv")).reshape(-1)
+        return p2p.post(self.comm, "recv", t, p2p.ANY, tag, tensors)
 
     def shutdown(self) -> None:
         from .world import close_world

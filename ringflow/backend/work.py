@@ -85,5 +85,9 @@ class BackendWork(dist.distributed_c10d.Work):
             raise RuntimeError("source_rank() is only known for a recv from any source")
         return self._source
 
+    def _source_rank(self) -> int:
+        """The name torch's dist.recv calls (the C++ Work's would not see ``_source``)."""
+        return self.source_rank()
+
     def synchronize(self) -> None:
         self.wait()

@@ -34,7 +34,16 @@ def _check(comm: Communicator, tensor: torch.Tensor, what: str,
     the data; the ring's in-place adds would otherwise be refused on a leaf by autograd)."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(tensor).__name__}")
+    return _check_tensor(comm, tensor, what, op)
+
+
+def _check_tensor(comm: Communicator, tensor: torch.Tensor, what: str,
+                  op: ReduceOp | None = None) -> torch.Tensor:
+    """_check for what is known to be a Tensor."""
     if not tensor.is_contiguous():
+        if tensor.layout != torch.strided:          # checked only here: free on the way through
+            raise TypeError(f"{what} is a {tensor.layout} tensor; ringflow's collectives move "
+                            "dense (strided) tensors only: pass tensor.to_dense()")
         raise ValueError(f"{what} must be contiguous (shape {tuple(tensor.shape)}, strides "
                          f"{tuple(tensor.stride())}); pass tensor.contiguous() and copy back")
     if tensor.is_meta:
@@ -67,9 +76,18 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False, algorithm="a
     ``wire_dtype=torch.bfloat16`` (or float16) on a float32 tensor: bf16 bytes on the wire, the
     sum taken in float32, one rounding per hop (error bound in collectives/wire.py)."""
     comm, op = _group(group), as_reduce_op(op)
-    tensor = _check(comm, tensor, "tensor", op)
     if wire_dtype is not None:
-        return _all_reduce_wire(comm, tensor, op, async_op, algorithm, wire_dtype)
+        return _all_reduce_wire(comm, _check(comm, tensor, "tensor", op), op, async_op, algorithm,
+                                wire_dtype)
+    return all_reduce_resolved(comm, tensor, op, async_op, algorithm)
+
+
+def all_reduce_resolved(comm: Communicator, tensor: torch.Tensor, op: ReduceOp,
+                        async_op: bool = False, algorithm: str = "auto"):
+    """all_reduce for a caller that already holds the Communicator and a ringflow ReduceOp and
+    knows ``tensor`` is a Tensor (the backend: torch's wrapper checked that, its op table made
+    the op); the tensor's own checks (layout, dtype, device) still run here."""
+    tensor = _check_tensor(comm, tensor, "tensor", op)
     name, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm)
     flat = tensor.view(-1)
     return comm.run("all_reduce", lambda: fn(comm, flat, op), tensor=tensor, op=op,

@@ -138,6 +138,23 @@ class Communicator:
         stamp, tag = self.current_stamp(), (self.tag + lane) % TAG_SPAN
         return self._post(lambda: self.transport.irecv(tensor, self.ranks[src], tag, stamp), src)
 
+    def irecv_any(self, tensor: torch.Tensor) -> Work:
+        """Receive the group's next message from whichever member sends first (transports with
+        ``irecv_any``). Once done, the Work's ``peer`` is the sender's transport rank
+        (``member`` makes it a group rank). Empty messages too must be on the wire for this:
+        the backend's point-to-point sends a one-byte token for them (backend/p2p.py)."""
+        stamp, tag = self.current_stamp(), self.tag
+        return self._post(lambda: self.transport.irecv_any(tensor, tag, stamp), -1)
+
+    def member(self, transport_rank: int) -> int:
+        """The group rank of the transport's ``transport_rank``; an error if not a member."""
+        try:
+            return self.ranks.index(transport_rank)
+        except ValueError:
+            raise CollectiveError(f"rank {self.rank}: a message from rank {transport_rank} of the "
+                                  f"transport reached group {self.ranks}, which it is not in "
+                                  "(two groups share a message tag)") from None
+
     def sendrecv(self, send: torch.Tensor, dst: int, recv: torch.Tensor, src: int,
                  stamped: bool = True) -> tuple[Work, Work]:
         """Post a send to ``dst`` and a receive from ``src`` together. ``stamped=False``: the
@@ -192,7 +209,7 @@ class Communicator:
     def _timed_wait(self, work: Work, peer: int, step: int) -> None:
         t0 = self.tracer.now()
         self._wait(work, peer, step)
-        who = self.ranks[peer]                 # world rank, as the flight recorder names it
+        who = self.ranks[peer] if peer >= 0 else -1   # world rank, as the recorder names it
         self.tracer.complete(f"wait rank {who}", t0, {"peer": who, "step": step})
 
     def _owner(self) -> "Communicator":

@@ -109,6 +109,14 @@ class Transport(abc.ABC):
         """Start receiving into the contiguous ``tensor`` from ``src``; its Work raises
         StampMismatch where the message came from another collective than ``stamp``."""
 
+    def irecv_any(self, tensor: torch.Tensor, tag: int = 0, stamp: tuple | None = None) -> Work:
+        """Start receiving into ``tensor`` the first message of ``tag`` from whichever rank
+        sends it; once the Work completes, its ``peer`` is that rank. It takes its place among
+        the receives of every peer in posting order, like one posted to each peer, and is
+        withdrawn from all the others when one message matches it."""
+        raise NotImplementedError(f"the {self.name} transport receives from a named rank only "
+                                  "(any-source receives: shm, mpi, the backend's gloo)")
+
     def sendrecv(self, send: torch.Tensor, dst: int, recv: torch.Tensor, src: int,
                  tag: int = 0, stamp: tuple | None = None) -> tuple[Work, Work]:
         """Post a send and a receive together; returns (send_work, recv_work)."""

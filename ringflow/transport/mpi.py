@@ -84,14 +84,17 @@ class _MpiWork(Work):
         self.spin, self.done, self.inflight = spin, False, inflight
         self.foreign: Callable[[], None] | None = None   # a receive's probe for another call's
         self._strikes = 0                                # message (MpiTransport._foreign)
+        self.status = None            # a receive from any source: MPI's Status names the sender
         inflight.add(self)
 
     def is_completed(self) -> bool:
         if not self.done:
-            self.done = bool(self.request.Test())
+            self.done = bool(self.request.Test(self.status))
             if self.done:
                 self.keep = None
                 self.inflight.discard(self)
+                if self.status is not None:
+                    self.peer = self.status.Get_source()
         return self.done
 
     def _probe(self) -> None:
@@ -209,6 +212,18 @@ class MpiTransport(BesideNodeShm, Transport):
                         self._inflight)
         if stamp is not None:
             work.foreign = lambda: self._foreign(src, tag, folded, stamp)
+        return work
+
+    def irecv_any(self, tensor: torch.Tensor, tag: int = 0, stamp: tuple | None = None) -> Work:
+        """MPI_ANY_SOURCE: MPI itself orders it among the named receives."""
+        if self.size == 1:
+            raise ValueError("a receive from any source needs another rank; this world has one")
+        buf = self._bytes(tensor)
+        req = self.comm.Irecv(buf, source=self.MPI.ANY_SOURCE,
+                              tag=fold_tag(tag, stamp, self.stamp_slots))
+        work = _MpiWork(req, (buf, tensor), -1, "receive from any rank", self.spin,
+                        self._inflight)
+        work.status = self.MPI.Status()
         return work
 
     def _foreign(self, src: int, tag: int, folded: int, stamp: tuple) -> None:

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as fc
 
+from tests.backend.any_source_cases import check_any_source
 from tests.backend.common import join, launcher_name, rank_input
 
 REDUCE = {dist.ReduceOp.SUM: lambda xs: sum(x.double() for x in xs),
@@ -53,6 +54,24 @@ def all_reduce_cases(rf, gloo, r, n):
     xs = [rank_input(i, (3, 1000)) for i in range(n)]
     check("all_reduce randn", _ar(xs[r].clone(), dist.ReduceOp.SUM, rf), REDUCE[dist.ReduceOp.SUM](xs),
           exact=False)
+
+
+def sparse_cases(rf, gloo, r, n):
+    """A sparse COO all_reduce (hybrid: 2 sparse dims, 1 dense), one rank with no entries."""
+    def make(rank):
+        g = torch.Generator().manual_seed(rank)
+        nnz = 5 if rank else 0
+        return torch.sparse_coo_tensor(torch.randint(0, 6, (2, nnz), generator=g),
+                                       torch.randint(-8, 9, (nnz, 3), generator=g).float(),
+                                       (6, 6, 3))
+    ours, ref = make(r), make(r)
+    dist.all_reduce(ours, group=rf)
+    dist.all_reduce(ref, group=gloo)
+    want = sum(make(i).to_dense() for i in range(n))
+    check("sparse all_reduce", ours.to_dense(), want)
+    check("sparse all_reduce vs gloo", ours.to_dense(), ref.to_dense())
+    work = dist.all_reduce(make(r), group=rf, async_op=True)
+    check("sparse all_reduce async", work.get_future().wait()[0].to_dense(), want)
 
 
 BITWISE = {dist.ReduceOp.BAND: torch.bitwise_and, dist.ReduceOp.BOR: torch.bitwise_or,
@@ -259,6 +278,7 @@ def main():
     assert dist.get_backend() == "ringflow", dist.get_backend()
     all_reduce_cases(rf, gloo, r, n)
     bitwise_cases(rf, gloo, r, n)
+    sparse_cases(rf, gloo, r, n)
     async_and_futures(rf, r, n)
     gather_family(rf, gloo, r, n)
     reduce_scatter_family(rf, gloo, r, n)
@@ -266,6 +286,13 @@ def main():
     all_to_all_family(rf, gloo, r, n)
     if n > 1:
         point_to_point(rf, r, n)
+        check_any_source(rf, gloo, r, n)
+    else:
+        try:
+            dist.recv(torch.empty(1))
+            raise AssertionError("a recv from any source in a world of one returned")
+        except ValueError as e:
+            assert "no other rank" in str(e), e
     subgroups(rf, r, n)
     dist.barrier()
     transport = rf.comm.transport.name

@@ -75,3 +75,14 @@ def test_local_mismatch_names_the_field(field):
             errors.append(str(e))
     run_ranks(3, body, timeout=10, debug=True)
     assert len(errors) == 3 and all(f"mismatch in {field}" in e for e in errors), errors
+
+
+@pytest.mark.timeout(60)
+def test_sparse_and_strided_views_are_refused_by_name():
+    def body(comm):
+        sparse = torch.sparse_coo_tensor([[0, 2]], [1.0, 2.0], (4,))
+        with pytest.raises(TypeError, match="sparse_coo tensor.*to_dense"):
+            rc.all_reduce(sparse, group=comm)
+        with pytest.raises(ValueError, match="must be contiguous"):
+            rc.all_reduce(torch.ones(4, 4).t(), group=comm)
+    run_ranks(2, body, timeout=10)

@@ -10,7 +10,9 @@ is copied, so the peer copies piece k while we copy piece k+1.
 An Inbox matches arriving messages to receives by tag in posting order (MPI's
 non-overtaking rule). A message nobody has asked for stays in the ring, unless a
 receive of another tag from the same peer is waiting behind it: then it is
-drained into a buffer and handed over when its receive is posted.
+drained into a buffer and handed over when its receive is posted. A receive from any
+source (``post_any``) waits in the queue of every inbox at once; the first inbox to match
+it takes it out of all the others, so exactly one message ever lands in it.
 
     box = Inbox(ring, sender_segment, piece); box.post(msg); box.pull()
 """
@@ -50,6 +52,7 @@ class Message(Work):
         self.claimer: Message | None = None          # the late receive of an early message
         self.combine: Callable | None = None
         self.first: torch.Tensor | None = None
+        self.boxes: list[Inbox] | None = None        # any source: the inboxes it waits in
 
     def describe(self) -> str:
         dtype = DTYPES[self.code] if 0 <= self.code < len(DTYPES) else "bytes"
@@ -183,6 +186,8 @@ class Inbox:
         if queue:
             msg = queue.popleft()
             self.waiting -= 1
+            if msg.boxes is not None:
+                self._take_any(msg)
             if ((stamp == msg.stamp or stamp is None or msg.stamp is None) and msg.nbytes == nbytes
                     and (msg.code == code or -1 in (code, msg.code))):
                 return msg                              # the common case: no object made
@@ -195,6 +200,14 @@ class Inbox:
         early = Message(None, "recv", self.src, tag, buf, nbytes, code, numel, stamp)
         self.early.setdefault(tag, collections.deque()).append(early)
         return early
+
+    def _take_any(self, msg: Message) -> None:
+        """An any-source receive matched here: it is ours, and leaves every other queue."""
+        for box in msg.boxes:
+            if box is not self:
+                box.posted[msg.tag].remove(msg)
+                box.waiting -= 1
+        msg.boxes, msg.peer = None, self.src
 
     def _claim(self, early: Message, msg: Message) -> None:
         msg.error = self._refusal(early, msg)
@@ -230,3 +243,19 @@ class Inbox:
         return TransportError(
             f"rank {self.rank}: message from rank {self.src} has {came.describe()}, but the "
             f"receive posted for it expects {want.describe()}; both sides must agree")
+
+
+def post_any(inboxes: list[Inbox], msg: Message) -> None:
+    """Queue a receive from any source: a message already drained from some peer is its
+    now; else it waits behind the receives posted before it, in every inbox at once."""
+    for box in inboxes:
+        if box.early.get(msg.tag):
+            msg.peer = box.src
+            box.post(msg)
+            return
+    msg.boxes = list(inboxes)
+    for box in inboxes:
+        box.posted.setdefault(msg.tag, collections.deque()).append(msg)
+        box.waiting += 1
+    for box in inboxes:
+        box.pull()

@@ -32,7 +32,7 @@ from ... import settings
 from ..base import Transport, TransportError, Work, require_contiguous
 from .board import Board
 from .bootstrap import StoreExchange, launch_exchange, map_segments
-from .channel import CODES, Inbox, Message, Outbox
+from .channel import CODES, Inbox, Message, Outbox, post_any
 from .ring import HEADER
 from .segment import STATE_CLOSED, Segment, pid_alive
 from .stage import Stage, stage_half
@@ -159,6 +159,16 @@ class ShmTransport(Transport):
             self.inboxes[src].post(msg)
         return msg
 
+    def irecv_any(self, tensor: torch.Tensor, tag: int = 0, stamp: tuple | None = None) -> Work:
+        """Receive the first message of ``tag`` from any peer (see Transport.irecv_any)."""
+        if self.size == 1:
+            raise ValueError("a receive from any source needs another rank; this group has one")
+        msg = self._message(tensor, (self.rank + 1) % self.size, tag, "recv", stamp)
+        msg.peer = -1                       # the inbox that matches it names the sender
+        with self._lock:
+            post_any(list(self.inboxes.values()), msg)
+        return msg
+
     def irecv_reduce(self, out: torch.Tensor, first: torch.Tensor, src: int, tag: int,
                      combine: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None],
                      stamp: tuple | None = None) -> Work:
@@ -202,7 +212,7 @@ class ShmTransport(Transport):
     def wait_for(self, msg: Message, timeout: float | None) -> None:
         if not msg.done:
             self.wait_until(lambda: msg.done, msg.peer,
-                            lambda: f"{_verb(msg)} rank {msg.peer} of {msg.describe()}", timeout)
+                            lambda: f"{_verb(msg)} of {msg.describe()}", timeout)
         if msg.error is not None:
             raise msg.error
 
@@ -228,20 +238,17 @@ class ShmTransport(Transport):
                    spin_yield=self.oversubscribed)
 
     def _check_alive(self, rank: int, done: Callable[[], bool], what: str) -> None:
-        """A peer that closed or died can no longer complete our wait: fail now, not at timeout."""
-        peer = self.peers[rank]
-        if peer.state.value == STATE_CLOSED:
-            why = "closed its transport"
-        elif not pid_alive(peer.pid.value):
-            why = f"(pid {peer.pid.value}) exited"
-        else:
+        """A peer that closed or died can no longer complete our wait: fail now, not at timeout.
+        ``rank`` -1 (a receive from any source): only once every peer is gone."""
+        whys = {r: _gone(self.peers[r]) for r in ([rank] if rank >= 0 else self.peers)}
+        if not all(whys.values()):
             return
         with self._lock:
             self._progress()                    # whatever it sent before leaving still counts
             if done():
                 return
-        raise TransportError(f"rank {self.rank}: peer rank {rank} {why} while waiting to "
-                             f"{_text(what)}")
+        gone = ", ".join(f"peer rank {r} {why}" for r, why in whys.items())
+        raise TransportError(f"rank {self.rank}: {gone} while waiting to {_text(what)}")
 
     @property
     def may_stage(self) -> bool:
@@ -278,12 +285,23 @@ class ShmTransport(Transport):
         _LIVE.discard(self)
 
 
+def _gone(peer: Segment) -> str:
+    """Why a peer can send no more ("" while it can)."""
+    if peer.state.value == STATE_CLOSED:
+        return "closed its transport"
+    if not pid_alive(peer.pid.value):
+        return f"(pid {peer.pid.value}) exited"
+    return ""
+
+
 def _text(what) -> str:
     return what() if callable(what) else what
 
 
 def _verb(msg: Message) -> str:
-    return "send to" if msg.kind == "send" else "receive from"
+    if msg.kind == "send":
+        return f"send to rank {msg.peer}"
+    return f"receive from rank {msg.peer}" if msg.peer >= 0 else "receive from any rank"
 
 
 @atexit.register
