@@ -70,7 +70,8 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False, algorithm="a
     tensor = _check(comm, tensor, "tensor", op)
     if wire_dtype is not None:
         return _all_reduce_wire(comm, tensor, op, async_op, algorithm, wire_dtype)
-    name, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm)
+    name, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm,
+                             dtype=tensor.dtype)
     flat = tensor.view(-1)
     return comm.run("all_reduce", lambda: fn(comm, flat, op), tensor=tensor, op=op,
                     async_op=async_op, algorithm=name)
@@ -95,7 +96,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
         raise ValueError(f"reduce_scatter_tensor: input numel {input.numel()} is not divisible by "
                          f"the group size {comm.size}")
     name, fn = select.choose(comm, "reduce_scatter", input.numel() * input.element_size(),
-                             algorithm)
+                             algorithm, dtype=input.dtype)
     out, inp = output.view(-1), input.view(-1)
     return comm.run("reduce_scatter_tensor", lambda: fn(comm, out, inp, op), tensor=input, op=op,
                     async_op=async_op, algorithm=name)
@@ -132,7 +133,8 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, algorithm
     comm, op = _group(group), as_reduce_op(op)
     tensor = _check(comm, tensor, "tensor", op)
     _check_root(comm, dst, "dst")
-    name, fn = select.choose(comm, "reduce", tensor.numel() * tensor.element_size(), algorithm)
+    name, fn = select.choose(comm, "reduce", tensor.numel() * tensor.element_size(), algorithm,
+                             dtype=tensor.dtype)
     flat = tensor.view(-1)
     return comm.run("reduce", lambda: fn(comm, flat, op, dst), tensor=tensor, op=op, root=dst,
                     async_op=async_op, algorithm=name)

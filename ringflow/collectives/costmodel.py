@@ -58,6 +58,12 @@ CUDA_NATIVE = [10e-6, 1 / 100e9]    # NCCL on one node: far below anything done 
 # latency), as NCCL keeps to rings and trees between nodes: on two emulated hosts x 2 ranks at
 # 2 Gbit/s, rhd ran at 0.69-0.75 of the best candidate at 16-64 MiB (README, Across hosts).
 ACROSS_HOSTS_PRIOR = ("ring", "two_level", "rd")
+# Open MPI's own all-reduce between the ranks of one node, 2 ranks ([bytes, seconds]; from its
+# busbw in benchmarks/results/across_hosts.md, one_mpi, 2026-12-02): ~12 us at 4 KiB and 5 GB/s at
+# 1 MiB, where a staged round costs tens of us of Python, but 2.6 GB/s at 4 MiB and 0.65 at 64 MiB
+# (it page-faults a fresh temporary buffer on every call), where staged ran 2.8.
+MPI_ONE_NODE_ALL_REDUCE = [[4 << 10, 12e-6], [64 << 10, 30e-6], [1 << 20, 200e-6],
+                           [4 << 20, 1.6e-3], [16 << 20, 11e-3], [64 << 20, 100e-3]]
 # Staged collectives move no messages whatever the transport: a round (copy in, counters,
 # wait) and memory-speed copies and reductions. Rough figures of these machines; tune's
 # measured points replace them.
@@ -112,13 +118,16 @@ def load(comm) -> Model:
 
 def prior(transport, size: int, local_size: int) -> Model:
     """The model without a tune file: the transport's default costs; the backend's own
-    collectives count only on CUDA (CUDA_NATIVE). Not MPI's on one node, though it is the fastest
-    there at 4 KiB-16 MiB: choose() does not see the dtype, and MPI has no bfloat16 reduction."""
+    collectives count on CUDA (CUDA_NATIVE) and MPI's all-reduce on one node
+    (MPI_ONE_NODE_ALL_REDUCE; choose() leaves it out for the dtypes MPI cannot reduce)."""
     name = transport.name.split("/")[0]
-    model = dataclasses.replace(DEFAULTS.get(name, DEFAULTS["torch"]), native={})
+    model = dataclasses.replace(DEFAULTS.get(name, DEFAULTS["torch"]), native={}, measured={})
     if str(getattr(transport, "device", "cpu")).startswith("cuda"):
         model.native = {c: CUDA_NATIVE for c in ("all_reduce", "reduce_scatter",
                                                  "all_gather", "broadcast", "reduce")}
+    elif name == "mpi" and local_size == size:
+        bus = 2 * (size - 1) / size          # the points are 2 ranks' (bus factor 1)
+        model.measured = {"all_reduce/native": [[b, t * bus] for b, t in MPI_ONE_NODE_ALL_REDUCE]}
     return model
 
 
