@@ -39,6 +39,7 @@ class Model:
     slice_bytes: int = 0             # ring pipeline slice (0: whole chunks)
     stage_bytes: int = 0             # shm staging half (staged collectives' round size)
     source: str = "default"          # "default" or the tune file it came from
+    probe: dict = dataclasses.field(default_factory=dict)  # alg -> [[bytes, s]] (probe.py)
 
 
 DEFAULTS = {  # these 2-core machines, per message through ringflow's Python
@@ -128,6 +129,26 @@ def prior(transport, size: int, local_size: int) -> Model:
     elif name == "mpi" and local_size == size:
         bus = 2 * (size - 1) / size          # the points are 2 ranks' (bus factor 1)
         model.measured = {"all_reduce/native": [[b, t * bus] for b, t in MPI_ONE_NODE_ALL_REDUCE]}
+    return model
+
+
+def adopt_probe(comm, points: dict) -> Model:
+    """Calibrate ``comm``'s prior with the start-up probe's times (probe.py, the same on every
+    rank): the prior's curve of the backend's own all-reduce is scaled by how much slower (or
+    faster) than staged the probe found it, against what the prior expected, at the probe's
+    sizes (geometric mean). So a backend slowed 20x by a busy machine where staged was not stays
+    20x slower at every size, and an idle machine keeps the prior. The other candidates keep
+    their formulas: the probe decides between the backend's call and ringflow's."""
+    model, n = load(comm), comm.size
+    logs = [math.log((tn / ts) / (predict(model, "all_reduce", "native", n, b)
+                                  / predict(model, "all_reduce", "staged", n, b)))
+            for (b, tn), (_, ts) in zip(points["native"], points["staged"])]
+    scale = math.exp(sum(logs) / len(logs))
+    model.measured = {**model.measured, "all_reduce/native": [
+        [b, t * scale] for b, t in model.measured["all_reduce/native"]]}
+    model.probe = points
+    global generation
+    generation += 1                   # choices memoised before the probe expire
     return model
 
 

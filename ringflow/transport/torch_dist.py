@@ -41,12 +41,6 @@ def _translate(err: RuntimeError, peer: int, what: str, timeout: float | None) -
 
 # gloo takes non-negative int32 tags: the stamp has this many multiples of TAG_SPAN above a tag
 STAMP_SLOTS = (2**31 - 1) // TAG_SPAN - 1
-# How long a staged wait beside gloo spins before it sleeps on the doorbell (RINGFLOW_SPIN_US
-# overrides). Not the 2 ms of a node whose ranks have a core each: gloo's own threads and
-# other processes share the cores, and a rank spinning 2 ms kept its peer off a core: staged
-# all-reduces of 4-256 KiB took 2.5 ms where they took 0.1-0.5 ms with a 50 us spin (2 ranks,
-# load average 4 on 2 vCPUs; README, Across hosts).
-BESIDE_GLOO_SPIN_US = 50.0
 
 
 class _TorchWork(Work):
@@ -150,12 +144,12 @@ class TorchTransport(BesideNodeShm, Transport):
             return None
         from .shm import ShmUnavailable
         from .shm.bootstrap import StoreExchange
-        from .shm.node import NodeShm
+        from .shm.node import BESIDE_SPIN_US, NodeShm
         from .shm.wait import spin_seconds
         exchange = StoreExchange(dist.distributed_c10d._get_default_store(), "ringflow/node",
                                  self.rank, self.size, self.timeout)
-        try:                                   # a short spin: see BESIDE_GLOO_SPIN_US
-            return NodeShm(exchange, self.rank, self.size, spin_seconds(BESIDE_GLOO_SPIN_US))
+        try:
+            return NodeShm(exchange, self.rank, self.size, spin_seconds(BESIDE_SPIN_US))
         except ShmUnavailable:                 # every rank alike: messages it is
             return None
 

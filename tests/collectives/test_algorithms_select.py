@@ -227,3 +227,29 @@ def test_every_rank_of_an_mpi_node_makes_the_same_choice(tmp_path, monkeypatch):
                 for s in sizes for dt in (torch.float32, torch.bfloat16)]
     outs = run_ranks(4, lambda c: body(c.rank))
     assert all(o == outs[0] for o in outs) and {"native", "staged"} <= set(outs[0])
+
+
+def test_the_probe_keeps_mpis_own_call_on_an_idle_node_and_drops_it_on_a_busy_one(tmp_path,
+                                                                                  monkeypatch):
+    """costmodel.adopt_probe with the probe's figures: as the prior expects (idle), and MPI's
+    call 20x slower than that against staged (busy: 12-34 ms at 16 KiB measured here)."""
+    monkeypatch.setenv("RINGFLOW_CACHE", str(tmp_path / "no-tune-here"))
+    sizes = (16 << 10, 1 << 20)
+
+    def picks_after(native_s, staged_s):
+        costmodel.forget()
+        comm = fake_comm("mpi", 2, 2, True)
+        costmodel.adopt_probe(comm, {"native": [[b, t] for b, t in zip(sizes, native_s)],
+                                     "staged": [[b, t] for b, t in zip(sizes, staged_s)]})
+        assert costmodel.load(comm).probe["native"][0] == [16 << 10, native_s[0]]
+        return [select.choose(comm, "all_reduce", s, dtype=torch.float32)[0] for s in SIZES]
+    assert picks_after((20e-6, 200e-6), (30e-6, 550e-6)) == ["native"] * 3 + ["staged"] * 2
+    assert picks_after((3e-3, 12e-3), (0.2e-3, 0.6e-3)) == ["staged"] * 5
+    # a choice memoised before the probe is not kept after it
+    costmodel.forget()
+    comm = fake_comm("mpi", 2, 2, True)
+    assert select.choose(comm, "all_reduce", 4096, dtype=torch.float32)[0] == "native"
+    costmodel.adopt_probe(comm, {"native": [[b, 1.0] for b in sizes],
+                                 "staged": [[b, 1e-4] for b in sizes]})
+    assert select.choose(comm, "all_reduce", 4096, dtype=torch.float32)[0] == "staged"
+    costmodel.forget()
