@@ -136,14 +136,15 @@ def adopt_probe(comm, points: dict) -> Model:
     """Calibrate ``comm``'s prior with the start-up probe's times (probe.py, the same on every
     rank): the prior's curve of the backend's own all-reduce is scaled by how much slower (or
     faster) than staged the probe found it, against what the prior expected, at the probe's
-    sizes (geometric mean). So a backend slowed 20x by a busy machine where staged was not stays
-    20x slower at every size, and an idle machine keeps the prior. The other candidates keep
+    sizes (geometric mean; never faster than the prior, an idle node's). So a backend slowed
+    20x by a busy machine where staged was not stays 20x slower at every size, and an idle
+    machine keeps the prior. The other candidates keep
     their formulas: the probe decides between the backend's call and ringflow's."""
     model, n = load(comm), comm.size
     logs = [math.log((tn / ts) / (predict(model, "all_reduce", "native", n, b)
                                   / predict(model, "all_reduce", "staged", n, b)))
             for (b, tn), (_, ts) in zip(points["native"], points["staged"])]
-    scale = math.exp(sum(logs) / len(logs))
+    scale = max(1.0, math.exp(sum(logs) / len(logs)))  # the prior is the idle node: no faster
     model.measured = {**model.measured, "all_reduce/native": [
         [b, t * scale] for b, t in model.measured["all_reduce/native"]]}
     model.probe = points

@@ -5,8 +5,8 @@ ahead: on one node MPI's all-reduce takes ~12 us at 4 KiB where a staged round c
 of Python, but MPI waits by polling, and while other processes want the cores its calls took
 12-15 ms at 16 KiB-4 MiB (2 ranks, load average 4 on 2 vCPUs) where staged, which sleeps while
 it waits, took 0.03-0.5 ms. So ``runtime.init()`` times both at two sizes, ROUNDS calls each,
-interleaved (a few ms on an idle node, about 0.2 s on a busy one), takes the slowest rank's
-median of each (a max all-reduce: every rank then holds the same numbers and makes the same
+interleaved (a few ms on an idle node, up to 0.5 s on a busy one), takes the slowest rank's
+mean of each (a max all-reduce: every rank then holds the same numbers and makes the same
 choice) and hands them to the cost model (costmodel.adopt_probe). Once per process, and only
 where the prior weighs the backend's own call (MPI on one node); a tune file replaces it.
 
@@ -23,7 +23,7 @@ from .communicator import Communicator
 from .ops import ReduceOp
 
 SIZES = (16 << 10, 1 << 20)       # bytes: latency-bound, and where MPI's protocol has changed
-ROUNDS = 5
+ROUNDS, WARMUP = 7, 2
 NAMES = ("native", "staged")
 
 
@@ -37,7 +37,7 @@ def wanted(comm: Communicator) -> bool:
 
 def run(comm: Communicator) -> dict | None:
     """Time the candidates on every rank (collective) and give the model the slowest rank's
-    medians: {"native": [[bytes, seconds], ...], "staged": [...]}."""
+    means: {"native": [[bytes, seconds], ...], "staged": [...]}."""
     if not wanted(comm):
         return None
     # the algorithms themselves, not the verbs: the probe is no collective of the user's (the
@@ -46,16 +46,19 @@ def run(comm: Communicator) -> dict | None:
             lambda buf: staged.all_reduce(comm, buf, ReduceOp.SUM))
     times = torch.zeros(len(SIZES), len(NAMES), ROUNDS, dtype=torch.float64)
     bufs = [torch.zeros(b // 4, dtype=torch.float32) for b in SIZES]   # zeros stay zeros
-    for r in range(ROUNDS):
+    for r in range(-WARMUP, ROUNDS):       # first calls set up MPI's buffers: not timed
         for i, buf in enumerate(bufs):
             for j in (0, 1) if r % 2 == 0 else (1, 0):      # alternate which goes first
                 staged.barrier(comm)
                 t0 = time.perf_counter()
                 runs[j](buf)
-                times[i, j, r] = time.perf_counter() - t0
-    medians = times.median(dim=2).values.contiguous()      # (sizes, names)
-    staged.all_reduce(comm, medians.view(-1), ReduceOp.MAX)
-    points = {name: [[b, float(medians[i, j])] for i, b in enumerate(SIZES)]
+                if r >= 0:
+                    times[i, j, r] = time.perf_counter() - t0
+    # means, not medians: MPI's calls stall in bursts (30 ms, then 0.1 ms, on a busy machine),
+    # and a call that stalls one time in three costs that third on average
+    means = times.mean(dim=2).contiguous()                 # (sizes, names)
+    staged.all_reduce(comm, means.view(-1), ReduceOp.MAX)
+    points = {name: [[b, float(means[i, j])] for i, b in enumerate(SIZES)]
               for j, name in enumerate(NAMES)}
     costmodel.adopt_probe(comm, points)
     return points
