@@ -230,10 +230,9 @@ class MpiTransport(BesideNodeShm, Transport):
             return None
         from .shm import ShmUnavailable
         from .shm.bootstrap import MpiExchange
-        from .shm.node import BESIDE_SPIN_US, NodeShm
-        try:                    # MPI's requests keep self.spin (a nap costs 60 us of timer slack)
-            return NodeShm(MpiExchange(self.comm), self.rank, self.size,
-                           spin_seconds(BESIDE_SPIN_US))
+        from .shm.node import NodeShm
+        try:
+            return NodeShm(MpiExchange(self.comm), self.rank, self.size, self.spin)
         except ShmUnavailable:                 # every rank alike
             return None
 
