@@ -38,6 +38,8 @@ class Model:
     local_size: int = 0              # ranks per node (0: unknown, one node)
     slice_bytes: int = 0             # ring pipeline slice (0: whole chunks)
     stage_bytes: int = 0             # shm staging half (staged collectives' round size)
+    stage_read: float = 1.0          # a staged all-reduce's read of a third stage and on, per byte,
+                                     # relative to a copy (shm: SHM_STAGE_READ)
     source: str = "default"          # "default" or the tune file it came from
     probe: dict = dataclasses.field(default_factory=dict)  # alg -> [[bytes, s]] (probe.py)
 
@@ -51,7 +53,7 @@ DEFAULTS = {  # these 2-core machines, per message through ringflow's Python
     "mpi": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
     # a byte through the shm rings is copied twice (in, out) by Python-driven slices: the ring
     # reached ~1 GB/s busbw at 16 MiB where staged reached 1.2-2.5 (one node, 2 ranks)
-    "shm": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
+    "shm": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9, stage_read=1.2),
     "local": Model(alpha=40e-6, beta=1 / 3.0e9, gamma=1 / 6e9),
 }
 CUDA_NATIVE = [10e-6, 1 / 100e9]    # NCCL on one node: far below anything done from Python
@@ -65,6 +67,11 @@ ACROSS_HOSTS_PRIOR = ("ring", "two_level", "rd")
 # (it page-faults a fresh temporary buffer on every call), where staged ran 2.8.
 MPI_ONE_NODE_ALL_REDUCE = [[4 << 10, 12e-6], [64 << 10, 30e-6], [1 << 20, 200e-6],
                            [4 << 20, 1.6e-3], [16 << 20, 11e-3], [64 << 20, 100e-3]]
+# SHM_STAGE_READ (DEFAULTS["shm"].stage_read): with 4 ranks on these 2 cores a staged all-reduce
+# reads 4 stages per rank, and over shm the ring family beat it from 16 MiB (ring, rhd, direct
+# 1.2-1.4x faster at 16-64 MiB; staged first at 4 KiB-4 MiB; README, Across hosts), while with
+# 2 ranks staged won at every size: the third stage and on cost 1.2x a copy. Beside gloo the ring
+# family pays TCP, and staged won at every size with 4 ranks too (factor 1).
 # Staged collectives move no messages whatever the transport: a round (copy in, counters,
 # wait) and memory-speed copies and reductions. Rough figures of these machines; tune's
 # measured points replace them.
@@ -223,7 +230,7 @@ def _all_reduce(alg: str, n: int, m: float, md: Model) -> float | None:
     if alg == "naive":
         return 2 * (n - 1) * (a + m * b) + (n - 1) * m * g
     if alg == "staged":                      # stage m, read n stages of m
-        return _staged(m, m, n * m, md)
+        return _staged(m, m, (min(n, 2) + max(n - 2, 0) * md.stage_read) * m, md)
     if alg == "two_level":
         local = md.local_size or n
         nodes = n // local

@@ -162,8 +162,12 @@ SIZES = [4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20]
 
 
 def test_prior_on_one_node_reads_peers_in_place(tmp_path, monkeypatch):
-    for name, n in (("shm", 2), ("shm", 4), ("torch/gloo", 2), ("torch/gloo", 4)):
+    for name, n in (("shm", 2), ("torch/gloo", 2), ("torch/gloo", 4)):
         assert prior_picks(tmp_path, monkeypatch, name, n, n, True, SIZES) == ["staged"] * 5, name
+    # 4 ranks over shm read 4 stages each: the ring family's messages are cheap there, and it
+    # wins from 16 MiB (SHM_STAGE_READ); over gloo they pay TCP and staged still wins
+    assert prior_picks(tmp_path, monkeypatch, "shm", 4, 4, True, SIZES) == \
+        ["staged"] * 3 + ["rhd"] * 2
     # eight ranks read eight stages each: the ring's 2(n-1)/n of the data wins at large sizes
     assert prior_picks(tmp_path, monkeypatch, "shm", 8, 8, True, [64 << 20]) != ["staged"]
 
