@@ -3,8 +3,8 @@
 Without a tune file auto chooses from priors (costmodel.prior), and one of them cannot be known
 ahead: on one node MPI's all-reduce takes ~12 us at 4 KiB where a staged round costs tens of us
 of Python, but MPI waits by polling, and while other processes want the cores its calls took
-12-15 ms at 16 KiB-4 MiB (2 ranks, load average 4 on 2 vCPUs) where staged, which sleeps while
-it waits, took 0.03-0.5 ms. So ``runtime.init()`` times both at two sizes, ROUNDS calls each,
+11.5-13.5 ms at 16 KiB-4 MiB (2 ranks, load average 4 on 2 vCPUs) where staged, which sleeps
+while it waits, took 0.03-0.5 ms. So ``runtime.init()`` times both at two sizes, ROUNDS calls each,
 interleaved (a few ms on an idle node, up to 0.5 s on a busy one), takes the slowest rank's
 mean of each (a max all-reduce: every rank then holds the same numbers and makes the same
 choice) and hands them to the cost model (costmodel.adopt_probe). Once per process, and only
