@@ -153,6 +153,8 @@ def init(transport: str | None = None, timeout: float | None = None,
                           intra_transport=_make_intra(intra, launch, tr, timeout, dev),
                           launch=launch)
     set_default(_WORLD)          # what group=None means in collectives/ and parallel/
+    from .collectives import probe
+    probe.run(_WORLD)            # where auto's prior leaves a choice to this machine's state
     if launch.size > 1:   # a launcher tearing the job down gets this rank's flight recorder first
         from .collectives.flight import install_signal_dump
         install_signal_dump(lambda: [_WORLD.recorder] if _WORLD is not None else [])

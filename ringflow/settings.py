@@ -72,8 +72,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             _non_negative_int),
     Setting("RINGFLOW_SPIN_US", None, "microseconds >= 0",
             "how long a waiter spins before it sleeps (default: 2000 while every rank of the "
-            "node has a core, else 50; on the shm transport 50 while every rank has a core, "
-            "else 0)", _non_negative_float),
+            "node has a core, else 50; staged beside gloo 50; on the shm transport 50 while "
+            "every rank has a core, else 0)", _non_negative_float),
     Setting("RINGFLOW_SHM_DIR", None, "folder",
             "where shared-memory segments are made (default /dev/shm)"),
     Setting("RINGFLOW_SHM_RING_BYTES", 8 << 20, "bytes > 0",

@@ -22,7 +22,7 @@ from ..collectives import costmodel, select
 from . import args as cli
 from .cases import BUSBW_FACTOR, REDUCING, ROOTED, case_for
 from .measure import MODES, builtin_impl, check_row, ringflow_impl, summarise, time_row
-from .report import add_link_share, add_ratios, footer, header, line, write_json
+from .report import add_link_share, add_ratios, footer, header, human, line, write_json
 
 __all__ = ["main"]
 
@@ -127,7 +127,7 @@ def meta(comm, a) -> dict:
             "link_rate_Bps": a.link_Bps,
             "model": {"alpha_us": model.alpha * 1e6, "beta_GBps": 1e-9 / model.beta,
                       "gamma_GBps": 1e-9 / model.gamma, "native": model.native,
-                      "source": model.source}}
+                      "source": model.source, "probe": model.probe}}
 
 
 def bench(comm, a, say) -> None:
@@ -140,6 +140,10 @@ def bench(comm, a, say) -> None:
     say(f"# model ({md['source']}): alpha {md['alpha_us']:.1f} us, beta {md['beta_GBps']:.2f} "
         f"GB/s, gamma {md['gamma_GBps']:.2f} GB/s; all_reduce/broadcast/reduce out-of-place "
         "= copy + in-place verb")
+    if md["probe"]:
+        say("# start-up probe (us, slowest rank's mean): " + "; ".join(
+            f"{name} " + ", ".join(f"{t * 1e6:.0f} at {human(b)}" for b, t in pts)
+            for name, pts in md["probe"].items()))
     if md["source"] == "default" and "auto" in a.algorithm:
         say("# no tune for this transport and world size: auto chooses from default priors; "
             "run once with --tune (same launcher and ranks) to measure them")

@@ -35,7 +35,7 @@ def ringflow_impl(comm, case: Case, algorithm: str) -> Impl:
     c, op, root, kw = case.collective, case.op, case.root, {"group": comm}
     name, label = algorithm, algorithm
     if c in select.ALGORITHMS:
-        name, _ = select.choose(comm, c, case.size, algorithm)
+        name, _ = select.choose(comm, c, case.size, algorithm, dtype=case.dtype)
         label = f"auto:{name}" if algorithm == "auto" else name
         kw["algorithm"] = name
     runs = {

@@ -88,7 +88,8 @@ def all_reduce_resolved(comm: Communicator, tensor: torch.Tensor, op: ReduceOp,
     knows ``tensor`` is a Tensor (the backend: torch's wrapper checked that, its op table made
     the op); the tensor's own checks (layout, dtype, device) still run here."""
     tensor = _check_tensor(comm, tensor, "tensor", op)
-    name, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm)
+    name, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm,
+                             dtype=tensor.dtype)
     flat = tensor.view(-1)
     return comm.run("all_reduce", lambda: fn(comm, flat, op), tensor=tensor, op=op,
                     async_op=async_op, algorithm=name)
@@ -113,7 +114,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
         raise ValueError(f"reduce_scatter_tensor: input numel {input.numel()} is not divisible by "
                          f"the group size {comm.size}")
     name, fn = select.choose(comm, "reduce_scatter", input.numel() * input.element_size(),
-                             algorithm)
+                             algorithm, dtype=input.dtype)
     out, inp = output.view(-1), input.view(-1)
     return comm.run("reduce_scatter_tensor", lambda: fn(comm, out, inp, op), tensor=input, op=op,
                     async_op=async_op, algorithm=name)
@@ -150,7 +151,8 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, algorithm
     comm, op = _group(group), as_reduce_op(op)
     tensor = _check(comm, tensor, "tensor", op)
     _check_root(comm, dst, "dst")
-    name, fn = select.choose(comm, "reduce", tensor.numel() * tensor.element_size(), algorithm)
+    name, fn = select.choose(comm, "reduce", tensor.numel() * tensor.element_size(), algorithm,
+                             dtype=tensor.dtype)
     flat = tensor.view(-1)
     return comm.run("reduce", lambda: fn(comm, flat, op, dst), tensor=tensor, op=op, root=dst,
                     async_op=async_op, algorithm=name)

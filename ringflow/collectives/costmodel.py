@@ -38,7 +38,10 @@ class Model:
     local_size: int = 0              # ranks per node (0: unknown, one node)
     slice_bytes: int = 0             # ring pipeline slice (0: whole chunks)
     stage_bytes: int = 0             # shm staging half (staged collectives' round size)
+    stage_read: float = 1.0          # a staged all-reduce's read of a third stage and on, per byte,
+                                     # relative to a copy (shm: SHM_STAGE_READ)
     source: str = "default"          # "default" or the tune file it came from
+    probe: dict = dataclasses.field(default_factory=dict)  # alg -> [[bytes, s]] (probe.py)
 
 
 DEFAULTS = {  # these 2-core machines, per message through ringflow's Python
@@ -50,7 +53,7 @@ DEFAULTS = {  # these 2-core machines, per message through ringflow's Python
     "mpi": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
     # a byte through the shm rings is copied twice (in, out) by Python-driven slices: the ring
     # reached ~1 GB/s busbw at 16 MiB where staged reached 1.2-2.5 (one node, 2 ranks)
-    "shm": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
+    "shm": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9, stage_read=1.2),
     "local": Model(alpha=40e-6, beta=1 / 3.0e9, gamma=1 / 6e9),
 }
 CUDA_NATIVE = [10e-6, 1 / 100e9]    # NCCL on one node: far below anything done from Python
@@ -58,6 +61,17 @@ CUDA_NATIVE = [10e-6, 1 / 100e9]    # NCCL on one node: far below anything done 
 # latency), as NCCL keeps to rings and trees between nodes: on two emulated hosts x 2 ranks at
 # 2 Gbit/s, rhd ran at 0.69-0.75 of the best candidate at 16-64 MiB (README, Across hosts).
 ACROSS_HOSTS_PRIOR = ("ring", "two_level", "rd")
+# Open MPI's own all-reduce between the ranks of one node, 2 ranks ([bytes, seconds]; from its
+# busbw in benchmarks/results/across_hosts.md, one_mpi, 2026-12-02): ~12 us at 4 KiB and 5 GB/s at
+# 1 MiB, where a staged round costs tens of us of Python, but 2.6 GB/s at 4 MiB and 0.65 at 64 MiB
+# (it page-faults a fresh temporary buffer on every call), where staged ran 2.8.
+MPI_ONE_NODE_ALL_REDUCE = [[4 << 10, 12e-6], [64 << 10, 30e-6], [1 << 20, 200e-6],
+                           [4 << 20, 1.6e-3], [16 << 20, 11e-3], [64 << 20, 100e-3]]
+# SHM_STAGE_READ (DEFAULTS["shm"].stage_read): with 4 ranks on these 2 cores a staged all-reduce
+# reads 4 stages per rank, and over shm the ring family beat it from 16 MiB (ring, rhd, direct
+# 1.2-1.4x faster at 16-64 MiB; staged first at 4 KiB-4 MiB; README, Across hosts), while with
+# 2 ranks staged won at every size: the third stage and on cost 1.2x a copy. Beside gloo the ring
+# family pays TCP, and staged won at every size with 4 ranks too (factor 1).
 # Staged collectives move no messages whatever the transport: a round (copy in, counters,
 # wait) and memory-speed copies and reductions. Rough figures of these machines; tune's
 # measured points replace them.
@@ -112,13 +126,37 @@ def load(comm) -> Model:
 
 def prior(transport, size: int, local_size: int) -> Model:
     """The model without a tune file: the transport's default costs; the backend's own
-    collectives count only on CUDA (CUDA_NATIVE). Not MPI's on one node, though it is the fastest
-    there at 4 KiB-16 MiB: choose() does not see the dtype, and MPI has no bfloat16 reduction."""
+    collectives count on CUDA (CUDA_NATIVE) and MPI's all-reduce on one node
+    (MPI_ONE_NODE_ALL_REDUCE; choose() leaves it out for the dtypes MPI cannot reduce)."""
     name = transport.name.split("/")[0]
-    model = dataclasses.replace(DEFAULTS.get(name, DEFAULTS["torch"]), native={})
+    model = dataclasses.replace(DEFAULTS.get(name, DEFAULTS["torch"]), native={}, measured={})
     if str(getattr(transport, "device", "cpu")).startswith("cuda"):
         model.native = {c: CUDA_NATIVE for c in ("all_reduce", "reduce_scatter",
                                                  "all_gather", "broadcast", "reduce")}
+    elif name == "mpi" and local_size == size:
+        bus = 2 * (size - 1) / size          # the points are 2 ranks' (bus factor 1)
+        model.measured = {"all_reduce/native": [[b, t * bus] for b, t in MPI_ONE_NODE_ALL_REDUCE]}
+    return model
+
+
+def adopt_probe(comm, points: dict) -> Model:
+    """Calibrate ``comm``'s prior with the start-up probe's times (probe.py, the same on every
+    rank): the prior's curve of the backend's own all-reduce is scaled by how much slower (or
+    faster) than staged the probe found it, against what the prior expected, at the probe's
+    sizes (geometric mean; never faster than the prior, an idle node's). So a backend slowed
+    20x by a busy machine where staged was not stays 20x slower at every size, and an idle
+    machine keeps the prior. The other candidates keep
+    their formulas: the probe decides between the backend's call and ringflow's."""
+    model, n = load(comm), comm.size
+    logs = [math.log((tn / ts) / (predict(model, "all_reduce", "native", n, b)
+                                  / predict(model, "all_reduce", "staged", n, b)))
+            for (b, tn), (_, ts) in zip(points["native"], points["staged"])]
+    scale = max(1.0, math.exp(sum(logs) / len(logs)))  # the prior is the idle node: no faster
+    model.measured = {**model.measured, "all_reduce/native": [
+        [b, t * scale] for b, t in model.measured["all_reduce/native"]]}
+    model.probe = points
+    global generation
+    generation += 1                   # choices memoised before the probe expire
     return model
 
 
@@ -192,7 +230,7 @@ def _all_reduce(alg: str, n: int, m: float, md: Model) -> float | None:
     if alg == "naive":
         return 2 * (n - 1) * (a + m * b) + (n - 1) * m * g
     if alg == "staged":                      # stage m, read n stages of m
-        return _staged(m, m, n * m, md)
+        return _staged(m, m, (min(n, 2) + max(n - 2, 0) * md.stage_read) * m, md)
     if alg == "two_level":
         local = md.local_size or n
         nodes = n // local

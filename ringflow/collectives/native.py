@@ -16,9 +16,14 @@ from .debug import check_on_board
 from .ops import ReduceOp
 
 
-def supports(comm: Communicator, collective: str) -> bool:
-    """True when ``comm``'s transport runs ``collective`` itself for this whole group."""
-    return comm.is_world and hasattr(comm.transport, f"native_{collective}")
+REDUCING = ("all_reduce", "reduce_scatter", "reduce")     # the verbs whose backend call sees the dtype
+
+
+def supports(comm: Communicator, collective: str, dtype: torch.dtype | None = None) -> bool:
+    """True when ``comm``'s transport runs ``collective`` itself for this whole group, on
+    ``dtype`` (None: any dtype the backend takes)."""
+    return comm.is_world and hasattr(comm.transport, f"native_{collective}") and (
+        dtype is None or collective not in REDUCING or comm.transport.native_reduces(dtype))
 
 
 def _require(comm: Communicator, collective: str):

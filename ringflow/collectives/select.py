@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+import torch
+
 from .. import settings
 from . import costmodel, direct, hierarchical, naive, native, ring, staged, tree, wire
 
@@ -25,7 +27,7 @@ def two_level(comm, buf, op) -> None:
 def _across_nodes(inter, block, op) -> None:
     # never two_level again (inter is flat), native (the backend's group is the world's) or naive
     _, fn = choose(inter, "all_reduce", block.numel() * block.element_size(),
-                   exclude=("two_level", "native", "naive"), record=False)
+                   exclude=("two_level", "native", "naive"), record=False, dtype=block.dtype)
     fn(inter, block, op)
 
 
@@ -55,11 +57,11 @@ last: dict[str, str] = {}           # collective -> algorithm name chosen most r
 WIRE_ALGORITHMS: dict[str, dict[str, Callable]] = {"all_reduce": {"ring": wire.all_reduce}}
 
 
-def available(comm, collective: str) -> list[str]:
+def available(comm, collective: str, dtype: torch.dtype | None = None) -> list[str]:
     """Algorithms that can run ``collective`` on ``comm`` (native and staged need the
-    transport's support)."""
+    transport's support; native's reductions, the ``dtype`` too: None, any)."""
     return [name for name in ALGORITHMS[collective]
-            if (name != "native" or native.supports(comm, collective))
+            if (name != "native" or native.supports(comm, collective, dtype))
             and (name != "staged" or staged.supports(comm))]
 
 
@@ -87,17 +89,20 @@ def forced(collective: str, env: str | None = None) -> str | None:
     return None
 
 
-def fastest(comm, collective: str, nbytes: int, exclude: Iterable[str] = ()) -> str:
+def fastest(comm, collective: str, nbytes: int, exclude: Iterable[str] = (),
+            dtype: torch.dtype | None = None) -> str:
     """The candidate with the smallest predicted time (``choose`` memoises it per group)."""
-    best = ranked(comm, collective, nbytes, exclude)
+    best = ranked(comm, collective, nbytes, exclude, dtype)
     return best[0][0] if best else DEFAULT[collective]
 
 
-def ranked(comm, collective: str, nbytes: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
-    """(name, predicted seconds) of the auto candidates for ``collective``, fastest first."""
+def ranked(comm, collective: str, nbytes: int, exclude: Iterable[str] = (),
+           dtype: torch.dtype | None = None) -> list[tuple[str, float]]:
+    """(name, predicted seconds) of the auto candidates for ``collective`` on ``dtype``,
+    fastest first."""
     model = costmodel.load(comm)
     out = []
-    for name in available(comm, collective):
+    for name in available(comm, collective, dtype):
         if name in NEVER_AUTO or name in exclude or not costmodel.allowed(model, name, comm.size):
             continue
         t = costmodel.predict(model, collective, name, comm.size, nbytes)
@@ -107,15 +112,18 @@ def ranked(comm, collective: str, nbytes: int, exclude: Iterable[str] = ()) -> l
 
 
 def choose(comm, collective: str, nbytes: int, algorithm: str = "auto",
-           exclude: Iterable[str] = (), record: bool = True) -> tuple[str, Callable]:
-    """(name, function) of the algorithm to run ``collective`` on ``nbytes`` (nccl-tests size).
+           exclude: Iterable[str] = (), record: bool = True,
+           dtype: torch.dtype | None = None) -> tuple[str, Callable]:
+    """(name, function) of the algorithm to run ``collective`` on ``nbytes`` (nccl-tests size)
+    of ``dtype`` (auto never picks the backend's own reduction where it cannot take the dtype).
 
     Every rank must get the same answer: it depends only on the arguments, the
-    group size and the tune file (write it on every node with ``ringflow-bench --tune``).
+    group size, the transport and the tune file (write it on every node with
+    ``ringflow-bench --tune``).
     """
     table = ALGORITHMS[collective]
     if algorithm == "auto":
-        algorithm = _auto(comm, collective, nbytes, tuple(exclude))
+        algorithm = _auto(comm, collective, nbytes, tuple(exclude), dtype)
     if algorithm not in table:
         raise ValueError(f"algorithm {algorithm!r} is not available for {collective}; "
                          f"choose one of {sorted(table) + ['auto']}")
@@ -138,19 +146,19 @@ def choose_wire(collective: str, algorithm: str, wire_dtype) -> tuple[str, Calla
     return name, lambda comm, buf, op: fn(comm, buf, op, wire_dtype)
 
 
-def _auto(comm, collective: str, nbytes: int, exclude: tuple) -> str:
+def _auto(comm, collective: str, nbytes: int, exclude: tuple, dtype) -> str:
     """auto's answer, memoised per communicator: it runs on every call, and a small collective
     costs little more than resolving it. RINGFLOW_ALGORITHM is read once per communicator, as
     NCCL reads its variables at init (reading the environment cost more than the rest of
     choosing), unless the communicator was given the text (``algorithm=``); a new tune
     (costmodel.forget) expires the memo."""
-    key = (collective, nbytes, exclude, costmodel.generation)
+    key = (collective, nbytes, exclude, dtype, costmodel.generation)
     env, memo = comm.auto_memo or _new_memo(comm)
     name = memo.get(key)
     if name is None:
         name = forced(collective, env)
-        if name is None or name in exclude or name not in available(comm, collective):
-            name = fastest(comm, collective, nbytes, exclude)
+        if name is None or name in exclude or name not in available(comm, collective, dtype):
+            name = fastest(comm, collective, nbytes, exclude, dtype)
         if len(memo) > 4096:
             memo.clear()
         memo[key] = name

@@ -137,6 +137,13 @@ class Transport(abc.ABC):
     def staging(self):
         return None
 
+    def native_reduces(self, dtype: torch.dtype) -> bool:
+        """Whether the backend's own reductions (``native_all_reduce``, ``_reduce_scatter``,
+        ``_reduce``) take ``dtype``: "auto" weighs "native" only where they do, so it never picks
+        a call that fails (MPI has no bfloat16 reduction). Moving bytes (all-gather, broadcast)
+        takes every dtype."""
+        return True
+
     def fingerprint_board(self):
         """A cheaper channel than messages for RINGFLOW_DEBUG's per-call fingerprints, or None.
 

@@ -286,6 +286,9 @@ class MpiTransport(BesideNodeShm, Transport):
             return tensor.reshape(-1)
         return tensor.numpy().reshape(-1)
 
+    def native_reduces(self, dtype: torch.dtype) -> bool:
+        return dtype != torch.bfloat16        # what _typed refuses
+
     def _op(self, op: str):
         """MPI's op for a reduction named "sum" | "avg" | "max" | "min" | "product" | "band"..."""
         return self._ops[op]

@@ -144,13 +144,12 @@ class TorchTransport(BesideNodeShm, Transport):
             return None
         from .shm import ShmUnavailable
         from .shm.bootstrap import StoreExchange
-        from .shm.node import NodeShm
-        from .shm.wait import node_spin_us, spin_seconds
+        from .shm.node import BESIDE_SPIN_US, NodeShm
+        from .shm.wait import spin_seconds
         exchange = StoreExchange(dist.distributed_c10d._get_default_store(), "ringflow/node",
                                  self.rank, self.size, self.timeout)
         try:
-            return NodeShm(exchange, self.rank, self.size,
-                           spin_seconds(node_spin_us(self.size)))
+            return NodeShm(exchange, self.rank, self.size, spin_seconds(BESIDE_SPIN_US))
         except ShmUnavailable:                 # every rank alike: messages it is
             return None
 

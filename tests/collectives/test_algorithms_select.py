@@ -125,7 +125,8 @@ def test_cache_is_written_atomically_and_read_back(tmp_path, monkeypatch):
 
 # ---- auto without a tune: priors from the transport and the topology ---------------------------
 class _Transport:
-    """What the prior reads of a transport: its name, device, staging and backend verbs."""
+    """What the prior reads of a transport: its name, device, staging and backend verbs (MPI's
+    reduce every dtype but bfloat16, as transport/mpi.py's)."""
 
     def __init__(self, name: str, stages: bool):
         self.name, self.device, self.may_stage = name, "cpu", stages
@@ -134,27 +135,39 @@ class _Transport:
     def staging(self):
         return dataclasses.make_dataclass("Stage", ["half"])(self._half) if self._half else None
 
+    def native_reduces(self, dtype) -> bool:
+        return not (self.name == "mpi" and dtype == torch.bfloat16)
+
     def native_all_reduce(self, t, op):
         raise AssertionError("the prior's test never runs a collective")
 
+    native_reduce_scatter = native_all_gather = native_all_reduce
 
-def prior_picks(tmp_path, monkeypatch, name, n, local, stages, sizes) -> list[str]:
+
+def fake_comm(name, n, local, stages):
+    return type("Comm", (), dict(transport=_Transport(name, stages), size=n, local_size=local,
+                                 slice_bytes=None, is_world=True, auto_memo=None,
+                                 algorithm_env=""))()
+
+
+def prior_picks(tmp_path, monkeypatch, name, n, local, stages, sizes, dtype=None) -> list[str]:
     monkeypatch.setenv("RINGFLOW_CACHE", str(tmp_path / "no-tune-here"))
     costmodel.forget()
-    comm = type("Comm", (), dict(transport=_Transport(name, stages), size=n, local_size=local,
-                                 slice_bytes=None, is_world=True))()
+    comm = fake_comm(name, n, local, stages)
     assert costmodel.load(comm).source == "default"
-    return [select.ranked(comm, "all_reduce", s)[0][0] for s in sizes]
+    return [select.ranked(comm, "all_reduce", s, dtype=dtype)[0][0] for s in sizes]
 
 
 SIZES = [4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20]
 
 
 def test_prior_on_one_node_reads_peers_in_place(tmp_path, monkeypatch):
-    for name, n in (("shm", 2), ("shm", 4), ("torch/gloo", 2), ("torch/gloo", 4)):
+    for name, n in (("shm", 2), ("torch/gloo", 2), ("torch/gloo", 4)):
         assert prior_picks(tmp_path, monkeypatch, name, n, n, True, SIZES) == ["staged"] * 5, name
-    # never MPI's own without a tune: auto does not see the dtype, and MPI cannot sum bfloat16
-    assert prior_picks(tmp_path, monkeypatch, "mpi", 2, 2, True, SIZES) == ["staged"] * 5
+    # 4 ranks over shm read 4 stages each: the ring family's messages are cheap there, and it
+    # wins from 16 MiB (SHM_STAGE_READ); over gloo they pay TCP and staged still wins
+    assert prior_picks(tmp_path, monkeypatch, "shm", 4, 4, True, SIZES) == \
+        ["staged"] * 3 + ["rhd"] * 2
     # eight ranks read eight stages each: the ring's 2(n-1)/n of the data wins at large sizes
     assert prior_picks(tmp_path, monkeypatch, "shm", 8, 8, True, [64 << 20]) != ["staged"]
 
@@ -169,3 +182,78 @@ def test_prior_across_hosts_keeps_to_the_ring_family(tmp_path, monkeypatch):
     assert not costmodel.allowed(md, "rhd", 4) and costmodel.allowed(md, "two_level", 4)
     assert costmodel.allowed(dataclasses.replace(md, source="tune.json"), "rhd", 4)   # a tune decides
     assert costmodel.allowed(dataclasses.replace(md, local_size=4), "rhd", 4)  # one node: all
+
+
+def test_prior_on_one_mpi_node_takes_mpis_own_call_where_it_takes_the_dtype(tmp_path, monkeypatch):
+    """MPI's all-reduce: microseconds small, page faults large (MPI_ONE_NODE_ALL_REDUCE)."""
+    for n in (2, 3, 4):
+        f32 = prior_picks(tmp_path, monkeypatch, "mpi", n, n, True, SIZES, torch.float32)
+        assert f32 == ["native"] * 3 + ["staged"] * 2, n
+        # MPI has no bfloat16 reduction: ours at every size, never the call that would fail
+        bf16 = prior_picks(tmp_path, monkeypatch, "mpi", n, n, True, SIZES, torch.bfloat16)
+        assert bf16 == ["staged"] * 5, n
+    # across nodes MPI's own stays out of the prior (the ring family, as on gloo)
+    assert "native" not in prior_picks(tmp_path, monkeypatch, "mpi", 4, 2, False, SIZES,
+                                       torch.float32)
+    # gloo's own is never the prior's pick on one node: staged reads peers in place
+    assert prior_picks(tmp_path, monkeypatch, "torch/gloo", 2, 2, True, SIZES,
+                       torch.float32) == ["staged"] * 5
+
+
+def test_choose_sees_the_dtype_and_a_forced_native_falls_back_where_it_cannot(tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setenv("RINGFLOW_CACHE", str(tmp_path / "no-tune-here"))
+    costmodel.forget()
+    comm = fake_comm("mpi", 2, 2, True)
+    picks = {dt: select.choose(comm, "all_reduce", 4096, dtype=dt)[0]
+             for dt in (torch.float32, torch.float16, torch.int32, torch.bfloat16)}
+    assert picks == {torch.float32: "native", torch.float16: "native", torch.int32: "native",
+                     torch.bfloat16: "staged"}
+    # bytes only: the dtype does not matter to MPI's all-gather
+    assert "native" in select.available(comm, "all_gather", torch.bfloat16)
+    assert "native" not in select.available(comm, "reduce_scatter", torch.bfloat16)
+    comm.algorithm_env = "all_reduce=native"          # RINGFLOW_ALGORITHM cannot force a failure
+    comm.auto_memo = None
+    assert select.choose(comm, "all_reduce", 4096, dtype=torch.bfloat16)[0] == "staged"
+    assert select.choose(comm, "all_reduce", 4096, dtype=torch.float32)[0] == "native"
+
+
+def test_every_rank_of_an_mpi_node_makes_the_same_choice(tmp_path, monkeypatch):
+    """The choice reads only the arguments, the group size and the transport's fixed facts:
+    ranks (threads here, each with its own communicator and memo) agree at every size."""
+    monkeypatch.setenv("RINGFLOW_CACHE", str(tmp_path / "no-tune-here"))
+    costmodel.forget()
+    sizes = [1 << k for k in range(0, 28, 3)]
+
+    def body(rank):
+        comm = fake_comm("mpi", 4, 4, True)
+        return [select.choose(comm, "all_reduce", s, dtype=dt)[0]
+                for s in sizes for dt in (torch.float32, torch.bfloat16)]
+    outs = run_ranks(4, lambda c: body(c.rank))
+    assert all(o == outs[0] for o in outs) and {"native", "staged"} <= set(outs[0])
+
+
+def test_the_probe_keeps_mpis_own_call_on_an_idle_node_and_drops_it_on_a_busy_one(tmp_path,
+                                                                                  monkeypatch):
+    """costmodel.adopt_probe with the probe's figures: as the prior expects (idle), and MPI's
+    call 20x slower than that against staged (busy: 12-34 ms at 16 KiB measured here)."""
+    monkeypatch.setenv("RINGFLOW_CACHE", str(tmp_path / "no-tune-here"))
+    sizes = (16 << 10, 1 << 20)
+
+    def picks_after(native_s, staged_s):
+        costmodel.forget()
+        comm = fake_comm("mpi", 2, 2, True)
+        costmodel.adopt_probe(comm, {"native": [[b, t] for b, t in zip(sizes, native_s)],
+                                     "staged": [[b, t] for b, t in zip(sizes, staged_s)]})
+        assert costmodel.load(comm).probe["native"][0] == [16 << 10, native_s[0]]
+        return [select.choose(comm, "all_reduce", s, dtype=torch.float32)[0] for s in SIZES]
+    assert picks_after((20e-6, 200e-6), (30e-6, 550e-6)) == ["native"] * 3 + ["staged"] * 2
+    assert picks_after((3e-3, 12e-3), (0.2e-3, 0.6e-3)) == ["staged"] * 5
+    # a choice memoised before the probe is not kept after it
+    costmodel.forget()
+    comm = fake_comm("mpi", 2, 2, True)
+    assert select.choose(comm, "all_reduce", 4096, dtype=torch.float32)[0] == "native"
+    costmodel.adopt_probe(comm, {"native": [[b, 1.0] for b in sizes],
+                                 "staged": [[b, 1e-4] for b in sizes]})
+    assert select.choose(comm, "all_reduce", 4096, dtype=torch.float32)[0] == "staged"
+    costmodel.forget()

@@ -26,6 +26,14 @@ from .stage import Stage, stage_half
 from .wait import Bell, wait_until
 
 RING_BYTES = 4096             # the smallest rings map_segments allows: no messages go through
+# How long a staged wait beside gloo spins before it sleeps on the doorbell, which the peer
+# rings as it posts, so the sleeper wakes at once (RINGFLOW_SPIN_US overrides). Not the 2 ms of
+# a node whose ranks have a core each: gloo's threads and other processes share the cores, and
+# a rank spinning 2 ms kept its peer off one. Staged all-reduces of 4-256 KiB beside gloo took
+# 2.5 ms with a 2 ms spin and 0.1-0.5 ms with 50 us (2 ranks, load average 4 on 2 vCPUs; README,
+# Across hosts). Beside MPI the transport's own spin stays: its native calls' fingerprint check
+# waits here, and MPI answers in microseconds on an idle node.
+BESIDE_SPIN_US = 50.0
 
 
 class BesideNodeShm:

@@ -47,7 +47,8 @@ def cores() -> int:
 
 def spin_seconds(default_us: float) -> float:
     """How long a waiter spins, in seconds: $RINGFLOW_SPIN_US, else ``default_us`` (the
-    transport's own: ``node_spin_us`` for MPI and beside gloo/MPI, see ShmTransport for shm)."""
+    transport's own: ``node_spin_us`` for MPI and beside MPI, node.BESIDE_SPIN_US beside gloo, see
+    ShmTransport for shm)."""
     us = settings.get("RINGFLOW_SPIN_US")
     return (default_us if us is None else us) * 1e-6
 
