@@ -14,6 +14,7 @@ from .config import ConfigError, TrainConfig
 FLOW_OBJECTIVES = ("nice", "realnvp")        # maximum likelihood: the network is the flow itself
 UNLABELLED = FLOW_OBJECTIVES + ("vae",)      # objectives that take no label dropout
 VECTOR_NETWORKS = ("mlp", "nice", "realnvp")  # networks that also take (N, D) vectors
+NOISE_OBJECTIVES = ("rectified_flow", "ddpm")  # samplers that start from noise they are given
 
 
 def validate(cfg: TrainConfig, world_size: int, launcher: str = "none",
@@ -30,6 +31,7 @@ def validate(cfg: TrainConfig, world_size: int, launcher: str = "none",
         raise ConfigError(f"--data {cfg.data!r} is neither a built-in dataset {list(DATASETS)} "
                           "nor an existing .npy file or image folder")
     _check_pairing(cfg)
+    check_sample_noise(cfg.objective, cfg.sample_noise)
     _check_latent(cfg)
     _check_numbers(cfg)
     _check_model_sizes(cfg)
@@ -77,6 +79,14 @@ def _check_latent(cfg: TrainConfig) -> None:
     if not Path(cfg.latent).exists():
         raise ConfigError(f"--latent {cfg.latent}: no such run folder or checkpoint; train an "
                           "autoencoder first (--preset mnist-vae --out RUN) and pass RUN")
+
+
+def check_sample_noise(objective: str, noise: str) -> None:
+    """--sample-noise sobol needs a sampler that starts from given noise (also for evaluate)."""
+    if noise != "iid" and objective not in NOISE_OBJECTIVES:
+        raise ConfigError(f"--sample-noise {noise} sets the starting noise of "
+                          f"{list(NOISE_OBJECTIVES)}; --objective {objective} draws its own: "
+                          "use --sample-noise iid")
 
 
 def _check_numbers(cfg: TrainConfig) -> None:

@@ -82,6 +82,9 @@ class TrainConfig:
     num_samples: int = _f(100, "images in a sample grid (sharded over ranks)")
     sample_steps: int = _f(50, "sampler steps")
     cfg_scale: float = _f(2.0, "classifier-free guidance scale for samples (1: none)")
+    sample_noise: str = _f("iid", "the sampler's starting noise: iid draws, or sobol (scrambled "
+                           "Sobol points through the Gaussian inverse CDF: evenly spread, "
+                           "quasi-Monte Carlo; rectified_flow and ddpm)", ["iid", "sobol"])
     ckpt_every: int = _f(500, "steps between checkpoints (one is always written at the end)")
     keep_last: int = _f(3, "checkpoints kept")
     resume: str = _f("auto", "auto: continue from --out's newest checkpoint if any; 'must': "

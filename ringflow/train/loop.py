@@ -150,7 +150,7 @@ def sample_grid(run: Run, autocast, name: str) -> None:
     x = sample_sharded(run.objective, run.ema.model, cfg.num_samples, tuple(run.x.shape[1:]),
                        run.comm, steps=cfg.sample_steps, cfg_scale=cfg.cfg_scale,
                        num_classes=run.num_classes, seed=cfg.seed, device=run.device,
-                       autocast=autocast())
+                       autocast=autocast(), noise=cfg.sample_noise)
     if run.comm.rank == 0:
         x = run.space.decode(x) if run.space is not None else x
         labels = grid_labels(cfg.num_samples, run.num_classes) if x.dim() == 4 else None
