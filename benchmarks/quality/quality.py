@@ -213,6 +213,7 @@ def run_cli_moons(args):
     from ringflow.train import checkpoint as ckpt
     from ringflow.train import config
     from ringflow.train.build import build_data, build_network, build_objective
+    from ringflow.train.standardize import Standardized
     out = Path(tempfile.mkdtemp(prefix="cli-moons-"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m",
            "ringflow.train", "--preset", "moons-mlp", "--objective", "rectified_flow",
@@ -225,12 +226,16 @@ def run_cli_moons(args):
     net.load_state_dict(ckpt.read(sorted((out / "checkpoints").glob("step-*"))[-1],
                                   "ema.safetensors"))
     rf, fresh = build_objective(cfg), load_dataset("moons", n=2000, seed=123)[0]
+    space = Standardized.of(x) if cfg.standardize else None          # samples scaled back
 
     def model_scores(kind):             # the sampler's starting noise: --sample-noise iid|sobol
-        return [sliced_wasserstein(
-            rf.sample(net.eval(), (2000, 2), steps=50, noise=standard_normal(
-                (2000, 2), kind=kind, seed=s, generator=torch.Generator().manual_seed(s))),
-            fresh, num_projections=256) for s in range(1, 51)]
+        scores = []
+        for s in range(1, 51):
+            z = rf.sample(net.eval(), (2000, 2), steps=50, noise=standard_normal(
+                (2000, 2), kind=kind, seed=s, generator=torch.Generator().manual_seed(s)))
+            scores.append(sliced_wasserstein(space.decode(z) if space else z, fresh,
+                                             num_projections=256))
+        return scores
     model_iid, model_sobol = model_scores("iid"), model_scores("sobol")
     pool, g = load_dataset("moons", n=1_000_000, seed=5)[0], torch.Generator().manual_seed(0)
     iid = [sliced_wasserstein(pool[torch.randperm(len(pool), generator=g)[:2000]], fresh,

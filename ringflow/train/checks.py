@@ -71,6 +71,9 @@ def _check_pairing(cfg: TrainConfig) -> None:
 
 
 def _check_latent(cfg: TrainConfig) -> None:
+    if cfg.latent and cfg.standardize:
+        raise ConfigError("--standardize z-scores vector data; --latent already scales its "
+                          "latents to unit variance: drop one of them")
     if not cfg.latent:
         return
     if cfg.model == "vae" or cfg.model in FLOW_OBJECTIVES:
@@ -167,6 +170,9 @@ def _check_launch(cfg: TrainConfig, world_size: int, launcher: str) -> None:
 
 
 def _check_data_shape(cfg: TrainConfig, shape: tuple) -> None:
+    if cfg.standardize and len(shape) != 2:
+        raise ConfigError(f"--standardize z-scores vector data (N, D); --data {cfg.data} holds "
+                          f"{tuple(shape[1:])} images, already in [-1, 1]: drop --standardize")
     if len(shape) == 2 and cfg.model not in VECTOR_NETWORKS:
         raise ConfigError(f"--data {cfg.data} holds {shape[1]}-D points, but --model {cfg.model} "
                           f"takes images; use --model mlp (or nice / realnvp)")

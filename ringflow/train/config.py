@@ -40,6 +40,9 @@ class TrainConfig:
     data: str = _f("digits", "a built-in dataset or a path to an .npy array / image folder")
     latent: str = _f("", "a --model vae run folder (or checkpoint): train on its latents of "
                      "--data, scaled to unit variance; samples are decoded ('': pixels)")
+    standardize: bool = _f(False, "train on vector data (N, D) z-scored per coordinate; "
+                           "samples are scaled back (the noise is N(0, I) whatever the data's "
+                           "scale)")
     class_cond: bool = _f(True, "condition on class labels when the dataset has them")
     label_dropout: float = _f(0.1, "probability a label is dropped in training (for CFG)")
     # ---- optimisation
@@ -99,10 +102,11 @@ PRESETS: dict[str, dict] = {
     "digits-unet-ddpm": {"model": "unet", "objective": "ddpm", "lr": 5e-4,
                          "model_kwargs": {"base_channels": 32, "channel_mults": [1, 2]},
                          "objective_kwargs": {"schedule": "cosine"}},
-    # unconditional (the labels only say which moon; CFG at 2 pulls samples off the arcs), and
-    # the cosine decay lets the EMA settle: benchmarks/quality/quality.py cli-moons
+    # unconditional (the labels only say which moon; CFG at 2 pulls samples off the arcs),
+    # z-scored (y spans half of x), and the cosine decay lets the EMA settle:
+    # benchmarks/quality/quality.py cli-moons and moons_recipe.py
     "moons-mlp": {"model": "mlp", "data": "moons", "model_kwargs": {"hidden": 256, "depth": 3},
-                  "class_cond": False, "lr": 2e-3, "lr_schedule": "cosine", "steps": 3000,
+                  "class_cond": False, "standardize": True, "lr": 2e-3, "lr_schedule": "cosine", "steps": 3000,
                   "batch_size": 256, "sample_steps": 50, "num_samples": 512},
     "mnist-vae": {"model": "vae", "objective": "vae", "data": "mnist", "class_cond": False,
                   "model_kwargs": {"latent_channels": 4, "factor": 4}, "steps": 1500,

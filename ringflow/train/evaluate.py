@@ -13,7 +13,8 @@ shares meet in one all-gather (or all-reduce). Scoring the gathered samples (``r
 - ``--nll-examples M``: bits/dim (images) or nats (points) of M training examples;
 - an autoencoder (``--model vae``): also PSNR of the reconstructions of the first
   ``--num-samples`` images and their Frechet distance to the data (``recon_psnr``, ``recon_fd``).
-A ``--latent`` run's samples are decoded by its autoencoder before scoring.
+A ``--latent`` run's samples are decoded by its autoencoder before scoring, a ``--standardize``
+run's scaled back to the data's coordinates.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from . import checkpoint as ckpt
 from . import checks, config, latent, plots
 from .build import build_autocast, build_data, build_network, build_objective, start
 from .generate import grid_labels, sample_seed, sample_sharded
+from .standardize import Standardized
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +144,11 @@ def evaluate(args) -> dict | None:
     checks.check_sample_noise(cfg.objective, noise)
     x, y, num_classes = build_data(cfg)
     space = latent.load_for_run(run, cfg.latent) if cfg.latent else None
+    if cfg.standardize:
+        space = Standardized.of(x)
+        if args.nll_examples:
+            raise config.ConfigError("--nll-examples: the likelihood of a --standardize run is "
+                                     "of z-scored data; it is not reported (use 0)")
     shape = tuple(x.shape[1:]) if space is None else space.shape
     net = build_network(cfg, torch.empty((1, *shape)), num_classes)
     objective = build_objective(cfg)
