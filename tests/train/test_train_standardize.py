@@ -51,3 +51,11 @@ def test_run_samples_and_evaluates_in_data_coordinates(tmp_path):
     assert result["sliced_w2"] < 0.5, result
     with pytest.raises(config.ConfigError, match="--nll-examples"):
         evaluate.evaluate(evaluate.build_parser().parse_args([str(out), "--nll-examples", "8"]))
+
+
+def test_resume_refuses_a_checkpoint_trained_in_other_coordinates(capsys, tmp_path):
+    argv = ["--preset", "moons-mlp", "--steps", "4", "--progress", "false", "--threads", "1",
+            "--sample-every", "0", "--num-samples", "8", "--out", str(tmp_path)]
+    assert loop.main(argv + ["--standardize", "false"]) == 0
+    assert loop.main(argv[:3] + ["8"] + argv[4:]) == 2                # the preset: z-scores
+    assert "standardize: checkpoint has False, this run has True" in capsys.readouterr().err
