@@ -25,8 +25,8 @@ def ema_net(out, cfg):
 def test_moons_preset_samples_match_fresh_data(tmp_path):
     # The protocol: EMA weights, 50 Euler steps, 2000 samples against 2000 fresh points,
     # both z-scored by the data's statistics, 256 projections. The full preset (3000 steps)
-    # scores a median 0.036 over sampling seeds, i.i.d. draws of the data 0.030; 600 steps
-    # must reach 0.06 (the old preset, guided at scale 2, scored 0.2).
+    # scores a median 0.036 over sampling seeds (Sobol noise 0.017), i.i.d. draws of the data
+    # 0.030; 600 steps must reach 0.06 (the old preset, guided at scale 2, scored 0.2).
     argv = ["--preset", "moons-mlp", "--steps", "600", "--progress", "false", "--threads", "1",
             "--sample-every", "0", "--num-samples", "8", "--out", str(tmp_path)]
     assert loop.main(argv) == 0
