@@ -106,8 +106,8 @@ PRESETS: dict[str, dict] = {
     # z-scored (y spans half of x), and the cosine decay lets the EMA settle:
     # benchmarks/quality/quality.py cli-moons and moons_recipe.py
     "moons-mlp": {"model": "mlp", "data": "moons", "model_kwargs": {"hidden": 256, "depth": 3},
-                  "class_cond": False, "standardize": True, "lr": 2e-3, "lr_schedule": "cosine", "steps": 3000,
-                  "batch_size": 256, "sample_steps": 50, "num_samples": 512},
+                  "class_cond": False, "standardize": True, "lr": 2e-3, "lr_schedule": "cosine",
+                  "steps": 3000, "batch_size": 256, "sample_steps": 50, "num_samples": 512},
     "mnist-vae": {"model": "vae", "objective": "vae", "data": "mnist", "class_cond": False,
                   "model_kwargs": {"latent_channels": 4, "factor": 4}, "steps": 1500,
                   "batch_size": 64, "lr": 2e-3, "lr_schedule": "cosine", "sample_every": 0,

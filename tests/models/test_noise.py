@@ -1,4 +1,4 @@
-"""The samplers' starting noise (ringflow.models.noise): i.i.d. and scrambled Sobol, both N(0, 1)."""
+"""The samplers' starting noise (ringflow.models.noise): i.i.d. and scrambled Sobol, N(0, 1)."""
 import math
 
 import pytest

@@ -9,7 +9,8 @@ from ringflow.train.standardize import Standardized
 
 
 def test_encode_gives_z_scores_and_decode_inverts_it():
-    x = torch.randn(500, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([3.0, 0.2]) + 5
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 2, generator=g) * torch.tensor([3.0, 0.2]) + 5
     space = Standardized.of(x)
     z = space.encode(x)
     assert torch.allclose(z.mean(0), torch.zeros(2), atol=1e-5)
