@@ -6,6 +6,7 @@
     python benchmarks/quality/quality.py 8gaussians     # mode coverage of rectified flow
     python benchmarks/quality/quality.py digits         # DiT: RF CFG accuracy; SD3 table; bits/dim
     python benchmarks/quality/quality.py cli-moons      # the moons-mlp preset, trained by the CLI
+    python benchmarks/quality/quality.py cli-moons --train-seed 1   # another training run
 
 Each run prints a JSON line per measurement; ``--steps`` scales training (defaults fit a few
 minutes on 2 CPU cores). Training is plain Adam + an EMA copy of the weights for sampling.
@@ -218,7 +219,8 @@ def run_cli_moons(args):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m",
            "ringflow.train", "--preset", "moons-mlp", "--objective", "rectified_flow",
            "--progress", "false", "--out", str(out)] + (
-               ["--steps", str(args.steps)] if args.steps_given else [])
+               ["--steps", str(args.steps)] if args.steps_given else []) + (
+               ["--seed", str(args.train_seed)] if args.train_seed is not None else [])
     subprocess.run(cmd, check=True)
     cfg = config.from_dict(json.loads((out / "config.json").read_text()))
     x, _, nc = build_data(cfg)
@@ -265,6 +267,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="cli-moons: the training run's --seed (default: the preset's)")
     parser.add_argument("--ode-steps", type=int, default=20, help="RK4 steps for ODE NLL")
     parser.add_argument("--samples", type=int, default=500, help="digits samples per setting")
     parser.add_argument("--nll-images", type=int, default=100, help="held-out digits for NLL")
