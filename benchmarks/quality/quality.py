@@ -6,6 +6,7 @@
     python benchmarks/quality/quality.py 8gaussians     # mode coverage of rectified flow
     python benchmarks/quality/quality.py digits         # DiT: RF CFG accuracy; SD3 table; bits/dim
     python benchmarks/quality/quality.py cli-moons      # the moons-mlp preset, trained by the CLI
+    python benchmarks/quality/quality.py cli-moons --train-seed 1   # another training run
 
 Each run prints a JSON line per measurement; ``--steps`` scales training (defaults fit a few
 minutes on 2 CPU cores). Training is plain Adam + an EMA copy of the weights for sampling.
@@ -23,6 +24,7 @@ from ringflow.data import LEVELS, load_dataset
 from ringflow.models.likelihood import bits_per_dim, dequantize
 from ringflow.models.metrics import (image_metrics, mode_coverage, sliced_wasserstein,
                                      train_classifier)
+from ringflow.models.noise import standard_normal
 from ringflow.models.registry import build_network, build_objective
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "results")
@@ -200,7 +202,8 @@ def bits_per_dim_digits(args, x, train_idx, held, objectives, nets):
 def run_cli_moons(args):
     """The moons-mlp preset as a user runs it (torchrun, 2 ranks), scored as issue 17 asks:
     EMA weights, 50 Euler steps, 2000 samples against 2000 fresh points, 256 projections,
-    50 sampling seeds (one 2000-sample score swings 0.02-0.05). Beside it, on the same metric:
+    50 sampling seeds (one 2000-sample score swings 0.02-0.05), each seed once from i.i.d.
+    starting noise and once from Sobol noise (--sample-noise sobol). Beside it, on the same metric:
     50 sets of 2000 i.i.d. draws from the data distribution (what a perfect sampler scores) and
     20 other make_moons sets (low, as make_moons spaces its points evenly along the arcs)."""
     import statistics
@@ -211,11 +214,13 @@ def run_cli_moons(args):
     from ringflow.train import checkpoint as ckpt
     from ringflow.train import config
     from ringflow.train.build import build_data, build_network, build_objective
+    from ringflow.train.standardize import Standardized
     out = Path(tempfile.mkdtemp(prefix="cli-moons-"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m",
            "ringflow.train", "--preset", "moons-mlp", "--objective", "rectified_flow",
            "--progress", "false", "--out", str(out)] + (
-               ["--steps", str(args.steps)] if args.steps_given else [])
+               ["--steps", str(args.steps)] if args.steps_given else []) + (
+               ["--seed", str(args.train_seed)] if args.train_seed is not None else [])
     subprocess.run(cmd, check=True)
     cfg = config.from_dict(json.loads((out / "config.json").read_text()))
     x, _, nc = build_data(cfg)
@@ -223,9 +228,17 @@ def run_cli_moons(args):
     net.load_state_dict(ckpt.read(sorted((out / "checkpoints").glob("step-*"))[-1],
                                   "ema.safetensors"))
     rf, fresh = build_objective(cfg), load_dataset("moons", n=2000, seed=123)[0]
-    model = [sliced_wasserstein(rf.sample(net.eval(), (2000, 2), steps=50,
-                                          generator=torch.Generator().manual_seed(s)),
-                                fresh, num_projections=256) for s in range(1, 51)]
+    space = Standardized.of(x) if cfg.standardize else None          # samples scaled back
+
+    def model_scores(kind):             # the sampler's starting noise: --sample-noise iid|sobol
+        scores = []
+        for s in range(1, 51):
+            z = rf.sample(net.eval(), (2000, 2), steps=50, noise=standard_normal(
+                (2000, 2), kind=kind, seed=s, generator=torch.Generator().manual_seed(s)))
+            scores.append(sliced_wasserstein(space.decode(z) if space else z, fresh,
+                                             num_projections=256))
+        return scores
+    model_iid, model_sobol = model_scores("iid"), model_scores("sobol")
     pool, g = load_dataset("moons", n=1_000_000, seed=5)[0], torch.Generator().manual_seed(0)
     iid = [sliced_wasserstein(pool[torch.randperm(len(pool), generator=g)[:2000]], fresh,
                               num_projections=256) for _ in range(50)]
@@ -236,8 +249,12 @@ def run_cli_moons(args):
         return {"median": round(statistics.median(values), 4),
                 "mean": round(statistics.mean(values), 4),
                 "share_at_most_0.03": round(sum(v <= 0.03 for v in values) / len(values), 2)}
+    # the model's own error beside the i.i.d. floor, if the two add in quadrature
+    excess = math.sqrt(max(0.0, statistics.median(model_iid) ** 2 - statistics.median(iid) ** 2))
     report(task="cli-moons", command=" ".join(cmd[1:]), train_steps=cfg.steps,
-           model=summary(model), iid_draws=summary(iid), make_moons_sets=summary(grid))
+           model_iid_noise=summary(model_iid), model_sobol_noise=summary(model_sobol),
+           iid_draws=summary(iid), make_moons_sets=summary(grid),
+           model_excess_over_iid_floor=round(excess, 4))
 
 
 TASKS = {  # name: (function, default training steps)
@@ -250,6 +267,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="cli-moons: the training run's --seed (default: the preset's)")
     parser.add_argument("--ode-steps", type=int, default=20, help="RK4 steps for ODE NLL")
     parser.add_argument("--samples", type=int, default=500, help="digits samples per setting")
     parser.add_argument("--nll-images", type=int, default=100, help="held-out digits for NLL")

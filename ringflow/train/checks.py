@@ -14,6 +14,7 @@ from .config import ConfigError, TrainConfig
 FLOW_OBJECTIVES = ("nice", "realnvp")        # maximum likelihood: the network is the flow itself
 UNLABELLED = FLOW_OBJECTIVES + ("vae",)      # objectives that take no label dropout
 VECTOR_NETWORKS = ("mlp", "nice", "realnvp")  # networks that also take (N, D) vectors
+NOISE_OBJECTIVES = ("rectified_flow", "ddpm")  # samplers that start from noise they are given
 
 
 def validate(cfg: TrainConfig, world_size: int, launcher: str = "none",
@@ -30,6 +31,7 @@ def validate(cfg: TrainConfig, world_size: int, launcher: str = "none",
         raise ConfigError(f"--data {cfg.data!r} is neither a built-in dataset {list(DATASETS)} "
                           "nor an existing .npy file or image folder")
     _check_pairing(cfg)
+    check_sample_noise(cfg.objective, cfg.sample_noise)
     _check_latent(cfg)
     _check_numbers(cfg)
     _check_model_sizes(cfg)
@@ -69,6 +71,9 @@ def _check_pairing(cfg: TrainConfig) -> None:
 
 
 def _check_latent(cfg: TrainConfig) -> None:
+    if cfg.latent and cfg.standardize:
+        raise ConfigError("--standardize z-scores vector data; --latent already scales its "
+                          "latents to unit variance: drop one of them")
     if not cfg.latent:
         return
     if cfg.model == "vae" or cfg.model in FLOW_OBJECTIVES:
@@ -77,6 +82,14 @@ def _check_latent(cfg: TrainConfig) -> None:
     if not Path(cfg.latent).exists():
         raise ConfigError(f"--latent {cfg.latent}: no such run folder or checkpoint; train an "
                           "autoencoder first (--preset mnist-vae --out RUN) and pass RUN")
+
+
+def check_sample_noise(objective: str, noise: str) -> None:
+    """--sample-noise sobol needs a sampler that starts from given noise (also for evaluate)."""
+    if noise != "iid" and objective not in NOISE_OBJECTIVES:
+        raise ConfigError(f"--sample-noise {noise} sets the starting noise of "
+                          f"{list(NOISE_OBJECTIVES)}; --objective {objective} draws its own: "
+                          "use --sample-noise iid")
 
 
 def _check_numbers(cfg: TrainConfig) -> None:
@@ -157,6 +170,9 @@ def _check_launch(cfg: TrainConfig, world_size: int, launcher: str) -> None:
 
 
 def _check_data_shape(cfg: TrainConfig, shape: tuple) -> None:
+    if cfg.standardize and len(shape) != 2:
+        raise ConfigError(f"--standardize z-scores vector data (N, D); --data {cfg.data} holds "
+                          f"{tuple(shape[1:])} images, already in [-1, 1]: drop --standardize")
     if len(shape) == 2 and cfg.model not in VECTOR_NETWORKS:
         raise ConfigError(f"--data {cfg.data} holds {shape[1]}-D points, but --model {cfg.model} "
                           f"takes images; use --model mlp (or nice / realnvp)")

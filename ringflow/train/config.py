@@ -40,6 +40,9 @@ class TrainConfig:
     data: str = _f("digits", "a built-in dataset or a path to an .npy array / image folder")
     latent: str = _f("", "a --model vae run folder (or checkpoint): train on its latents of "
                      "--data, scaled to unit variance; samples are decoded ('': pixels)")
+    standardize: bool = _f(False, "train on vector data (N, D) z-scored per coordinate; "
+                           "samples are scaled back (the noise is N(0, I) whatever the data's "
+                           "scale)")
     class_cond: bool = _f(True, "condition on class labels when the dataset has them")
     label_dropout: float = _f(0.1, "probability a label is dropped in training (for CFG)")
     # ---- optimisation
@@ -82,6 +85,9 @@ class TrainConfig:
     num_samples: int = _f(100, "images in a sample grid (sharded over ranks)")
     sample_steps: int = _f(50, "sampler steps")
     cfg_scale: float = _f(2.0, "classifier-free guidance scale for samples (1: none)")
+    sample_noise: str = _f("iid", "the sampler's starting noise: iid draws, or sobol (scrambled "
+                           "Sobol points through the Gaussian inverse CDF: evenly spread, "
+                           "quasi-Monte Carlo; rectified_flow and ddpm)", ["iid", "sobol"])
     ckpt_every: int = _f(500, "steps between checkpoints (one is always written at the end)")
     keep_last: int = _f(3, "checkpoints kept")
     resume: str = _f("auto", "auto: continue from --out's newest checkpoint if any; 'must': "
@@ -96,11 +102,12 @@ PRESETS: dict[str, dict] = {
     "digits-unet-ddpm": {"model": "unet", "objective": "ddpm", "lr": 5e-4,
                          "model_kwargs": {"base_channels": 32, "channel_mults": [1, 2]},
                          "objective_kwargs": {"schedule": "cosine"}},
-    # unconditional (the labels only say which moon; CFG at 2 pulls samples off the arcs), and
-    # the cosine decay lets the EMA settle: benchmarks/quality/quality.py cli-moons
+    # unconditional (the labels only say which moon; CFG at 2 pulls samples off the arcs),
+    # z-scored (y spans half of x), and the cosine decay lets the EMA settle:
+    # benchmarks/quality/quality.py cli-moons and moons_recipe.py
     "moons-mlp": {"model": "mlp", "data": "moons", "model_kwargs": {"hidden": 256, "depth": 3},
-                  "class_cond": False, "lr": 2e-3, "lr_schedule": "cosine", "steps": 3000,
-                  "batch_size": 256, "sample_steps": 50, "num_samples": 512},
+                  "class_cond": False, "standardize": True, "lr": 2e-3, "lr_schedule": "cosine",
+                  "steps": 3000, "batch_size": 256, "sample_steps": 50, "num_samples": 512},
     "mnist-vae": {"model": "vae", "objective": "vae", "data": "mnist", "class_cond": False,
                   "model_kwargs": {"latent_channels": 4, "factor": 4}, "steps": 1500,
                   "batch_size": 64, "lr": 2e-3, "lr_schedule": "cosine", "sample_every": 0,

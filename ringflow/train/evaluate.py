@@ -13,7 +13,8 @@ shares meet in one all-gather (or all-reduce). Scoring the gathered samples (``r
 - ``--nll-examples M``: bits/dim (images) or nats (points) of M training examples;
 - an autoencoder (``--model vae``): also PSNR of the reconstructions of the first
   ``--num-samples`` images and their Frechet distance to the data (``recon_psnr``, ``recon_fd``).
-A ``--latent`` run's samples are decoded by its autoencoder before scoring.
+A ``--latent`` run's samples are decoded by its autoencoder before scoring, a ``--standardize``
+run's scaled back to the data's coordinates.
 """
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ from .. import runtime
 from ..data import LEVELS
 from ..launch import read_launch_env
 from . import checkpoint as ckpt
-from . import config, latent, plots
+from . import checks, config, latent, plots
 from .build import build_autocast, build_data, build_network, build_objective, start
 from .generate import grid_labels, sample_seed, sample_sharded
+from .standardize import Standardized
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier-epochs", type=int, default=30,
                    help="epochs of the feature classifier (cached on disk)")
     p.add_argument("--seed", type=int, default=1, help="sampling seed")
+    p.add_argument("--sample-noise", choices=["iid", "sobol"],
+                   help="the sampler's starting noise (default: the run's; sobol: evenly spread)")
     p.add_argument("--out", help="JSON path (default: RUN/eval.json)")
     return p
 
@@ -136,8 +140,15 @@ def evaluate(args) -> dict | None:
     if not (run / "config.json").is_file():
         raise config.ConfigError(f"{run} has no config.json: is it a ringflow.train --out folder?")
     cfg = config.from_dict(json.loads((run / "config.json").read_text()))
+    noise = args.sample_noise or cfg.sample_noise
+    checks.check_sample_noise(cfg.objective, noise)
     x, y, num_classes = build_data(cfg)
     space = latent.load_for_run(run, cfg.latent) if cfg.latent else None
+    if cfg.standardize:
+        space = Standardized.of(x)
+        if args.nll_examples:
+            raise config.ConfigError("--nll-examples: the likelihood of a --standardize run is "
+                                     "of z-scored data; it is not reported (use 0)")
     shape = tuple(x.shape[1:]) if space is None else space.shape
     net = build_network(cfg, torch.empty((1, *shape)), num_classes)
     objective = build_objective(cfg)
@@ -149,9 +160,10 @@ def evaluate(args) -> dict | None:
                                  steps=args.sample_steps or cfg.sample_steps,
                                  cfg_scale=args.cfg_scale or cfg.cfg_scale,
                                  num_classes=num_classes, seed=args.seed, device=device,
-                                 autocast=build_autocast(cfg, device)())
+                                 autocast=build_autocast(cfg, device)(), noise=noise)
         result = {"run": str(run), "checkpoint": found.name, "weights": args.weights,
-                  "num_samples": args.num_samples, "world_size": comm.size}
+                  "num_samples": args.num_samples, "sample_noise": noise,
+                  "world_size": comm.size}
         if args.nll_examples:
             result.update(sharded_nll(objective, net, x[:args.nll_examples], comm, device,
                                       cfg.data, args.seed))

@@ -6,6 +6,7 @@ r mod num_classes; ``grid_columns`` images a row), so a glance tells whether con
 
     x = sample_sharded(objective, ema.model, 100, (1, 8, 8), comm, steps=50, cfg_scale=2.0,
                        num_classes=10, seed=0)          # (100, 1, 8, 8) on every rank
+    x = sample_sharded(..., noise="sobol")               # evenly spread starting noise
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import math
 import torch
 
 from .. import collectives as rc
+from ..models.noise import standard_normal
 
 
 def grid_columns(n: int) -> int:
@@ -40,8 +42,12 @@ def sample_seed(seed: int, rank: int) -> int:
 
 @torch.no_grad()
 def sample_sharded(objective, net, n: int, shape: tuple, comm, *, steps: int, cfg_scale: float,
-                   num_classes: int, seed: int, device=None, autocast=None) -> torch.Tensor:
-    """Collective: ``n`` samples of ``shape`` (float32, CPU), identical on every rank."""
+                   num_classes: int, seed: int, device=None, autocast=None,
+                   noise: str = "iid") -> torch.Tensor:
+    """Collective: ``n`` samples of ``shape`` (float32, CPU), identical on every rank.
+
+    ``noise`` "sobol" starts rank r from points [r * per, (r + 1) * per) of one scrambled Sobol
+    sequence (``models.noise``), so the gathered samples start from one evenly spread set."""
     device = torch.device(device or "cpu")
     per = math.ceil(n / comm.size)
     # labels laid out for the n samples kept, so rows of the saved grid hold one class each
@@ -49,9 +55,13 @@ def sample_sharded(objective, net, n: int, shape: tuple, comm, *, steps: int, cf
     mine = slice(comm.rank * per, (comm.rank + 1) * per)
     y = labels[mine].to(device) if labels is not None else None
     gen = torch.Generator(device=device).manual_seed(sample_seed(seed, comm.rank))
+    start = {}                                     # iid: the objective draws from gen itself
+    if noise != "iid":
+        start["noise"] = standard_normal((per, *shape), kind=noise, seed=seed,
+                                         offset=comm.rank * per, device=device)
     with autocast or contextlib.nullcontext():
         x = objective.sample(net, (per, *shape), steps=steps, y=y, cfg_scale=cfg_scale,
-                             generator=gen)
+                             generator=gen, **start)
     x = x.float().contiguous()
     out = torch.empty((per * comm.size, *shape), dtype=x.dtype, device=x.device)
     rc.all_gather_into_tensor(out, x, group=comm)

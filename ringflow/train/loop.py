@@ -30,6 +30,7 @@ from .build import (LossModule, build_autocast, build_data, build_network, build
                     build_parallel, start)
 from .ema import EMA
 from .sharded import ShardedEMA
+from .standardize import Standardized
 from .generate import grid_labels, sample_sharded
 from .log import RunLog, reduce_metrics
 from .resume import (check_config, checkpoint_files, find_checkpoint, restore_model,
@@ -58,7 +59,7 @@ class Run:
     nonfinite: int = 0              # steps in a row whose gradient was not finite
     last_finite: tuple | None = None   # (step, this rank's loss tensor) of the last good step
     resumed_at: list = dataclasses.field(default_factory=list)   # steps resumed from (loss.png)
-    space: latent.LatentSpace | None = None    # --latent: x holds latents; samples are decoded
+    space: object = None    # --latent (LatentSpace) or --standardize: x is encoded; samples decoded
 
 
 class Diverged(FloatingPointError):
@@ -150,11 +151,13 @@ def sample_grid(run: Run, autocast, name: str) -> None:
     x = sample_sharded(run.objective, run.ema.model, cfg.num_samples, tuple(run.x.shape[1:]),
                        run.comm, steps=cfg.sample_steps, cfg_scale=cfg.cfg_scale,
                        num_classes=run.num_classes, seed=cfg.seed, device=run.device,
-                       autocast=autocast())
+                       autocast=autocast(), noise=cfg.sample_noise)
     if run.comm.rank == 0:
         x = run.space.decode(x) if run.space is not None else x
         labels = grid_labels(cfg.num_samples, run.num_classes) if x.dim() == 4 else None
-        reference = run.x if x.dim() == 2 else None          # points: the data beside them
+        reference = None
+        if x.dim() == 2:                                      # points: the data beside them
+            reference = run.space.decode(run.x) if run.space is not None else run.x
         plots.save_samples(x, Path(cfg.out) / "samples" / f"{name}.png", labels=labels,
                            reference=reference)
 
@@ -212,6 +215,9 @@ def prepare(argv) -> tuple:
     shape = tuple(data[0].shape)
     checks.validate(cfg, launch.size, launch.launcher, shape)
     space = latent.load_space(cfg.latent) if cfg.latent else None
+    if cfg.standardize:                              # z-scores: cheap, every rank alike
+        space = Standardized.of(data[0])
+        data = (space.encode(data[0]), *data[1:])
     example = data[0][:1] if space is None else torch.empty((1, *space.shape))
     net = build_network(cfg, example, data[2])
     return cfg, launch, data, net, build_objective(cfg), space
@@ -227,12 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     comm, device = start(cfg, launch)
     try:
         autocast = build_autocast(cfg, device)
-        if space is not None:                        # every rank encodes a share, once
+        if isinstance(space, latent.LatentSpace):    # every rank encodes a share, once
             data = (latent.encode_dataset(space, data[0], comm), *data[1:])
         run = build_run(cfg, comm, device, data, net, objective, space=space)
         if comm.rank == 0:
             config.save(cfg, Path(cfg.out) / "config.json")
-            if space is not None:
+            if isinstance(space, latent.LatentSpace):
                 latent.save_record(space, Path(cfg.out))
             print(f"ringflow.train: {comm.size} rank(s) on {device}, transport "
                   f"{comm.transport.name}, --parallel {cfg.parallel}", file=sys.stderr, flush=True)

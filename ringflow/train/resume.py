@@ -106,12 +106,16 @@ def _explicit(path: Path, comm, rejected: list) -> Path | None:
 
 
 # Settings that decide what the weights mean; any other setting may change on resume.
-MODEL_FIELDS = ("model", "model_kwargs", "objective", "objective_kwargs", "data", "class_cond")
+MODEL_FIELDS = ("model", "model_kwargs", "objective", "objective_kwargs", "data", "class_cond",
+                "standardize")
+# fields newer than some checkpoints, and what a checkpoint without them was trained with
+OLDER_DEFAULTS = {"standardize": False}
 
 
 def check_config(folder: Path, cfg) -> None:
     """Refuse a checkpoint trained with another model config, listing every field that differs."""
     saved, now = ckpt.read(folder, "state.json").get("config", {}), config.to_dict(cfg)
+    saved = {**OLDER_DEFAULTS, **saved} if saved else saved
     diff = [f"{k}: checkpoint has {saved.get(k)!r}, this run has {now.get(k)!r}"
             for k in MODEL_FIELDS if k in saved and saved[k] != now.get(k)]
     if diff:

@@ -38,6 +38,8 @@ def test_resume_flag_without_value_means_must():
     (["--ema-decay", "1.0"], ["--ema-decay must be in [0, 1)"]),
     (["--parallel", "zero2", "--compress", "bf16"], ["--parallel ddp"]),
     (["--transport", "mpi"], ["mpirun"]),
+    (["--model", "vae", "--objective", "vae", "--sample-noise", "sobol"],
+     ["--sample-noise sobol", "--objective vae", "--sample-noise iid"]),
 ])
 def test_validate_rejects_with_the_fix(argv, words):
     with pytest.raises(config.ConfigError) as err:
