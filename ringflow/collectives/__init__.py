@@ -32,9 +32,13 @@ def _check(comm: Communicator, tensor: torch.Tensor, what: str,
     That is ``tensor.detach()``: the same storage without autograd, so a tensor with
     ``requires_grad=True`` is reduced in place as torch.distributed does (a collective works on
     the data; the ring's in-place adds would otherwise be refused on a leaf by autograd)."""
+    return _check_tensor(comm, _require_tensor(tensor, what), what, op)
+
+
+def _require_tensor(tensor, what: str) -> torch.Tensor:
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(tensor).__name__}")
-    return _check_tensor(comm, tensor, what, op)
+    return tensor
 
 
 def _check_tensor(comm: Communicator, tensor: torch.Tensor, what: str,
@@ -79,7 +83,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False, algorithm="a
     if wire_dtype is not None:
         return _all_reduce_wire(comm, _check(comm, tensor, "tensor", op), op, async_op, algorithm,
                                 wire_dtype)
-    return all_reduce_resolved(comm, tensor, op, async_op, algorithm)
+    return all_reduce_resolved(comm, _require_tensor(tensor, "tensor"), op, async_op, algorithm)
 
 
 def all_reduce_resolved(comm: Communicator, tensor: torch.Tensor, op: ReduceOp,
