@@ -119,11 +119,15 @@ class _Pipeline:
         self.sends: list = []
         self.tracing = comm.tracer.on
 
-    def region(self, t: int, j: int, sending: bool) -> torch.Tensor:
-        """Piece j of the chunk this rank sends (or receives) at ring step t."""
+    def span(self, t: int, j: int, sending: bool) -> slice:
+        """Elements of piece j of the chunk this rank sends (or receives) at ring step t."""
         a, b = self.bounds[self.chunks(t)[0 if sending else 1]]
         pa, pb = self.cuts[b - a][j]
-        return self.buf[a + pa: a + pb]
+        return slice(a + pa, a + pb)
+
+    def region(self, t: int, j: int, sending: bool) -> torch.Tensor:
+        """Piece j of the chunk this rank sends (or receives) at ring step t."""
+        return self.buf[self.span(t, j, sending)]
 
     def post_recv(self, g: int) -> None:
         t, j = self.order[g]

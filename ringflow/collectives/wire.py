@@ -194,12 +194,6 @@ class _WireRing(pipeline._Pipeline):
         self.window = len(self.order)
         self.sent = comm.scratch(wire, buf.numel(), buf.device)
 
-    def span(self, t: int, j: int, sending: bool) -> slice:
-        """Elements of piece j of the chunk sent (or received) at ring step t."""
-        a, b = self.bounds[self.chunks(t)[0 if sending else 1]]
-        pa, pb = self.cuts[b - a][j]
-        return slice(a + pa, a + pb)
-
     def post_recv(self, g: int) -> None:
         t, j = self.order[g]
         self.recvs[g] = self.comm.irecv(self.sent[self.span(t, j, False)], self.left)

@@ -276,7 +276,7 @@ class MpiTransport(BesideNodeShm, Transport):
     # Blocking calls: the fastest MPI offers, and not bounded by the timeout (benchmarks only).
     def _typed(self, tensor: torch.Tensor):
         self.check_tensor(tensor)
-        if tensor.dtype == torch.bfloat16:
+        if not self.native_reduces(tensor.dtype):
             raise TypeError("MPI has no bfloat16 reduction; use algorithm='ring' (or float32) "
                             "for bfloat16 with the mpi transport")
         if tensor.requires_grad:
@@ -287,7 +287,7 @@ class MpiTransport(BesideNodeShm, Transport):
         return tensor.numpy().reshape(-1)
 
     def native_reduces(self, dtype: torch.dtype) -> bool:
-        return dtype != torch.bfloat16        # what _typed refuses
+        return dtype != torch.bfloat16        # _typed refuses by this same test
 
     def _op(self, op: str):
         """MPI's op for a reduction named "sum" | "avg" | "max" | "min" | "product" | "band"..."""
