@@ -30,22 +30,28 @@ from ringflow import collectives as rc
 
 
 def pieces(pg, t: torch.Tensor) -> dict:
-    """Each step of RingflowProcessGroup.allreduce on its own, and what ringflow's verb costs."""
+    """Each step of RingflowProcessGroup.allreduce on its own, and what ringflow's verb costs.
+    The group runs a kind of tensor it has seen on its plan (backend/plans.py); rc.all_reduce
+    makes its checks and choice on every call."""
     from ringflow.backend import process_group as group
     from ringflow.collectives import select
     comm, opts = pg.comm, dist.AllreduceOptions()
     opts.asyncOp = False
     op = group._op(opts)
+    plans = pg._plans._plans
     return {"options object made (torch's wrapper)": dist.AllreduceOptions,
-            "opts.asyncOp read": lambda: opts.asyncOp,
-            "op read from opts and looked up": lambda: group._op(opts),
-            "one tensor, complex check": lambda: group._real(group._one([t], "allreduce")),
-            "tensor checks (rc, both paths)": lambda: rc._check_tensor(comm, t, "tensor", op),
-            "algorithm choice (rc, both paths)":
-                lambda: select.choose(comm, "all_reduce", t.numel() * 4),
-            "checks skipped by the resolved entry":
+            "opts.asyncOp read (group)": lambda: opts.asyncOp,
+            "op read from opts by its hash (group)": lambda: hash(opts.reduceOp),
+            "contiguous, cpu, autograd read (group)":
+                lambda: (t.is_contiguous(), t.is_cpu, t.requires_grad),
+            "plan looked up (group)": lambda: plans.get((t.numel(), t.dtype, 0, t.layout)),
+            "op read from opts and looked up (unplanned)": lambda: group._op(opts),
+            "tensor checks (rc)": lambda: rc._check_tensor(comm, t, "tensor", op),
+            "algorithm choice (rc)": lambda: select.choose(comm, "all_reduce", t.numel() * 4),
+            "flat view of the detached tensor (rc)": lambda: t.detach().view(-1),
+            "isinstance, group and op resolved (rc)":
                 lambda: (rc._group(comm), rc.as_reduce_op(op), isinstance(t, torch.Tensor)),
-            "comm.run of an empty job (rc, both paths)":
+            "comm.run of an empty job (both)":
                 lambda: comm.run("all_reduce", lambda: None, tensor=t, op=op)}
 
 

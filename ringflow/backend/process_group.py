@@ -17,7 +17,7 @@ import torch.distributed as dist
 from .. import collectives as rc
 from ..collectives.communicator import Communicator
 from ..collectives.ops import ReduceOp, as_reduce_op
-from . import lists, p2p
+from . import lists, p2p, plans
 from .work import BackendWork
 
 # torch's RedOpType (by its integer value) -> ringflow's ReduceOp, looked up once per call:
@@ -57,6 +57,7 @@ class RingflowProcessGroup(dist.ProcessGroup):
         super().__init__(comm.rank, comm.size)
         self.comm = comm
         self._name = name             # torch's getter reads a C++ backend this group lacks
+        self._plans = plans.AllReducePlans(comm)
 
     @property
     def group_name(self) -> str:
@@ -84,10 +85,19 @@ class RingflowProcessGroup(dist.ProcessGroup):
         """``dist.all_reduce(t)`` (``opts.asyncOp`` False) runs inline and returns None: torch's
         blocking verbs take None as "done, nothing to wait for" (every one of them checks), and
         building a Work per call cost a tenth of a 4 KiB all_reduce. C++ callers (DDP's
-        reducer, functional collectives) leave asyncOp True and get a Work with its future."""
-        t = _one(tensors, "allreduce")
+        reducer, functional collectives) leave asyncOp True and get a Work with its future.
+        A kind of tensor seen before runs on its plan (plans.py): the checks and choices of
+        its first call are not made again."""
         if opts is None:
             opts = dist.AllreduceOptions()
+        if len(tensors) == 1:
+            work = self._plans.run(tensors[0], opts.reduceOp, opts.asyncOp)
+            if work is not plans.NOT_RUN:
+                return BackendWork.of(work, tensors) if work is not None else None
+        return self._allreduce(_one(tensors, "allreduce"), tensors, opts)
+
+    def _allreduce(self, t, tensors, opts):
+        """The general path: any tensor, every check, every error."""
         try:                                       # past the checks torch already made
             work = rc.all_reduce_resolved(self.comm, _real(t), _op(opts), opts.asyncOp)
         except TypeError:                          # the refusal path: a sparse tensor?

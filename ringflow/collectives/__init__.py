@@ -11,6 +11,8 @@ rank with a message instead of hanging its peers.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from . import exchange, select, staged, wire
@@ -97,6 +99,16 @@ def all_reduce_resolved(comm: Communicator, tensor: torch.Tensor, op: ReduceOp,
     flat = tensor.view(-1)
     return comm.run("all_reduce", lambda: fn(comm, flat, op), tensor=tensor, op=op,
                     async_op=async_op, algorithm=name)
+
+
+def all_reduce_plan(comm: Communicator, tensor: torch.Tensor, op: ReduceOp,
+                    algorithm: str = "auto") -> tuple[str, Callable]:
+    """(name, fn(comm, flat, op)) of the algorithm all_reduce runs on ``tensor``, after its checks
+    (which raise the errors all_reduce raises). For a caller that remembers the answer per kind
+    of tensor (the backend's plans.py): it depends on the numel, dtype, op, device and layout."""
+    tensor = _check_tensor(comm, tensor, "tensor", op)
+    return select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm,
+                         dtype=tensor.dtype)
 
 
 def _all_reduce_wire(comm, tensor, op, async_op, algorithm, wire_dtype):
