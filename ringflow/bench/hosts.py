@@ -2,7 +2,7 @@
 a bridge (more), every host's link rate-limited both ways with ``tc tbf``.
 
 Everything made lives inside namespaces named ``rfc<pid>h<i>`` (and ``rfc<pid>sw`` for the
-bridge): links are created straight into them, so deleting the namespaces deletes every link,
+bridge; ``Hosts(prefix=)`` replaces ``rfc``, and ``cleanup(prefix)`` looks only at its own): links are created straight into them, so deleting the namespaces deletes every link,
 nothing is left in the root namespace, and a killed run's leftovers are known by their dead pid
 (``cleanup()``). Addresses are 10.232.<pid % 250 + 1>.<i + 1>/24, apart from
 tests/faults/netns.py's 10.231.x.y. Needs root, iproute2 and tc; ``available()`` says why not.

@@ -26,13 +26,13 @@ from .pipeline import configured_slice_bytes, trace_step
 
 
 # Up to this many bytes a two-rank all-reduce is one exchange of whole buffers instead of the
-# ring's two dependent steps: over gloo a message costs a round of thread wake-ups, and on
-# loopback (2 ranks, benchmarks/collectives/pipeline_sweep.py, config "rd": the same exchange)
-# one exchange ran 1.30-1.39x gloo at 1 MiB and 0.83-1.06x at 4 MiB where the ring's two steps
-# ran 0.64-0.84x and 0.66-1.03x; at 8 MiB 0.95-1.25x against 0.74-1.03x; at 16 MiB the
-# pipelined ring caught up (0.88-1.09x against 0.90-1.03x), as its reductions overlap transfers
-# there. Across two emulated hosts at 1-4 MiB the two ran level (the link is the bound: both
-# move the whole buffer each way).
+# ring's two dependent steps: over gloo a message costs a round of thread wake-ups. On loopback
+# (2 ranks, benchmarks/collectives/pipeline_sweep.py, config "rd": the same exchange) it ran
+# 1.30-1.39x gloo at 1 MiB, 0.83-1.06x at 4 MiB and 0.95-1.25x at 8 MiB, where the pipelined ring
+# in whole pieces on 1-4 channels ran 0.23-0.84x, 0.61-1.03x and 0.66-1.03x; at 16 MiB the ring
+# caught up (0.90-1.03x against 0.88-1.09x): its reductions overlap its transfers. Across two
+# emulated hosts at 1-4 MiB the two ran level: the link is the bound, both move the whole buffer
+# each way (benchmarks/results/across_hosts.md, 2026-12-07b).
 PAIR_EXCHANGE_BYTES = 8 << 20
 
 
