@@ -2,10 +2,11 @@
 a bridge (more), every host's link rate-limited both ways with ``tc tbf``.
 
 Everything made lives inside namespaces named ``rfc<pid>h<i>`` (and ``rfc<pid>sw`` for the
-bridge; ``Hosts(prefix=)`` replaces ``rfc``, and ``cleanup(prefix)`` looks only at its own): links are created straight into them, so deleting the namespaces deletes every link,
-nothing is left in the root namespace, and a killed run's leftovers are known by their dead pid
-(``cleanup()``). Addresses are 10.232.<pid % 250 + 1>.<i + 1>/24, apart from
-tests/faults/netns.py's 10.231.x.y. Needs root, iproute2 and tc; ``available()`` says why not.
+bridge; ``Hosts(prefix=)`` replaces ``rfc``): links are created straight into them, so deleting
+the namespaces deletes every link, nothing is left in the root namespace, and a killed run's
+leftovers are known by their dead pid (``cleanup(prefix)``, which looks at its prefix only).
+Addresses are 10.232.<pid % 250 + 1>.<i + 1>/24, apart from tests/faults/netns.py's 10.231.x.y.
+Needs root, iproute2 and tc; ``available()`` says why not.
 netem (delay, loss) is not in this kernel: the link is emulated by its rate alone (tbf).
 
     with Hosts(2, rate="2gbit") as net:          # removed on exit, Ctrl-C and SIGTERM included

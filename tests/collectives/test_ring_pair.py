@@ -53,7 +53,8 @@ def test_two_ranks_exchange_up_to_the_threshold_and_pipeline_above(monkeypatch):
     ranks always run the ring."""
     calls = []
     real_run = pipeline.run
-    monkeypatch.setattr(pipeline, "run", lambda *a, **k: calls.append(a[0].size) or real_run(*a, **k))
+    monkeypatch.setattr(pipeline, "run",
+                        lambda *a, **k: calls.append(a[0].size) or real_run(*a, **k))
     monkeypatch.setattr(ring, "PAIR_EXCHANGE_BYTES", 400)
     for n, numel, runs in ((2, 100, []), (2, 101, [2, 2]), (3, 10, [3, 3, 3])):
         calls.clear()
@@ -80,5 +81,6 @@ def test_pair_exchange_is_on_the_timeline(tmp_path, monkeypatch):
         (pair,) = [e for e in events if e["name"] == "pair exchange"]
         waits = [e for e in events if e["name"] == f"wait rank {1 - rank}"]
         assert pair["args"] == {"bytes": 256, "peer": 1 - rank}
-        assert call["ts"] <= pair["ts"] and pair["ts"] + pair["dur"] <= call["ts"] + call["dur"] + 1e-3
+        end = call["ts"] + call["dur"] + 1e-3
+        assert call["ts"] <= pair["ts"] and pair["ts"] + pair["dur"] <= end
         assert waits and all(pair["ts"] <= w["ts"] <= pair["ts"] + pair["dur"] for w in waits)
