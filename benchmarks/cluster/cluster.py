@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--script", metavar="FILE.py",
                    help="run this torchrun program on the hosts instead of ringflow-bench (the "
                         "unknown flags go to it), e.g. benchmarks/collectives/pipeline_sweep.py")
+    p.add_argument("--prefix", default=hosts.PREFIX,
+                   help="namespace names start with this (default %(default)s), so that "
+                        "engineers sharing a machine tell their runs apart")
     p.add_argument("--cleanup", action="store_true",
                    help="only remove namespaces left by runs that no longer exist")
     return p
@@ -62,6 +65,10 @@ def parse(argv=None) -> tuple[argparse.Namespace, list[str]]:
         hosts.parse_rate(a.rate)
     except ValueError as e:
         parser.error(f"--rate: {e}")
+    try:
+        hosts.check_prefix(a.prefix)
+    except ValueError as e:
+        parser.error(f"--prefix: {e}")
     if a.mtu is not None and not 68 <= a.mtu <= 65535:
         parser.error(f"--mtu must be 68..65535 bytes, got {a.mtu}")
     if a.script is None:
@@ -159,7 +166,7 @@ def tails(logdir: Path, lines: int = 30) -> str:
 
 def run(a, bench: list[str]) -> str | None:
     """One launch on fresh hosts; None or why it failed (with the logs' tails)."""
-    with hosts.Hosts(a.hosts, a.rate, a.burst, a.latency, a.mtu) as net, \
+    with hosts.Hosts(a.hosts, a.rate, a.burst, a.latency, a.mtu, a.prefix) as net, \
             tempfile.TemporaryDirectory(prefix="ringflow-cluster-") as tmp:
         print(f"# cluster: {net.describe()}; {a.ranks_per_host} rank(s) per host", flush=True)
         logdir = Path(tmp)
@@ -174,7 +181,7 @@ def run(a, bench: list[str]) -> str | None:
 def main(argv=None) -> None:
     a, bench = parse(argv)
     if a.cleanup:
-        print(f"removed: {' '.join(hosts.cleanup()) or 'nothing'}")
+        print(f"removed: {' '.join(hosts.cleanup(a.prefix)) or 'nothing'}")
         return
     why = hosts.available()
     if why is not None:

@@ -2,10 +2,11 @@
 a bridge (more), every host's link rate-limited both ways with ``tc tbf``.
 
 Everything made lives inside namespaces named ``rfc<pid>h<i>`` (and ``rfc<pid>sw`` for the
-bridge): links are created straight into them, so deleting the namespaces deletes every link,
-nothing is left in the root namespace, and a killed run's leftovers are known by their dead pid
-(``cleanup()``). Addresses are 10.232.<pid % 250 + 1>.<i + 1>/24, apart from
-tests/faults/netns.py's 10.231.x.y. Needs root, iproute2 and tc; ``available()`` says why not.
+bridge; ``Hosts(prefix=)`` replaces ``rfc``): links are created straight into them, so deleting
+the namespaces deletes every link, nothing is left in the root namespace, and a killed run's
+leftovers are known by their dead pid (``cleanup(prefix)``, which looks at its prefix only).
+Addresses are 10.232.<pid % 250 + 1>.<i + 1>/24, apart from tests/faults/netns.py's 10.231.x.y.
+Needs root, iproute2 and tc; ``available()`` says why not.
 netem (delay, loss) is not in this kernel: the link is emulated by its rate alone (tbf).
 
     with Hosts(2, rate="2gbit") as net:          # removed on exit, Ctrl-C and SIGTERM included
@@ -20,8 +21,22 @@ import shutil
 import signal
 import subprocess
 
-PREFIX = "rfc"
-NAME = re.compile(rf"^{PREFIX}(\d+)(h\d+|sw|probe)$")
+PREFIX = "rfc"                  # the default; Hosts(prefix=) keeps one engineer's runs apart
+
+
+def name_pattern(prefix: str = PREFIX) -> re.Pattern:
+    """Namespace names of runs under ``prefix``: group 1 is the run's pid."""
+    return re.compile(rf"^{re.escape(prefix)}(\d+)(h\d+|sw|probe)$")
+
+
+NAME = name_pattern()
+
+
+def check_prefix(prefix: str) -> None:
+    """Refuse a prefix that would not make a namespace name whose pid can be read back."""
+    if not re.fullmatch(r"[a-z]([a-z0-9]{0,6}[a-z])?", prefix):
+        raise ValueError(f"prefix {prefix!r}: use 1-8 lowercase letters or digits, starting and "
+                         "ending with a letter (the run's pid follows it), e.g. rfc or k14d")
 RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}   # tc's, SI
 # tbf's bucket and queue, as measured in ../shared/MACHINE-FACTS.md ("Emulated hosts")
 BURST, LATENCY = "256kb", "50ms"
@@ -90,10 +105,12 @@ def _remove(ns: str) -> None:
     _run("ip", "netns", "del", ns, check=False)
 
 
-def cleanup() -> list[str]:
-    """Remove the namespaces of runs whose process is gone (killed with SIGKILL); their names."""
+def cleanup(prefix: str = PREFIX) -> list[str]:
+    """Remove the namespaces of runs under ``prefix`` whose process is gone (killed with
+    SIGKILL); their names."""
     names = [line.split()[0] for line in _run("ip", "netns", "list").stdout.splitlines() if line]
-    stale = [n for n in names if NAME.match(n) and not _alive(int(NAME.match(n).group(1)))]
+    pattern = name_pattern(prefix)
+    stale = [n for n in names if pattern.match(n) and not _alive(int(pattern.match(n).group(1)))]
     for ns in stale:
         _remove(ns)
     return stale
@@ -114,7 +131,8 @@ class Hosts:
     """
 
     def __init__(self, n: int, rate: str = "2gbit", burst: str = BURST, latency: str = LATENCY,
-                 mtu: int | None = None):
+                 mtu: int | None = None, prefix: str = PREFIX):
+        check_prefix(prefix)
         if n < 2:
             raise ValueError(f"an emulated cluster needs at least 2 hosts, got {n}")
         if n > 250:
@@ -125,10 +143,10 @@ class Hosts:
         self.mtu = mtu                          # None: the veth default (1500)
         pid, k = os.getpid(), os.getpid() % 250 + 1
         self.n, self.rate, self.burst, self.latency = n, rate, burst, latency
-        self.ns = [f"{PREFIX}{pid}h{i}" for i in range(n)]
+        self.ns = [f"{prefix}{pid}h{i}" for i in range(n)]
         self.dev = [f"rfh{i}" for i in range(n)]
         self.addr = [f"10.232.{k}.{i + 1}" for i in range(n)]
-        self.switch = None if n == 2 else f"{PREFIX}{pid}sw"
+        self.switch = None if n == 2 else f"{prefix}{pid}sw"
         self._made: list[str] = []
         self._handlers: dict = {}
 

@@ -9,6 +9,10 @@ slice k (double-buffered scratch, no allocation per step once warm).
 Reduction order is fixed by the ring (chunk c is summed starting at rank c+1),
 so results never depend on timing, and the all-gather copies bytes, so every
 rank ends bitwise identical.
+
+Two ranks: the ring's two steps (half of the buffer each way, then the other half back) move
+what one exchange of whole buffers moves, so up to PAIR_EXCHANGE_BYTES the all-reduce is that
+one exchange (``_pair_exchange``), which computes the ring's bytes (same operands, same order).
 """
 from __future__ import annotations
 
@@ -19,6 +23,17 @@ from .chunking import all_gather_chunks, chunk_bounds, reduce_scatter_chunks
 from .communicator import Communicator
 from .ops import ReduceOp, finish_avg, reduce_out
 from .pipeline import configured_slice_bytes, trace_step
+
+
+# Up to this many bytes a two-rank all-reduce is one exchange of whole buffers instead of the
+# ring's two dependent steps: over gloo a message costs a round of thread wake-ups. On loopback
+# (2 ranks, benchmarks/collectives/pipeline_sweep.py, config "rd": the same exchange) it ran
+# 1.30-1.39x gloo at 1 MiB, 0.83-1.06x at 4 MiB and 0.95-1.25x at 8 MiB, where the pipelined ring
+# in whole pieces on 1-4 channels ran 0.23-0.84x, 0.61-1.03x and 0.66-1.03x; at 16 MiB the ring
+# caught up (0.90-1.03x against 0.88-1.09x): its reductions overlap its transfers. Across two
+# emulated hosts at 1-4 MiB the two ran level: the link is the bound, both move the whole buffer
+# each way (benchmarks/results/across_hosts.md, 2026-12-07b).
+PAIR_EXCHANGE_BYTES = 8 << 20
 
 
 def _slices(bounds: tuple[int, int], nslices: int) -> list[tuple[int, int]]:
@@ -116,15 +131,40 @@ def all_gather_(comm: Communicator, buf: torch.Tensor, bounds: list[tuple[int, i
 
 def all_reduce(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
     """Ring all-reduce of flat ``buf`` in place: reduce-scatter, then all-gather (pipelined
-    across the two, pipeline.py, where the transport does not reduce on arrival)."""
+    across the two, pipeline.py, where the transport does not reduce on arrival; two ranks up
+    to PAIR_EXCHANGE_BYTES: one exchange, the same bytes)."""
     if not _fused(comm):
-        pipeline.all_reduce(comm, buf, op)
+        if comm.size == 2 and buf.numel() * buf.element_size() <= PAIR_EXCHANGE_BYTES:
+            _pair_exchange(comm, buf, op)
+        else:
+            pipeline.all_reduce(comm, buf, op)
         return
     bounds = chunk_bounds(buf.numel(), comm.size)
     reduce_scatter_(comm, buf, bounds, op)
     a, b = bounds[comm.rank]
     finish_avg(buf[a:b], op, comm.size)      # divide once, before the bytes are copied around
     all_gather_(comm, buf, bounds)
+
+
+def _pair_exchange(comm: Communicator, buf: torch.Tensor, op: ReduceOp) -> None:
+    """The two-rank ring in one exchange: each rank sends its whole buffer and combines the
+    peer's into it, with the ring's operand order: on the chunk a rank owns its own block comes
+    first, on the other chunk the peer's (the ring sums chunk c starting at rank c+1, the owner
+    last: mine (op) arrived). Both ranks so compute every element from the same two operands in
+    the same order, and AVG divides the same sum: the ring's bytes on both ranks."""
+    peer, tracer = 1 - comm.rank, comm.tracer
+    t0 = tracer.now() if tracer.on else 0
+    theirs = comm.scratch(buf.dtype, buf.numel(), buf.device)
+    sw, rw = comm.sendrecv(buf, peer, theirs, peer)
+    comm.wait(rw, peer=peer, step=0)
+    comm.wait(sw, peer=peer, step=0)
+    for c, (a, b) in enumerate(chunk_bounds(buf.numel(), 2)):
+        mine, other = buf[a:b], theirs[a:b]
+        reduce_out(mine, *((mine, other) if c == comm.rank else (other, mine)), op)
+    finish_avg(buf, op, 2)
+    if t0:
+        tracer.complete("pair exchange", t0, {"bytes": buf.numel() * buf.element_size(),
+                                              "peer": comm.ranks[peer]})
 
 
 def reduce_scatter(comm: Communicator, out: torch.Tensor, inp: torch.Tensor, op: ReduceOp) -> None:

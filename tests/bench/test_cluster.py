@@ -67,6 +67,20 @@ def test_cli_rejects_bad_flags_before_making_hosts(capsys):
     assert "--mtu must be 68..65535" in capsys.readouterr().err
 
 
+def test_a_prefix_names_the_namespaces_and_a_bad_one_is_refused(capsys):
+    """--prefix keeps engineers' runs on one machine apart (their names, their cleanup)."""
+    pid = os.getpid()
+    assert hosts.Hosts(2, prefix="k14d").ns == [f"k14d{pid}h0", f"k14d{pid}h1"]   # nothing made yet
+    assert hosts.name_pattern("k14d").match("k14d123h1").group(1) == "123"
+    assert hosts.name_pattern("k14d").match("rfc123h1") is None
+    for bad in ("", "9x", "k1", "K14d", "toolongname", "a-b"):
+        with pytest.raises(ValueError, match="prefix"):
+            hosts.Hosts(2, prefix=bad)
+    with pytest.raises(SystemExit):
+        load_cli().parse(["--prefix", "k1"])
+    assert "--prefix" in capsys.readouterr().err
+
+
 def test_rates_are_tc_units():
     assert hosts.parse_rate("2gbit") == 2e9 and hosts.parse_rate("500mbit") == 5e8
     for bad in ("2gb", "fast", "-1gbit", "0gbit"):
@@ -195,3 +209,20 @@ def test_cleanup_removes_what_a_killed_run_left_and_kills_what_runs_inside():
         for ns in left:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         inside.kill()
+
+
+@pytest.mark.netns
+def test_cleanup_under_a_prefix_leaves_other_prefixes_alone():
+    need_netns()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    mine, other = f"tst{gone.pid}h0", f"{hosts.PREFIX}{gone.pid}h0"
+    try:
+        for ns in (mine, other):
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+        assert hosts.cleanup("tst") == [mine]
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert mine not in names.split() and other in names.split()
+    finally:
+        for ns in (mine, other):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)

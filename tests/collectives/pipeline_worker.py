@@ -4,14 +4,15 @@
 
 Every rank makes every rank's input from one seed, so it computes the model's answer itself
 (test_pipeline.ring_model) and compares its own result bitwise, for several channel counts and
-slice sizes, numels (0, below the world size, not divisible) and ops. Prints "pipeline ok".
+slice sizes, numels (0, below the world size, not divisible) and ops; and the ring verb itself
+(with 2 ranks up to ring.PAIR_EXCHANGE_BYTES: one exchange). Prints "pipeline ok".
 """
 from __future__ import annotations
 
 import torch
 
 import ringflow
-from ringflow.collectives import pipeline
+from ringflow.collectives import pipeline, ring
 from ringflow.collectives.ops import ReduceOp
 from tests.collectives.test_pipeline import inputs, ring_model, same_bits
 
@@ -30,6 +31,9 @@ def main() -> None:
                 t = xs[comm.rank].clone()
                 pipeline.all_reduce(comm, t, op, channels=channels, slice_bytes=slice_bytes)
                 assert same_bits(t, want), f"numel {numel} {op} C={channels} slice={slice_bytes}"
+            t = xs[comm.rank].clone()
+            ring.all_reduce(comm, t, op)
+            assert same_bits(t, want), f"ring verb, numel {numel} {op}"
     print(f"rank {comm.rank}: pipeline ok", flush=True)
     ringflow.shutdown()
 
