@@ -40,6 +40,8 @@ class Model:
     stage_bytes: int = 0             # shm staging half (staged collectives' round size)
     stage_read: float = 1.0          # a staged all-reduce's read of a third stage and on, per byte,
                                      # relative to a copy (shm: SHM_STAGE_READ)
+    stage_wake: float = 0.0          # seconds a staged collective pays once per call to wake
+                                     # its peers (beside gloo: STAGED_WAKE_BESIDE_GLOO)
     source: str = "default"          # "default" or the tune file it came from
     probe: dict = dataclasses.field(default_factory=dict)  # alg -> [[bytes, s]] (probe.py)
 
@@ -47,10 +49,11 @@ class Model:
 DEFAULTS = {  # these 2-core machines, per message through ringflow's Python
     # (benchmarks/collectives/overheads.py: an exchange costs ~440 us over gloo, ~40 us over MPI
     # or shm); tune replaces them
-    "torch": Model(alpha=300e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
+    "torch": Model(alpha=300e-6, beta=1 / 2.0e9, gamma=1 / 6e9, stage_wake=400e-6),
     # one node: Open MPI's shared memory copies a byte in and out too (ring 0.9-1.5 GB/s busbw
-    # at 4-64 MiB, 2 ranks), so the staged path wins there as on shm
-    "mpi": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
+    # at 4-64 MiB, 2 ranks), so the staged path wins there as on shm; with 4 ranks the ring
+    # family's messages are as cheap as shm's (SHM_STAGE_READ)
+    "mpi": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9, stage_read=1.2),
     # a byte through the shm rings is copied twice (in, out) by Python-driven slices: the ring
     # reached ~1 GB/s busbw at 16 MiB where staged reached 1.2-2.5 (one node, 2 ranks)
     "shm": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9, stage_read=1.2),
@@ -65,13 +68,22 @@ ACROSS_HOSTS_PRIOR = ("ring", "two_level", "rd")
 # busbw in benchmarks/results/across_hosts.md, one_mpi, 2026-12-02): ~12 us at 4 KiB and 5 GB/s at
 # 1 MiB, where a staged round costs tens of us of Python, but 2.6 GB/s at 4 MiB and 0.65 at 64 MiB
 # (it page-faults a fresh temporary buffer on every call), where staged ran 2.8.
+# At 4 MiB: 3.2 ms, not the 1.6 of that busbw: in the 2026-12-06 runs MPI's call took 3.7-29 ms
+# there and lost to staged in 2 of 3 launches (0.33 of the best, median), so staged from ~3 MiB.
 MPI_ONE_NODE_ALL_REDUCE = [[4 << 10, 12e-6], [64 << 10, 30e-6], [1 << 20, 200e-6],
-                           [4 << 20, 1.6e-3], [16 << 20, 11e-3], [64 << 20, 100e-3]]
+                           [4 << 20, 3.2e-3], [16 << 20, 11e-3], [64 << 20, 100e-3]]
 # SHM_STAGE_READ (DEFAULTS["shm"].stage_read): with 4 ranks on these 2 cores a staged all-reduce
 # reads 4 stages per rank, and over shm the ring family beat it from 16 MiB (ring, rhd, direct
 # 1.2-1.4x faster at 16-64 MiB; staged first at 4 KiB-4 MiB; README, Across hosts), while with
 # 2 ranks staged won at every size: the third stage and on cost 1.2x a copy. Beside gloo the ring
 # family pays TCP, and staged won at every size with 4 ranks too (factor 1).
+# STAGED_WAKE_BESIDE_GLOO (DEFAULTS["torch"].stage_wake): beside gloo a staged all-reduce of 2
+# ranks took 0.48-0.75 ms at 4-256 KiB where its formula says 0.02-0.15 (a rank asleep on the
+# doorbell, woken while gloo's threads and other jobs hold the cores), and recursive doubling's
+# one gloo exchange 0.36-0.42 ms: rd's share of the fastest row was 0.88-1.00 there, staged's
+# 0.67-1.00; from 1 MiB staged led (1.00, rd 0.41-0.61). 0.4 ms a call puts the crossover
+# between 256 KiB and 1 MiB for 2 ranks; with 3 or more, rd's rounds cost more and staged stays.
+# (2026-12-06 one-node runs, README "Across hosts".)
 # Staged collectives move no messages whatever the transport: a round (copy in, counters,
 # wait) and memory-speed copies and reductions. Rough figures of these machines; tune's
 # measured points replace them.
@@ -206,7 +218,7 @@ def _staged(staged_bytes: float, copied: float, reduced: float, md: Model) -> fl
     """A staged collective: a round per stage half of ``staged_bytes``, then memory-speed
     copies and reductions (reading peers' stages costs what copying them does)."""
     rounds = max(1, math.ceil(staged_bytes / (md.stage_bytes or 2 << 20)))
-    return rounds * STAGED_ROUND + (copied + reduced) * STAGED_COPY
+    return rounds * STAGED_ROUND + md.stage_wake + (copied + reduced) * STAGED_COPY
 
 
 def _log2(n: int) -> tuple[int, int]:

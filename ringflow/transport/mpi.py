@@ -27,6 +27,10 @@ from .shm.wait import affinity, node_spin_us, spin_seconds, wait_until
 
 # 512 KiB-4 MiB slices were fastest over Open MPI's shared memory (MACHINE-FACTS).
 SLICE_BYTES = 1 << 20
+# numpy views of small cpu tensors are kept (_Views): making one costs ~1-3 us, as much as
+# MPI's own 4 KiB all-reduce (benchmarks/collectives/overheads.py). Large ones are made afresh:
+# an entry keeps its tensor's memory alive, and there a microsecond is nothing.
+VIEW_BYTES, VIEW_ENTRIES = 1 << 16, 32
 
 
 def load_mpi():
@@ -69,6 +73,37 @@ def _refuse_without_mpi_launcher(launch) -> None:
             f"{launch.launcher}, so each rank's MPI would start alone as a world of one. Launch "
             "with mpirun, or keep the launcher and set RINGFLOW_TRANSPORT=shm (one node) or torch")
     os.environ.setdefault("OMPI_MCA_btl", "self")      # read by MPI_Init, in load_mpi below
+
+
+def _as_numpy(tensor: torch.Tensor):
+    """A flat numpy view of a cpu tensor, in its own dtype."""
+    return (tensor.detach() if tensor.requires_grad else tensor).numpy().reshape(-1)
+
+
+def _as_bytes(tensor: torch.Tensor):
+    """A flat uint8 numpy view of a cpu tensor (any dtype, bfloat16 included)."""
+    return _as_numpy(tensor.view(torch.uint8))
+
+
+class _Views:
+    """numpy views of small cpu tensors by (address, bytes, dtype, kind): the same buffers come
+    back call after call. Safe by address alone: a hit is a view of exactly the bytes the caller's
+    (contiguous) tensor holds now, whatever tensor the view was first made from."""
+
+    def __init__(self):
+        self.views: dict = {}
+
+    def get(self, tensor: torch.Tensor, make):
+        nbytes = tensor.nbytes
+        if not 0 < nbytes <= VIEW_BYTES:
+            return make(tensor)
+        key = (tensor.data_ptr(), nbytes, tensor.dtype, make)
+        view = self.views.get(key)
+        if view is None:
+            if len(self.views) >= VIEW_ENTRIES:
+                del self.views[next(iter(self.views))]      # the oldest
+            view = self.views[key] = make(tensor)
+        return view
 
 
 class _MpiWork(Work):
@@ -142,6 +177,7 @@ class MpiTransport(BesideNodeShm, Transport):
         self._ops = {"sum": M.SUM, "avg": M.SUM, "max": M.MAX, "min": M.MIN, "product": M.PROD,
                      "band": M.BAND, "bor": M.BOR, "bxor": M.BXOR}
         self._inflight: set = set()        # unfinished works (see _MpiWork)
+        self._views = _Views()
         # MPI_TAG_UB is at least 32767 by the standard (Open MPI: 2**31 - 1); the stamp takes the
         # multiples of TAG_SPAN that fit above a communicator's tag (none at the minimum)
         tag_ub = comm.Get_attr(M.TAG_UB) or 32767
@@ -182,12 +218,10 @@ class MpiTransport(BesideNodeShm, Transport):
     def _bytes(self, tensor: torch.Tensor):
         """A zero-copy uint8 view for MPI (numpy on cpu, the CUDA array interface on gpu)."""
         self.check_tensor(tensor)
-        if tensor.requires_grad:
-            tensor = tensor.detach()
         if tensor.is_cuda:
             torch.cuda.current_stream(tensor.device).synchronize()   # MPI sees no CUDA streams
-            return tensor.reshape(-1).view(torch.uint8)
-        return tensor.view(torch.uint8).numpy().reshape(-1)
+            return tensor.detach().reshape(-1).view(torch.uint8)
+        return self._views.get(tensor, _as_bytes)
 
     def _peer(self, peer: int) -> int:
         if not 0 <= peer < self.size:
@@ -279,12 +313,10 @@ class MpiTransport(BesideNodeShm, Transport):
         if not self.native_reduces(tensor.dtype):
             raise TypeError("MPI has no bfloat16 reduction; use algorithm='ring' (or float32) "
                             "for bfloat16 with the mpi transport")
-        if tensor.requires_grad:
-            tensor = tensor.detach()
         if tensor.is_cuda:
             torch.cuda.current_stream(tensor.device).synchronize()
-            return tensor.reshape(-1)
-        return tensor.numpy().reshape(-1)
+            return tensor.detach().reshape(-1)
+        return self._views.get(tensor, _as_numpy)
 
     def native_reduces(self, dtype: torch.dtype) -> bool:
         return dtype != torch.bfloat16        # _typed refuses by this same test

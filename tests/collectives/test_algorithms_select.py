@@ -162,7 +162,7 @@ SIZES = [4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20]
 
 
 def test_prior_on_one_node_reads_peers_in_place(tmp_path, monkeypatch):
-    for name, n in (("shm", 2), ("torch/gloo", 2), ("torch/gloo", 4)):
+    for name, n in (("shm", 2), ("torch/gloo", 3), ("torch/gloo", 4)):
         assert prior_picks(tmp_path, monkeypatch, name, n, n, True, SIZES) == ["staged"] * 5, name
     # 4 ranks over shm read 4 stages each: the ring family's messages are cheap there, and it
     # wins from 16 MiB (SHM_STAGE_READ); over gloo they pay TCP and staged still wins
@@ -170,6 +170,21 @@ def test_prior_on_one_node_reads_peers_in_place(tmp_path, monkeypatch):
         ["staged"] * 3 + ["rhd"] * 2
     # eight ranks read eight stages each: the ring's 2(n-1)/n of the data wins at large sizes
     assert prior_picks(tmp_path, monkeypatch, "shm", 8, 8, True, [64 << 20]) != ["staged"]
+
+
+def test_prior_beside_gloo_takes_one_exchange_over_waking_two_ranks_below_a_mib(tmp_path,
+                                                                                monkeypatch):
+    """2 ranks beside gloo: recursive doubling's one gloo exchange (0.36-0.42 ms) beat a staged
+    call that wakes its peer (0.48-0.75 ms) at 4-256 KiB; staged led from 1 MiB
+    (STAGED_WAKE_BESIDE_GLOO). With 3 or 4 ranks rd needs more exchanges and staged stays."""
+    sizes = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 64 << 20]
+    assert prior_picks(tmp_path, monkeypatch, "torch/gloo", 2, 2, True, sizes) == \
+        ["rd"] * 4 + ["staged"] * 3
+    for n in (3, 4):
+        assert prior_picks(tmp_path, monkeypatch, "torch/gloo", n, n, True, sizes) == \
+            ["staged"] * 7, n
+    # the wake-up is gloo's neighbourhood only: over shm and beside MPI staged's formula is bare
+    assert costmodel.DEFAULTS["shm"].stage_wake == costmodel.DEFAULTS["mpi"].stage_wake == 0
 
 
 def test_prior_across_hosts_keeps_to_the_ring_family(tmp_path, monkeypatch):
@@ -187,17 +202,23 @@ def test_prior_across_hosts_keeps_to_the_ring_family(tmp_path, monkeypatch):
 def test_prior_on_one_mpi_node_takes_mpis_own_call_where_it_takes_the_dtype(tmp_path, monkeypatch):
     """MPI's all-reduce: microseconds small, page faults large (MPI_ONE_NODE_ALL_REDUCE)."""
     for n in (2, 3, 4):
+        # 4 ranks read 4 stages each: the ring family from 8 MiB, as over shm (SHM_STAGE_READ)
+        large = ["staged"] * 2 if n < 4 else ["rhd"] * 2
         f32 = prior_picks(tmp_path, monkeypatch, "mpi", n, n, True, SIZES, torch.float32)
-        assert f32 == ["native"] * 3 + ["staged"] * 2, n
+        assert f32 == ["native"] * 3 + large, n
         # MPI has no bfloat16 reduction: ours at every size, never the call that would fail
         bf16 = prior_picks(tmp_path, monkeypatch, "mpi", n, n, True, SIZES, torch.bfloat16)
-        assert bf16 == ["staged"] * 5, n
+        assert bf16 == ["staged"] * 3 + large, n
+    # MPI's call to 1 MiB, staged from 4 MiB (it lost there in 2 of 3 launches, 2026-12-06)
+    assert prior_picks(tmp_path, monkeypatch, "mpi", 2, 2, True, [1 << 20, 2 << 20, 4 << 20],
+                       torch.float32) == ["native", "native", "staged"]
     # across nodes MPI's own stays out of the prior (the ring family, as on gloo)
     assert "native" not in prior_picks(tmp_path, monkeypatch, "mpi", 4, 2, False, SIZES,
                                        torch.float32)
-    # gloo's own is never the prior's pick on one node: staged reads peers in place
-    assert prior_picks(tmp_path, monkeypatch, "torch/gloo", 2, 2, True, SIZES,
-                       torch.float32) == ["staged"] * 5
+    # gloo's own is never the prior's pick on one node: staged reads peers in place (2 ranks:
+    # rd's one exchange below 1 MiB)
+    assert "native" not in prior_picks(tmp_path, monkeypatch, "torch/gloo", 2, 2, True, SIZES,
+                                       torch.float32)
 
 
 def test_choose_sees_the_dtype_and_a_forced_native_falls_back_where_it_cannot(tmp_path,
