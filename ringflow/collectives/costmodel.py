@@ -40,8 +40,6 @@ class Model:
     stage_bytes: int = 0             # shm staging half (staged collectives' round size)
     stage_read: float = 1.0          # a staged all-reduce's read of a third stage and on, per byte,
                                      # relative to a copy (shm: SHM_STAGE_READ)
-    stage_wake: float = 0.0          # seconds a staged collective pays once per call to wake
-                                     # its peers (beside gloo: STAGED_WAKE_BESIDE_GLOO)
     source: str = "default"          # "default" or the tune file it came from
     probe: dict = dataclasses.field(default_factory=dict)  # alg -> [[bytes, s]] (probe.py)
 
@@ -49,10 +47,11 @@ class Model:
 DEFAULTS = {  # these 2-core machines, per message through ringflow's Python
     # (benchmarks/collectives/overheads.py: an exchange costs ~440 us over gloo, ~40 us over MPI
     # or shm); tune replaces them
-    "torch": Model(alpha=300e-6, beta=1 / 2.0e9, gamma=1 / 6e9, stage_wake=400e-6),
+    "torch": Model(alpha=300e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
     # one node: Open MPI's shared memory copies a byte in and out too (ring 0.9-1.5 GB/s busbw
-    # at 4-64 MiB, 2 ranks), so the staged path wins there as on shm; with 4 ranks the ring
-    # family's messages are as cheap as shm's (SHM_STAGE_READ)
+    # at 4-64 MiB, 2 ranks), so the staged path wins there as on shm; with 4 ranks its messages
+    # are as cheap as shm's and the ring family wins large (SHM_STAGE_READ: 4 ranks over MPI,
+    # 2026-12-06, rhd 1.00 of the best at 64 MiB where staged ran 0.74; 0.91 at 16 MiB)
     "mpi": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9, stage_read=1.2),
     # a byte through the shm rings is copied twice (in, out) by Python-driven slices: the ring
     # reached ~1 GB/s busbw at 16 MiB where staged reached 1.2-2.5 (one node, 2 ranks)
@@ -77,13 +76,6 @@ MPI_ONE_NODE_ALL_REDUCE = [[4 << 10, 12e-6], [64 << 10, 30e-6], [1 << 20, 200e-6
 # 1.2-1.4x faster at 16-64 MiB; staged first at 4 KiB-4 MiB; README, Across hosts), while with
 # 2 ranks staged won at every size: the third stage and on cost 1.2x a copy. Beside gloo the ring
 # family pays TCP, and staged won at every size with 4 ranks too (factor 1).
-# STAGED_WAKE_BESIDE_GLOO (DEFAULTS["torch"].stage_wake): beside gloo a staged all-reduce of 2
-# ranks took 0.48-0.75 ms at 4-256 KiB where its formula says 0.02-0.15 (a rank asleep on the
-# doorbell, woken while gloo's threads and other jobs hold the cores), and recursive doubling's
-# one gloo exchange 0.36-0.42 ms: rd's share of the fastest row was 0.88-1.00 there, staged's
-# 0.67-1.00; from 1 MiB staged led (1.00, rd 0.41-0.61). 0.4 ms a call puts the crossover
-# between 256 KiB and 1 MiB for 2 ranks; with 3 or more, rd's rounds cost more and staged stays.
-# (2026-12-06 one-node runs, README "Across hosts".)
 # Staged collectives move no messages whatever the transport: a round (copy in, counters,
 # wait) and memory-speed copies and reductions. Rough figures of these machines; tune's
 # measured points replace them.
@@ -218,7 +210,7 @@ def _staged(staged_bytes: float, copied: float, reduced: float, md: Model) -> fl
     """A staged collective: a round per stage half of ``staged_bytes``, then memory-speed
     copies and reductions (reading peers' stages costs what copying them does)."""
     rounds = max(1, math.ceil(staged_bytes / (md.stage_bytes or 2 << 20)))
-    return rounds * STAGED_ROUND + md.stage_wake + (copied + reduced) * STAGED_COPY
+    return rounds * STAGED_ROUND + (copied + reduced) * STAGED_COPY
 
 
 def _log2(n: int) -> tuple[int, int]:

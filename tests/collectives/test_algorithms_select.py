@@ -162,7 +162,7 @@ SIZES = [4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20]
 
 
 def test_prior_on_one_node_reads_peers_in_place(tmp_path, monkeypatch):
-    for name, n in (("shm", 2), ("torch/gloo", 3), ("torch/gloo", 4)):
+    for name, n in (("shm", 2), ("torch/gloo", 2), ("torch/gloo", 4)):
         assert prior_picks(tmp_path, monkeypatch, name, n, n, True, SIZES) == ["staged"] * 5, name
     # 4 ranks over shm read 4 stages each: the ring family's messages are cheap there, and it
     # wins from 16 MiB (SHM_STAGE_READ); over gloo they pay TCP and staged still wins
@@ -170,21 +170,6 @@ def test_prior_on_one_node_reads_peers_in_place(tmp_path, monkeypatch):
         ["staged"] * 3 + ["rhd"] * 2
     # eight ranks read eight stages each: the ring's 2(n-1)/n of the data wins at large sizes
     assert prior_picks(tmp_path, monkeypatch, "shm", 8, 8, True, [64 << 20]) != ["staged"]
-
-
-def test_prior_beside_gloo_takes_one_exchange_over_waking_two_ranks_below_a_mib(tmp_path,
-                                                                                monkeypatch):
-    """2 ranks beside gloo: recursive doubling's one gloo exchange (0.36-0.42 ms) beat a staged
-    call that wakes its peer (0.48-0.75 ms) at 4-256 KiB; staged led from 1 MiB
-    (STAGED_WAKE_BESIDE_GLOO). With 3 or 4 ranks rd needs more exchanges and staged stays."""
-    sizes = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 64 << 20]
-    assert prior_picks(tmp_path, monkeypatch, "torch/gloo", 2, 2, True, sizes) == \
-        ["rd"] * 4 + ["staged"] * 3
-    for n in (3, 4):
-        assert prior_picks(tmp_path, monkeypatch, "torch/gloo", n, n, True, sizes) == \
-            ["staged"] * 7, n
-    # the wake-up is gloo's neighbourhood only: over shm and beside MPI staged's formula is bare
-    assert costmodel.DEFAULTS["shm"].stage_wake == costmodel.DEFAULTS["mpi"].stage_wake == 0
 
 
 def test_prior_across_hosts_keeps_to_the_ring_family(tmp_path, monkeypatch):
@@ -215,10 +200,9 @@ def test_prior_on_one_mpi_node_takes_mpis_own_call_where_it_takes_the_dtype(tmp_
     # across nodes MPI's own stays out of the prior (the ring family, as on gloo)
     assert "native" not in prior_picks(tmp_path, monkeypatch, "mpi", 4, 2, False, SIZES,
                                        torch.float32)
-    # gloo's own is never the prior's pick on one node: staged reads peers in place (2 ranks:
-    # rd's one exchange below 1 MiB)
-    assert "native" not in prior_picks(tmp_path, monkeypatch, "torch/gloo", 2, 2, True, SIZES,
-                                       torch.float32)
+    # gloo's own is never the prior's pick on one node: staged reads peers in place
+    assert prior_picks(tmp_path, monkeypatch, "torch/gloo", 2, 2, True, SIZES,
+                       torch.float32) == ["staged"] * 5
 
 
 def test_choose_sees_the_dtype_and_a_forced_native_falls_back_where_it_cannot(tmp_path,
