@@ -114,9 +114,10 @@ class _MpiWork(Work):
     write into their buffers later, so those buffers must never be freed.
     """
 
-    def __init__(self, request, keep, peer: int, what: str, spin: float, inflight: set):
+    def __init__(self, request, keep, peer: int, what: str, spin: tuple[float, bool],
+                 inflight: set):
         self.request, self.keep, self.peer, self.what = request, keep, peer, what
-        self.spin, self.done, self.inflight = spin, False, inflight
+        (self.spin, self.spin_yield), self.done, self.inflight = spin, False, inflight
         self.foreign: Callable[[], None] | None = None   # a receive's probe for another call's
         self._strikes = 0                                # message (MpiTransport._foreign)
         self.status = None            # a receive from any source: MPI's Status names the sender
@@ -146,6 +147,7 @@ class _MpiWork(Work):
     def wait(self, timeout: float | None = None) -> None:
         try:
             wait_until(self.is_completed, timeout, self.peer, self.what, self.spin,
+                       spin_yield=self.spin_yield,
                        check=None if self.foreign is None else self._probe)
         except Exception as e:
             if type(e).__module__.startswith("mpi4py"):
@@ -170,6 +172,12 @@ class MpiTransport(BesideNodeShm, Transport):
         self.local_size = local.Get_size()
         node_cpus = set().union(*map(set, local.allgather(affinity())))
         self.spin = spin_seconds(node_spin_us(self.local_size, len(node_cpus)))
+        # spinning yields the core only oversubscribed (as the shm transport's waits): while
+        # every rank has a core a yield hands it to whatever else runs on the machine, and a
+        # wait of a few microseconds became one of a scheduler slice (the fingerprint check
+        # before MPI's own calls, staged rounds, MPI's requests)
+        self.spin_yield = self.local_size > len(node_cpus)
+        self._spin = (self.spin, self.spin_yield)
         local.Free()
         self._board = None
         self.node = None                   # NodeShm beside MPI on one node (from_launch)
@@ -235,14 +243,14 @@ class MpiTransport(BesideNodeShm, Transport):
         buf = self._bytes(tensor)
         folded = fold_tag(tag, stamp, self.stamp_slots)
         req = self.comm.Isend(buf, dest=self._peer(dst), tag=folded)
-        return _MpiWork(req, (buf, tensor), dst, f"send to rank {dst}", self.spin,
+        return _MpiWork(req, (buf, tensor), dst, f"send to rank {dst}", self._spin,
                         self._inflight)
 
     def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0, stamp: tuple | None = None) -> Work:
         buf = self._bytes(tensor)
         folded = fold_tag(tag, stamp, self.stamp_slots)
         req = self.comm.Irecv(buf, source=self._peer(src), tag=folded)
-        work = _MpiWork(req, (buf, tensor), src, f"receive from rank {src}", self.spin,
+        work = _MpiWork(req, (buf, tensor), src, f"receive from rank {src}", self._spin,
                         self._inflight)
         if stamp is not None:
             work.foreign = lambda: self._foreign(src, tag, folded, stamp)
@@ -255,7 +263,7 @@ class MpiTransport(BesideNodeShm, Transport):
         buf = self._bytes(tensor)
         req = self.comm.Irecv(buf, source=self.MPI.ANY_SOURCE,
                               tag=fold_tag(tag, stamp, self.stamp_slots))
-        work = _MpiWork(req, (buf, tensor), -1, "receive from any rank", self.spin,
+        work = _MpiWork(req, (buf, tensor), -1, "receive from any rank", self._spin,
                         self._inflight)
         work.status = self.MPI.Status()
         return work
@@ -281,7 +289,8 @@ class MpiTransport(BesideNodeShm, Transport):
         from .shm.bootstrap import MpiExchange
         from .shm.node import NodeShm
         try:
-            return NodeShm(MpiExchange(self.comm), self.rank, self.size, self.spin)
+            return NodeShm(MpiExchange(self.comm), self.rank, self.size, self.spin,
+                           spin_yield=self.spin_yield)
         except ShmUnavailable:                 # every rank alike
             return None
 
