@@ -262,3 +262,23 @@ def test_the_probe_keeps_mpis_own_call_on_an_idle_node_and_drops_it_on_a_busy_on
                                  "staged": [[b, 1e-4] for b in sizes]})
     assert select.choose(comm, "all_reduce", 4096, dtype=torch.float32)[0] == "staged"
     costmodel.forget()
+
+
+def test_auto_makes_one_choice_for_every_call_below_small_bytes(tmp_path, monkeypatch):
+    """A probe that puts MPI's call and staged level at small sizes (their curves then cross
+    twice below 64 KiB) still gives every call under SMALL_BYTES the choice made for SMALL_BYTES:
+    ranks whose calls differ by a dtype's width run one algorithm, which names the mismatch."""
+    monkeypatch.setenv("RINGFLOW_CACHE", str(tmp_path / "no-tune-here"))
+    costmodel.forget()
+    comm = fake_comm("mpi", 2, 2, True)
+    # what the probe found in one launch of 2026-12-07 (across_hosts/2026-12-07-one-node/probes.txt)
+    costmodel.adopt_probe(comm, {"native": [[16 << 10, 23e-6], [1 << 20, 159e-6]],
+                                 "staged": [[16 << 10, 26e-6], [1 << 20, 185e-6]]})
+    small = [1, 1000, 4000, 8000, 12 << 10, select.SMALL_BYTES]
+    picks = {select.choose(comm, "all_reduce", b, dtype=torch.float32)[0] for b in small}
+    assert len(picks) == 1, picks
+    # the model alone would have split them: the choice is the clamp's doing
+    ranked = {select.ranked(comm, "all_reduce", b, dtype=torch.float32)[0][0]
+              for b in (1000, 4000, 8000)}
+    assert len(ranked) == 2, ranked
+    costmodel.forget()
