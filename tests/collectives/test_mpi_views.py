@@ -44,3 +44,5 @@ def test_requires_grad_tensors_are_viewed_without_autograd():
     a = views.get(t, mpi._as_numpy)
     a[0] = 3.0
     assert t[0].item() == 3.0
+    b = torch.ones(4, dtype=torch.bfloat16, requires_grad=True)     # bytes: no numpy bfloat16
+    assert views.get(b, mpi._as_bytes).size == 8
