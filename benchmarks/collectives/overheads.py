@@ -9,6 +9,12 @@ Rank 0 prints medians in microseconds (4 KiB float32, 2 ranks, interleaved round
   exchange_ringflow the same through the transport and the Communicator (a ring step's cost)
   allreduce_raw     the backend's all-reduce called directly (torch.distributed / mpi4py)
   allreduce_native  rc.all_reduce(algorithm="native"): the same call behind ringflow's verb layer
+  native_unchecked  the same without the fingerprint check on the board before the call
+                    (Communicator.stamps off, as benchmarks/collectives/check_overhead.py does):
+                    what the check costs is allreduce_native minus this
+  verb_empty        Communicator.run of a job that does nothing (numbering, flight recorder,
+                    engine): the verb's own floor, on top of the input checks
+  allreduce_staged  rc.all_reduce(algorithm="staged") (ranks of one node)
   allreduce_ring    rc.all_reduce(algorithm="ring")
 """
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 
 import ringflow
 from ringflow import collectives as rc
+from ringflow.collectives import staged
 
 
 def main() -> None:
@@ -62,10 +69,26 @@ def main() -> None:
     def allreduce_native():
         rc.all_reduce(x, algorithm="native")
 
+    def native_unchecked():
+        comm.stamps = False
+        try:
+            rc.all_reduce(x, algorithm="native")
+        finally:
+            comm.stamps = True
+
+    def verb_empty():
+        comm.run("all_reduce", lambda: None, tensor=x, op=rc.ReduceOp.SUM)
+
+    def allreduce_staged():
+        rc.all_reduce(x, algorithm="staged")
+
     def allreduce_ring():
         rc.all_reduce(x, algorithm="ring")
 
-    fns = [exchange_raw, exchange_ringflow, allreduce_raw, allreduce_native, allreduce_ring]
+    fns = [exchange_raw, exchange_ringflow, allreduce_raw, allreduce_native, native_unchecked,
+           verb_empty, allreduce_ring]
+    if staged.supports(comm):
+        fns.insert(-1, allreduce_staged)
     times = {f.__name__: [] for f in fns}
     for _ in range(5):                                   # rounds, interleaved
         for f in fns:

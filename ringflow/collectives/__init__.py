@@ -57,7 +57,12 @@ def _check_tensor(comm: Communicator, tensor: torch.Tensor, what: str,
                          "(e.g. module.to_empty(device='cpu') and load or initialise the weights)")
     check_dtype(tensor, op)
     comm.transport.check_tensor(tensor)
-    return tensor.detach()
+    return tensor.detach() if tensor.requires_grad else tensor   # detach costs a small call's time
+
+
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as 1-D (itself when it is: a view costs more than a small MPI call)."""
+    return tensor if tensor.ndim == 1 else tensor.view(-1)
 
 
 def _check_pair(out: torch.Tensor, inp: torch.Tensor, out_numel: int, verb: str) -> None:
@@ -96,7 +101,7 @@ def all_reduce_resolved(comm: Communicator, tensor: torch.Tensor, op: ReduceOp,
     tensor = _check_tensor(comm, tensor, "tensor", op)
     name, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm,
                              dtype=tensor.dtype)
-    flat = tensor.view(-1)
+    flat = _flat(tensor)
     return comm.run("all_reduce", lambda: fn(comm, flat, op), tensor=tensor, op=op,
                     async_op=async_op, algorithm=name)
 
@@ -114,7 +119,7 @@ def all_reduce_plan(comm: Communicator, tensor: torch.Tensor, op: ReduceOp,
 def _all_reduce_wire(comm, tensor, op, async_op, algorithm, wire_dtype):
     wire.check(tensor, wire_dtype)
     _, fn = select.choose_wire("all_reduce", algorithm, wire_dtype)
-    flat = tensor.view(-1)
+    flat = _flat(tensor)
     return comm.run(wire.verb(wire_dtype), lambda: fn(comm, flat, op), tensor=tensor, op=op,
                     async_op=async_op)
 
@@ -131,7 +136,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
                          f"the group size {comm.size}")
     name, fn = select.choose(comm, "reduce_scatter", input.numel() * input.element_size(),
                              algorithm, dtype=input.dtype)
-    out, inp = output.view(-1), input.view(-1)
+    out, inp = _flat(output), _flat(input)
     return comm.run("reduce_scatter_tensor", lambda: fn(comm, out, inp, op), tensor=input, op=op,
                     async_op=async_op, algorithm=name)
 
@@ -146,7 +151,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
                 "all_gather_into_tensor")
     name, fn = select.choose(comm, "all_gather",
                              output_tensor.numel() * output_tensor.element_size(), algorithm)
-    out, inp = output_tensor.view(-1), input_tensor.view(-1)
+    out, inp = _flat(output_tensor), _flat(input_tensor)
     return comm.run("all_gather_into_tensor", lambda: fn(comm, out, inp), tensor=input_tensor,
                     async_op=async_op, algorithm=name)
 
@@ -157,7 +162,7 @@ def broadcast(tensor, src=0, group=None, async_op=False, algorithm="auto"):
     tensor = _check(comm, tensor, "tensor")
     _check_root(comm, src, "src")
     name, fn = select.choose(comm, "broadcast", tensor.numel() * tensor.element_size(), algorithm)
-    flat = tensor.view(-1)
+    flat = _flat(tensor)
     return comm.run("broadcast", lambda: fn(comm, flat, src), tensor=tensor, root=src,
                     async_op=async_op, algorithm=name)
 
@@ -169,7 +174,7 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, algorithm
     _check_root(comm, dst, "dst")
     name, fn = select.choose(comm, "reduce", tensor.numel() * tensor.element_size(), algorithm,
                              dtype=tensor.dtype)
-    flat = tensor.view(-1)
+    flat = _flat(tensor)
     return comm.run("reduce", lambda: fn(comm, flat, op, dst), tensor=tensor, op=op, root=dst,
                     async_op=async_op, algorithm=name)
 
@@ -204,7 +209,7 @@ def all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=
         raise ValueError(f"all_to_all_single: output dtype {output.dtype} != input dtype {input.dtype}")
     in_b = _split_bounds(input, input_split_sizes, comm.size, "input")
     out_b = _split_bounds(output, output_split_sizes, comm.size, "output")
-    out, inp = output.view(-1), input.view(-1)
+    out, inp = _flat(output), _flat(input)
     return comm.run("all_to_all_single", lambda: exchange.all_to_all(comm, out, inp, out_b, in_b),
                     tensor=input, async_op=async_op)
 

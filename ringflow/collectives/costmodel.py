@@ -49,8 +49,10 @@ DEFAULTS = {  # these 2-core machines, per message through ringflow's Python
     # or shm); tune replaces them
     "torch": Model(alpha=300e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
     # one node: Open MPI's shared memory copies a byte in and out too (ring 0.9-1.5 GB/s busbw
-    # at 4-64 MiB, 2 ranks), so the staged path wins there as on shm
-    "mpi": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9),
+    # at 4-64 MiB, 2 ranks), so the staged path wins there as on shm; with 4 ranks its messages
+    # are as cheap as shm's and the ring family wins large (SHM_STAGE_READ: 4 ranks over MPI,
+    # 2026-12-06, rhd 1.00 of the best at 64 MiB where staged ran 0.74; 0.91 at 16 MiB)
+    "mpi": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9, stage_read=1.2),
     # a byte through the shm rings is copied twice (in, out) by Python-driven slices: the ring
     # reached ~1 GB/s busbw at 16 MiB where staged reached 1.2-2.5 (one node, 2 ranks)
     "shm": Model(alpha=40e-6, beta=1 / 2.0e9, gamma=1 / 6e9, stage_read=1.2),
@@ -65,8 +67,10 @@ ACROSS_HOSTS_PRIOR = ("ring", "two_level", "rd")
 # busbw in benchmarks/results/across_hosts.md, one_mpi, 2026-12-02): ~12 us at 4 KiB and 5 GB/s at
 # 1 MiB, where a staged round costs tens of us of Python, but 2.6 GB/s at 4 MiB and 0.65 at 64 MiB
 # (it page-faults a fresh temporary buffer on every call), where staged ran 2.8.
+# At 4 MiB: 3.2 ms, not the 1.6 of that busbw: in the 2026-12-06 runs MPI's call took 3.7-29 ms
+# there and lost to staged in 2 of 3 launches (0.33 of the best, median), so staged from ~3 MiB.
 MPI_ONE_NODE_ALL_REDUCE = [[4 << 10, 12e-6], [64 << 10, 30e-6], [1 << 20, 200e-6],
-                           [4 << 20, 1.6e-3], [16 << 20, 11e-3], [64 << 20, 100e-3]]
+                           [4 << 20, 3.2e-3], [16 << 20, 11e-3], [64 << 20, 100e-3]]
 # SHM_STAGE_READ (DEFAULTS["shm"].stage_read): with 4 ranks on these 2 cores a staged all-reduce
 # reads 4 stages per rank, and over shm the ring family beat it from 16 MiB (ring, rhd, direct
 # 1.2-1.4x faster at 16-64 MiB; staged first at 4 KiB-4 MiB; README, Across hosts), while with

@@ -51,6 +51,12 @@ DEFAULT = {"all_reduce": "ring", "reduce_scatter": "ring", "all_gather": "ring",
            "broadcast": "tree", "reduce": "tree"}
 NEVER_AUTO = ("naive", "fp32acc")   # the oracle never wins; fp32acc changes numerics: opt-in only
 last: dict[str, str] = {}           # collective -> algorithm name chosen most recently
+# auto chooses for every call below this size as for this size: there every candidate is one
+# latency (the model cannot tell 4 KiB from 8 KiB apart), and one choice for all small calls
+# keeps ranks that wrongly call with sizes a few KiB apart (a dtype mismatch) on one algorithm,
+# which then names the mismatch, where two (MPI's call on one rank, staged on the other: the
+# probe can put their crossover anywhere) would only time out
+SMALL_BYTES = 16 << 10
 # float32 carried in bf16/fp16 (``wire_dtype=``), fn(comm, buf, op, wire): apart from ALGORITHMS
 # because they change the numerics (auto never weighs them, a tune never measures them) and only
 # run when the caller names a wire dtype.
@@ -152,6 +158,7 @@ def _auto(comm, collective: str, nbytes: int, exclude: tuple, dtype) -> str:
     NCCL reads its variables at init (reading the environment cost more than the rest of
     choosing), unless the communicator was given the text (``algorithm=``); a new tune
     (costmodel.forget) expires the memo."""
+    nbytes = max(nbytes, SMALL_BYTES)
     key = (collective, nbytes, exclude, dtype, costmodel.generation)
     env, memo = comm.auto_memo or _new_memo(comm)
     name = memo.get(key)

@@ -28,11 +28,17 @@ _LOW = 0xFFFFFFFF
 _ANY_COUNT = ("all_to_all_single",)
 
 
+_WORDS: dict[tuple, tuple[int, int]] = {}     # (verb, dtype, op) -> the coded words' high parts
+
+
 def stamp_of(rec) -> tuple[int, int, int, int]:
     """The stamp of call record ``rec`` (flight.CallRecord)."""
+    key = (rec.name, rec.dtype, rec.op)
+    words = _WORDS.get(key)          # coding the names costs more than a small MPI call
+    if words is None:
+        words = _WORDS[key] = (code_of(rec.name) << 32 | code_of(rec.dtype), code_of(rec.op) << 32)
     numel = 0 if rec.name in _ANY_COUNT else rec.numel
-    return (rec.seq, numel, code_of(rec.name) << 32 | code_of(rec.dtype),
-            code_of(rec.op) << 32 | (rec.root & _LOW))
+    return (rec.seq, numel, words[0], words[1] | (rec.root & _LOW))
 
 
 def _fields(stamp) -> dict:

@@ -27,6 +27,10 @@ from .shm.wait import affinity, node_spin_us, spin_seconds, wait_until
 
 # 512 KiB-4 MiB slices were fastest over Open MPI's shared memory (MACHINE-FACTS).
 SLICE_BYTES = 1 << 20
+# numpy views of small cpu tensors are kept (_Views): making one costs ~1-3 us, as much as
+# MPI's own 4 KiB all-reduce (benchmarks/collectives/overheads.py). Large ones are made afresh:
+# an entry keeps its tensor's memory alive, and there a microsecond is nothing.
+VIEW_BYTES, VIEW_ENTRIES = 1 << 16, 32
 
 
 def load_mpi():
@@ -71,6 +75,37 @@ def _refuse_without_mpi_launcher(launch) -> None:
     os.environ.setdefault("OMPI_MCA_btl", "self")      # read by MPI_Init, in load_mpi below
 
 
+def _as_numpy(tensor: torch.Tensor):
+    """A flat numpy view of a cpu tensor, in its own dtype."""
+    return (tensor.detach() if tensor.requires_grad else tensor).numpy().reshape(-1)
+
+
+def _as_bytes(tensor: torch.Tensor):
+    """A flat uint8 numpy view of a cpu tensor (any dtype, bfloat16 included)."""
+    return _as_numpy(tensor.view(torch.uint8))
+
+
+class _Views:
+    """numpy views of small cpu tensors by (address, bytes, dtype, kind): the same buffers come
+    back call after call. Safe by address alone: a hit is a view of exactly the bytes the caller's
+    (contiguous) tensor holds now, whatever tensor the view was first made from."""
+
+    def __init__(self):
+        self.views: dict = {}
+
+    def get(self, tensor: torch.Tensor, make):
+        nbytes = tensor.nbytes
+        if not 0 < nbytes <= VIEW_BYTES:
+            return make(tensor)
+        key = (tensor.data_ptr(), nbytes, tensor.dtype, make)
+        view = self.views.get(key)
+        if view is None:
+            if len(self.views) >= VIEW_ENTRIES:
+                del self.views[next(iter(self.views))]      # the oldest
+            view = self.views[key] = make(tensor)
+        return view
+
+
 class _MpiWork(Work):
     """An MPI request and the buffers it must keep alive until it completes.
 
@@ -79,9 +114,10 @@ class _MpiWork(Work):
     write into their buffers later, so those buffers must never be freed.
     """
 
-    def __init__(self, request, keep, peer: int, what: str, spin: float, inflight: set):
+    def __init__(self, request, keep, peer: int, what: str, spin: tuple[float, bool],
+                 inflight: set):
         self.request, self.keep, self.peer, self.what = request, keep, peer, what
-        self.spin, self.done, self.inflight = spin, False, inflight
+        (self.spin, self.spin_yield), self.done, self.inflight = spin, False, inflight
         self.foreign: Callable[[], None] | None = None   # a receive's probe for another call's
         self._strikes = 0                                # message (MpiTransport._foreign)
         self.status = None            # a receive from any source: MPI's Status names the sender
@@ -111,6 +147,7 @@ class _MpiWork(Work):
     def wait(self, timeout: float | None = None) -> None:
         try:
             wait_until(self.is_completed, timeout, self.peer, self.what, self.spin,
+                       spin_yield=self.spin_yield,
                        check=None if self.foreign is None else self._probe)
         except Exception as e:
             if type(e).__module__.startswith("mpi4py"):
@@ -135,6 +172,12 @@ class MpiTransport(BesideNodeShm, Transport):
         self.local_size = local.Get_size()
         node_cpus = set().union(*map(set, local.allgather(affinity())))
         self.spin = spin_seconds(node_spin_us(self.local_size, len(node_cpus)))
+        # spinning yields the core only oversubscribed (as the shm transport's waits): while
+        # every rank has a core a yield hands it to whatever else runs on the machine, and a
+        # wait of a few microseconds became one of a scheduler slice (the fingerprint check
+        # before MPI's own calls, staged rounds, MPI's requests)
+        self.spin_yield = self.local_size > len(node_cpus)
+        self._spin = (self.spin, self.spin_yield)
         local.Free()
         self._board = None
         self.node = None                   # NodeShm beside MPI on one node (from_launch)
@@ -142,6 +185,7 @@ class MpiTransport(BesideNodeShm, Transport):
         self._ops = {"sum": M.SUM, "avg": M.SUM, "max": M.MAX, "min": M.MIN, "product": M.PROD,
                      "band": M.BAND, "bor": M.BOR, "bxor": M.BXOR}
         self._inflight: set = set()        # unfinished works (see _MpiWork)
+        self._views = _Views()
         # MPI_TAG_UB is at least 32767 by the standard (Open MPI: 2**31 - 1); the stamp takes the
         # multiples of TAG_SPAN that fit above a communicator's tag (none at the minimum)
         tag_ub = comm.Get_attr(M.TAG_UB) or 32767
@@ -182,12 +226,10 @@ class MpiTransport(BesideNodeShm, Transport):
     def _bytes(self, tensor: torch.Tensor):
         """A zero-copy uint8 view for MPI (numpy on cpu, the CUDA array interface on gpu)."""
         self.check_tensor(tensor)
-        if tensor.requires_grad:
-            tensor = tensor.detach()
         if tensor.is_cuda:
             torch.cuda.current_stream(tensor.device).synchronize()   # MPI sees no CUDA streams
-            return tensor.reshape(-1).view(torch.uint8)
-        return tensor.view(torch.uint8).numpy().reshape(-1)
+            return tensor.detach().reshape(-1).view(torch.uint8)
+        return self._views.get(tensor, _as_bytes)
 
     def _peer(self, peer: int) -> int:
         if not 0 <= peer < self.size:
@@ -201,14 +243,14 @@ class MpiTransport(BesideNodeShm, Transport):
         buf = self._bytes(tensor)
         folded = fold_tag(tag, stamp, self.stamp_slots)
         req = self.comm.Isend(buf, dest=self._peer(dst), tag=folded)
-        return _MpiWork(req, (buf, tensor), dst, f"send to rank {dst}", self.spin,
+        return _MpiWork(req, (buf, tensor), dst, f"send to rank {dst}", self._spin,
                         self._inflight)
 
     def irecv(self, tensor: torch.Tensor, src: int, tag: int = 0, stamp: tuple | None = None) -> Work:
         buf = self._bytes(tensor)
         folded = fold_tag(tag, stamp, self.stamp_slots)
         req = self.comm.Irecv(buf, source=self._peer(src), tag=folded)
-        work = _MpiWork(req, (buf, tensor), src, f"receive from rank {src}", self.spin,
+        work = _MpiWork(req, (buf, tensor), src, f"receive from rank {src}", self._spin,
                         self._inflight)
         if stamp is not None:
             work.foreign = lambda: self._foreign(src, tag, folded, stamp)
@@ -221,7 +263,7 @@ class MpiTransport(BesideNodeShm, Transport):
         buf = self._bytes(tensor)
         req = self.comm.Irecv(buf, source=self.MPI.ANY_SOURCE,
                               tag=fold_tag(tag, stamp, self.stamp_slots))
-        work = _MpiWork(req, (buf, tensor), -1, "receive from any rank", self.spin,
+        work = _MpiWork(req, (buf, tensor), -1, "receive from any rank", self._spin,
                         self._inflight)
         work.status = self.MPI.Status()
         return work
@@ -247,7 +289,8 @@ class MpiTransport(BesideNodeShm, Transport):
         from .shm.bootstrap import MpiExchange
         from .shm.node import NodeShm
         try:
-            return NodeShm(MpiExchange(self.comm), self.rank, self.size, self.spin)
+            return NodeShm(MpiExchange(self.comm), self.rank, self.size, self.spin,
+                           spin_yield=self.spin_yield)
         except ShmUnavailable:                 # every rank alike
             return None
 
@@ -279,12 +322,10 @@ class MpiTransport(BesideNodeShm, Transport):
         if not self.native_reduces(tensor.dtype):
             raise TypeError("MPI has no bfloat16 reduction; use algorithm='ring' (or float32) "
                             "for bfloat16 with the mpi transport")
-        if tensor.requires_grad:
-            tensor = tensor.detach()
         if tensor.is_cuda:
             torch.cuda.current_stream(tensor.device).synchronize()
-            return tensor.reshape(-1)
-        return tensor.numpy().reshape(-1)
+            return tensor.detach().reshape(-1)
+        return self._views.get(tensor, _as_numpy)
 
     def native_reduces(self, dtype: torch.dtype) -> bool:
         return dtype != torch.bfloat16        # _typed refuses by this same test

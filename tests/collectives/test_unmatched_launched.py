@@ -41,3 +41,19 @@ def test_launched(transport, case, numel):
     named = transport != "gloo" and case in NAMED
     assert_no_silent_divergence(outs, deadline=T + 3, mismatch_named=named)
     assert_dtypes_named(outs, case)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", ["extra", "verb", "dtype", "width"])
+def test_mpis_own_calls_are_compared_before_they_go(case):
+    """algorithm="native": MPI's own collectives carry no stamp, so the ranks' fingerprints are
+    compared on the node's board before MPI is called (collectives/debug.py, check_on_board):
+    every rank raises the mismatch, none hangs in MPI or returns another call's bytes."""
+    _, out = run_mpirun(2, WORKER, case, "1000", "native", env={"RINGFLOW_TIMEOUT": str(T)},
+                        timeout=90)
+    outs = results_in(out)
+    assert len(outs) == 2, out[-4000:]
+    assert_no_silent_divergence(outs, deadline=T + 3)
+    assert [o["error"] for o in outs] == ["CollectiveMismatch"] * 2, outs
+    assert_dtypes_named(outs, case)

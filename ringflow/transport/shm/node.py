@@ -54,9 +54,10 @@ class BesideNodeShm:
 class NodeShm:
     """This rank's page and staging area, and views of every peer's."""
 
-    def __init__(self, exchange, rank: int, size: int, spin: float, stage_bytes: int | None = None):
+    def __init__(self, exchange, rank: int, size: int, spin: float, stage_bytes: int | None = None,
+                 spin_yield: bool = True):
         half = stage_half(stage_bytes)
-        self.rank, self.spin = rank, spin
+        self.rank, self.spin, self.spin_yield = rank, spin, spin_yield   # see wait.wait_until
         self._lock = threading.Lock()             # this process's threads asleep on our bell
         self.own, self.peers, _, _, _ = map_segments(exchange, rank, size, RING_BYTES, half)
         self.board = Board(self.own, self.peers, self.wait_until)
@@ -69,7 +70,7 @@ class NodeShm:
         PeerTimeout after ``timeout``, TransportError once ``peer`` has exited or closed."""
         wait_until(done, timeout, peer, lambda: f"rank {self.rank}: {what}", self.spin,
                    sleep=Bell(self.own, self._lock), check=lambda: self._check_alive(peer, what),
-                   check_every=0.0)
+                   check_every=0.0, spin_yield=self.spin_yield)
 
     def _check_alive(self, peer: int, what: str) -> None:
         seg = self.peers[peer]
