@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from ringflow.collectives import ring
 from tests.faults.procs import launch_bare, reports
 from tests.launchers import run_mpirun, run_torchrun
 
@@ -41,7 +42,12 @@ def test_torch_dead_peer_every_survivor_raises_within_timeout(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_torch_stalled_peer_times_out_and_names_it(tmp_path):
-    outs = launch_bare(2, _worker(tmp_path, "--fault", f"stall:2:0:{1.7 * T}", "--victim", "1"), ENV)
+    # above PAIR_EXCHANGE_BYTES, so two ranks run the ring's steps: a rank stalled at step 0 has
+    # posted step 0 only, and its peer waits inside all_reduce #2 for step 1 (below it the one
+    # exchange completes and the peer times out in the barrier after it)
+    numel = ring.PAIR_EXCHANGE_BYTES // 4 + 1024
+    outs = launch_bare(2, _worker(tmp_path, "--fault", f"stall:2:0:{1.7 * T}", "--victim", "1",
+                                  "--numel", str(numel)), ENV)
     rep = reports(tmp_path)
     status = rep[0]["status"]
     assert status.startswith("CollectiveTimeout"), (status, outs[0][1][-2000:])
@@ -66,7 +72,8 @@ def test_debug_mismatch_named_on_every_rank(tmp_path, transport, field, values):
 @pytest.mark.timeout(120)
 def test_torchrun_dead_peer_exits_nonzero_and_every_rank_reports(tmp_path):
     start = time.monotonic()
-    code, out = run_torchrun(2, WORKER, "--report", str(tmp_path), "--fault", "kill:2:1",
+    # step 0: at 64 Ki elements two ranks' ring is one exchange, so it has no step 1 (ring.py)
+    code, out = run_torchrun(2, WORKER, "--report", str(tmp_path), "--fault", "kill:2:0",
                              "--victim", "1", env=ENV, check=False, timeout=90)
     assert code != 0, out[-3000:]
     rep = reports(tmp_path)
@@ -82,7 +89,7 @@ def test_torchrun_dead_peer_exits_nonzero_and_every_rank_reports(tmp_path):
 @pytest.mark.timeout(120)
 def test_mpirun_dead_peer_exits_nonzero(tmp_path):
     start = time.monotonic()
-    code, out = run_mpirun(2, WORKER, "--report", str(tmp_path), "--fault", "kill:2:1",
+    code, out = run_mpirun(2, WORKER, "--report", str(tmp_path), "--fault", "kill:2:0",
                            "--victim", "1", env={**ENV, "RINGFLOW_TRANSPORT": "mpi"}, check=False,
                            timeout=90)
     assert code != 0, out[-3000:]

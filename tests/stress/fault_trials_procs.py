@@ -13,7 +13,7 @@ import torch
 from ringflow.train import checkpoint as ckpt
 from tests.faults.procs import launch_bare, reports
 from tests.launchers import run_mpirun, run_torchrun
-from tests.stress.fault_trials import ALGOS, PROC_T, SLACK, trial
+from tests.stress.fault_trials import ALGOS, PROC_T, SLACK, ring_steps, trial
 
 WORKER = "tests/faults/faults_worker.py"
 
@@ -47,7 +47,8 @@ def _bare(rng, fault: str, n: int, extra: list[str], env: dict, victim: int) -> 
 
 def dead_gloo(rng) -> dict:
     n, algo, seq = rng.choice([2, 3]), rng.choice(ALGOS + ["native"]), 2 * rng.randrange(3)
-    step = rng.randrange(2 * n - 2) if algo == "ring" else 0    # others: their first wait
+    # the ring: any of its steps at _bare's largest size; the others: their first wait
+    step = rng.randrange(ring_steps(n, 1 << 16)) if algo == "ring" else 0
     fault = f"killin:{seq}:0:0.001" if algo == "native" else f"kill:{seq}:{step}"
     return _bare(rng, fault, n, ["--algorithm", algo], _proc_env(), rng.randrange(n))
 
@@ -55,7 +56,7 @@ def dead_gloo(rng) -> dict:
 def dead_shm(rng) -> dict:
     """The same kill over shared memory (no native collective there): peers see the pid go."""
     n, algo, seq = rng.choice([2, 3]), rng.choice(ALGOS), 2 * rng.randrange(3)
-    step = rng.randrange(2 * n - 2) if algo == "ring" else 0
+    step = rng.randrange(ring_steps(n, 1 << 16, fused=True)) if algo == "ring" else 0
     return _bare(rng, f"kill:{seq}:{step}", n, ["--algorithm", algo],
                  _proc_env(RINGFLOW_TRANSPORT="shm"), rng.randrange(n))
 
@@ -86,9 +87,10 @@ def mismatch_gloo(rng, transport: str = "torch") -> dict:
 def _launched(run, rng, n: int, env: dict) -> dict:
     folder = tempfile.mkdtemp(prefix="rf-matrix-")
     start = time.monotonic()
+    fault = f"kill:{2 * rng.randrange(3)}:{rng.randrange(ring_steps(n, 1 << 16))}"  # worker's size
     try:
         code, _ = run(n, WORKER, "--report", folder, "--victim", str(rng.randrange(n)),
-                      "--fault", f"kill:{2 * rng.randrange(3)}:{rng.choice([0, 1])}",
+                      "--fault", fault,
                       env=env, check=False, timeout=120)
     except AssertionError:
         return trial(False, hang=True)
