@@ -21,6 +21,10 @@ from tests.faults.inject import Fault, inject
 
 LOCAL_T, PROC_T, SLACK = 0.5, 2.0, 5.0
 ALGOS = [a for a in select.ALGORITHMS["all_reduce"] if a != "native"]
+# The algorithms a fault set at a wait can always reach. Not staged: it skips a wait when its peers
+# are already there, so the fault may never come (a watcher's kill comes after small calls are
+# over), and the local transport refuses it; its dead peers: tests/collectives/test_shm_dead_peer.py.
+WAITING_ALGOS = [a for a in ALGOS if a != "staged"]
 
 
 def ring_steps(n: int, numel: int, fused: bool = False) -> int:
@@ -64,7 +68,7 @@ def _survivors_raised(outs, skip: int) -> dict:
 
 
 def dead_local(rng) -> dict:
-    n, algo = rng.choice([2, 3, 4]), rng.choice(ALGOS)
+    n, algo = rng.choice([2, 3, 4]), rng.choice(WAITING_ALGOS)
     step = rng.randrange(ring_steps(n, 4096)) if algo == "ring" else 0   # the ring: any step
     victim, seq = rng.randrange(n), 2 * rng.randrange(3)
     try:
@@ -82,7 +86,8 @@ def stall_local(rng) -> dict:
     victim = rng.randrange(n)
     fault = Fault("stall", 2 * rng.randrange(3), 0, seconds=LOCAL_T * rng.uniform(2.2, 3))
     try:
-        outs = run_ranks(n, _ring_loop(rng.choice(ALGOS), fault, victim), LOCAL_T, outcomes=True)
+        outs = run_ranks(n, _ring_loop(rng.choice(WAITING_ALGOS), fault, victim), LOCAL_T,
+                         outcomes=True)
     except TimeoutError:
         return trial(False, hang=True)
     return _survivors_raised(outs, victim)
@@ -90,7 +95,7 @@ def stall_local(rng) -> dict:
 
 def slow_local(rng, timeout: float = 2.0) -> dict:
     """One delay of 40 % of the timeout at a random point: nothing may change."""
-    n, algo = rng.choice([2, 3, 4]), rng.choice(ALGOS)
+    n, algo = rng.choice([2, 3, 4]), rng.choice(WAITING_ALGOS)
     victim, seq = rng.randrange(n), 2 * rng.randrange(3)
     clean = run_ranks(n, _ring_loop(algo, None, victim), timeout, outcomes=True)
     slow = run_ranks(n, _ring_loop(algo, Fault("stall", seq, 0, seconds=0.4 * timeout), victim),

@@ -13,7 +13,7 @@ import torch
 from ringflow.train import checkpoint as ckpt
 from tests.faults.procs import launch_bare, reports
 from tests.launchers import run_mpirun, run_torchrun
-from tests.stress.fault_trials import ALGOS, PROC_T, SLACK, ring_steps, trial
+from tests.stress.fault_trials import PROC_T, SLACK, WAITING_ALGOS, ring_steps, trial
 
 WORKER = "tests/faults/faults_worker.py"
 
@@ -46,7 +46,7 @@ def _bare(rng, fault: str, n: int, extra: list[str], env: dict, victim: int) -> 
 
 
 def dead_gloo(rng) -> dict:
-    n, algo, seq = rng.choice([2, 3]), rng.choice(ALGOS + ["native"]), 2 * rng.randrange(3)
+    n, algo, seq = rng.choice([2, 3]), rng.choice(WAITING_ALGOS + ["native"]), 2 * rng.randrange(3)
     # the ring: any of its steps at _bare's largest size; the others: their first wait
     step = rng.randrange(ring_steps(n, 1 << 16)) if algo == "ring" else 0
     fault = f"killin:{seq}:0:0.001" if algo == "native" else f"kill:{seq}:{step}"
@@ -55,7 +55,7 @@ def dead_gloo(rng) -> dict:
 
 def dead_shm(rng) -> dict:
     """The same kill over shared memory (no native collective there): peers see the pid go."""
-    n, algo, seq = rng.choice([2, 3]), rng.choice(ALGOS), 2 * rng.randrange(3)
+    n, algo, seq = rng.choice([2, 3]), rng.choice(WAITING_ALGOS), 2 * rng.randrange(3)
     step = rng.randrange(ring_steps(n, 1 << 16, fused=True)) if algo == "ring" else 0
     return _bare(rng, f"kill:{seq}:{step}", n, ["--algorithm", algo],
                  _proc_env(RINGFLOW_TRANSPORT="shm"), rng.randrange(n))
@@ -63,7 +63,7 @@ def dead_shm(rng) -> dict:
 
 def stall_gloo(rng) -> dict:
     return _bare(rng, f"stall:{2 * rng.randrange(3)}:0:{PROC_T * 1.6}", 2,
-                 ["--algorithm", rng.choice(ALGOS)], _proc_env(), rng.randrange(2))
+                 ["--algorithm", rng.choice(WAITING_ALGOS)], _proc_env(), rng.randrange(2))
 
 
 def mismatch_gloo(rng, transport: str = "torch") -> dict:
