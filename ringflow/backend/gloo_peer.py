@@ -57,8 +57,6 @@ class GlooPeerTransport(Transport):
     def irecv_any(self, tensor: torch.Tensor, tag: int = 0, stamp: tuple | None = None) -> Work:
         """gloo's own receive from any source; the sender is known once it completes."""
         self.check_tensor(tensor)
-        if self.size == 1:
-            raise ValueError("a receive from any source needs another rank; this group has one")
         try:
             work = self.pg.recv_anysource([tensor], fold_tag(tag, stamp, STAMP_SLOTS))
         except RuntimeError as e:

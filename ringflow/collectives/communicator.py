@@ -142,7 +142,11 @@ class Communicator:
         """Receive the group's next message from whichever member sends first (transports with
         ``irecv_any``). Once done, the Work's ``peer`` is the sender's transport rank
         (``member`` makes it a group rank). Empty messages too must be on the wire for this:
-        the backend's point-to-point sends a one-byte token for them (backend/p2p.py)."""
+        the backend's point-to-point sends a one-byte token for them (backend/p2p.py).
+        Refused here, for every transport, in a group of one (a sub-group of one rank of a
+        larger world too): no message could ever come."""
+        if self.size == 1:
+            raise ValueError("a receive from any source needs another rank; this group has one")
         stamp, tag = self.current_stamp(), self.tag
         return self._post(lambda: self.transport.irecv_any(tensor, tag, stamp), -1)
 

@@ -113,7 +113,8 @@ class Transport(abc.ABC):
         """Start receiving into ``tensor`` the first message of ``tag`` from whichever rank
         sends it; once the Work completes, its ``peer`` is that rank. It takes its place among
         the receives of every peer in posting order, like one posted to each peer, and is
-        withdrawn from all the others when one message matches it."""
+        withdrawn from all the others when one message matches it. Reached through
+        Communicator.irecv_any, which refuses a group of one first."""
         raise NotImplementedError(f"the {self.name} transport receives from a named rank only "
                                   "(any-source receives: shm, mpi, the backend's gloo)")
 

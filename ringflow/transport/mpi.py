@@ -258,8 +258,6 @@ class MpiTransport(BesideNodeShm, Transport):
 
     def irecv_any(self, tensor: torch.Tensor, tag: int = 0, stamp: tuple | None = None) -> Work:
         """MPI_ANY_SOURCE: MPI itself orders it among the named receives."""
-        if self.size == 1:
-            raise ValueError("a receive from any source needs another rank; this world has one")
         buf = self._bytes(tensor)
         req = self.comm.Irecv(buf, source=self.MPI.ANY_SOURCE,
                               tag=fold_tag(tag, stamp, self.stamp_slots))

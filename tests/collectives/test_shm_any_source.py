@@ -90,3 +90,16 @@ def test_wrong_size_fails_the_receive_naming_the_sender(group):
     b.isend(torch.ones(5), 0).wait(10)
     with pytest.raises(TransportError, match="from rank 1 has 5"):
         w.wait(10)
+
+
+def test_a_group_of_one_refuses_an_any_source_receive_on_every_transport(group):
+    """Refused by the Communicator before any transport: a world of one (the threads transport
+    has no any-source receive at all) and a sub-group of one rank of a larger shm world."""
+    from ringflow.collectives.communicator import Communicator
+    from ringflow.transport.local import LocalTransport
+    with pytest.raises(ValueError, match="needs another rank; this group has one"):
+        Communicator(LocalTransport.group(1)[0], timeout=5.0).irecv_any(torch.empty(2))
+    a, _ = group(2)
+    alone = Communicator(a, timeout=5.0).subgroup([0])
+    with pytest.raises(ValueError, match="needs another rank; this group has one"):
+        alone.irecv_any(torch.empty(2))

@@ -161,8 +161,6 @@ class ShmTransport(Transport):
 
     def irecv_any(self, tensor: torch.Tensor, tag: int = 0, stamp: tuple | None = None) -> Work:
         """Receive the first message of ``tag`` from any peer (see Transport.irecv_any)."""
-        if self.size == 1:
-            raise ValueError("a receive from any source needs another rank; this group has one")
         msg = self._message(tensor, (self.rank + 1) % self.size, tag, "recv", stamp)
         msg.peer = -1                       # the inbox that matches it names the sender
         with self._lock:
