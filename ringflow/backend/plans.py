@@ -20,11 +20,13 @@ from .. import collectives as rc
 from ..collectives import costmodel, select
 from ..collectives.ops import ReduceOp
 
-# torch's ReduceOp hashes to its RedOpType's integer: reading the op from torch's options by
-# its hash costs 0.54 us a call, through ``.op.value`` 0.87 (layer_cost.py --pieces). The ops
-# ringflow lacks (PREMUL_SUM) stay out: unplanned, so the general path raises its error.
-_OPS = {getattr(torch.distributed.ReduceOp.RedOpType, op.name).value: op for op in ReduceOp
-        if hasattr(torch.distributed.ReduceOp.RedOpType, op.name)}
+# torch's RedOpType (by its integer value) -> ringflow's ReduceOp, for the plans and the group's
+# general path alike: translating by name costs microseconds, which a 4 KiB all_reduce notices.
+# torch's ReduceOp hashes to that integer: reading the op from torch's options by its hash costs
+# 0.54 us a call, through ``.op.value`` 0.87 (layer_cost.py --pieces). The ops ringflow lacks
+# (PREMUL_SUM) stay out: unplanned, so the general path raises as_reduce_op's error.
+TORCH_OPS = {getattr(torch.distributed.ReduceOp.RedOpType, op.name).value: op for op in ReduceOp
+             if hasattr(torch.distributed.ReduceOp.RedOpType, op.name)}
 _STRIDED = torch.strided
 NOT_RUN = object()           # run()'s answer when the call is not planned (None: ran inline)
 
@@ -58,9 +60,9 @@ class AllReducePlans:
         """The plan of ``key`` from the full checks on ``t`` (None: not planned; the general
         path then raises or handles what it is: complex, sparse, an op ringflow lacks)."""
         numel, dtype, op_value, layout = key
-        if op_value not in _OPS or layout is not _STRIDED or t.is_complex():
+        if op_value not in TORCH_OPS or layout is not _STRIDED or t.is_complex():
             return None
-        op = _OPS[op_value]
+        op = TORCH_OPS[op_value]
         name, fn = rc.all_reduce_plan(self.comm, t, op)     # raises as rc.all_reduce would
         if len(self._plans) > 256:                          # kinds a group sees are few
             self._plans.clear()

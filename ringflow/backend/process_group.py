@@ -16,22 +16,15 @@ import torch.distributed as dist
 
 from .. import collectives as rc
 from ..collectives.communicator import Communicator
-from ..collectives.ops import ReduceOp, as_reduce_op
+from ..collectives.ops import as_reduce_op
 from . import lists, p2p, plans
 from .work import BackendWork
 
-# torch's RedOpType (by its integer value) -> ringflow's ReduceOp, looked up once per call:
-# translating by name costs microseconds, which a 4 KiB all_reduce notices, and hashing the
-# enum itself 0.4 us more than its value. The ops ringflow lacks stay out and take the slow
-# path to as_reduce_op's error.
-_OPS = {getattr(dist.ReduceOp.RedOpType, op.name).value: op for op in ReduceOp
-        if hasattr(dist.ReduceOp.RedOpType, op.name)}
-
-
 def _op(opts):
-    """ringflow's ReduceOp for torch's (an object whose ``op`` is the RedOpType)."""
+    """ringflow's ReduceOp for torch's (an object whose ``op`` is the RedOpType; by its value,
+    plans.TORCH_OPS: hashing the enum itself costs 0.4 us more)."""
     red = opts.reduceOp.op
-    return _OPS.get(red.value) or as_reduce_op(red)
+    return plans.TORCH_OPS.get(red.value) or as_reduce_op(red)
 
 
 def _async(opts) -> bool:
