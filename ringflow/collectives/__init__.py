@@ -98,9 +98,7 @@ def all_reduce_resolved(comm: Communicator, tensor: torch.Tensor, op: ReduceOp,
     """all_reduce for a caller that already holds the Communicator and a ringflow ReduceOp and
     knows ``tensor`` is a Tensor (the backend: torch's wrapper checked that, its op table made
     the op); the tensor's own checks (layout, dtype, device) still run here."""
-    tensor = _check_tensor(comm, tensor, "tensor", op)
-    name, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm,
-                             dtype=tensor.dtype)
+    tensor, name, fn = _all_reduce_choice(comm, tensor, op, algorithm)
     flat = _flat(tensor)
     return comm.run("all_reduce", lambda: fn(comm, flat, op), tensor=tensor, op=op,
                     async_op=async_op, algorithm=name)
@@ -111,9 +109,15 @@ def all_reduce_plan(comm: Communicator, tensor: torch.Tensor, op: ReduceOp,
     """(name, fn(comm, flat, op)) of the algorithm all_reduce runs on ``tensor``, after its checks
     (which raise the errors all_reduce raises). For a caller that remembers the answer per kind
     of tensor (the backend's plans.py): it depends on the numel, dtype, op, device and layout."""
+    return _all_reduce_choice(comm, tensor, op, algorithm)[1:]
+
+
+def _all_reduce_choice(comm: Communicator, tensor: torch.Tensor, op: ReduceOp, algorithm: str):
+    """(the checked tensor, algorithm name, its function): all_reduce's checks and choice."""
     tensor = _check_tensor(comm, tensor, "tensor", op)
-    return select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm,
-                         dtype=tensor.dtype)
+    name, fn = select.choose(comm, "all_reduce", tensor.numel() * tensor.element_size(), algorithm,
+                             dtype=tensor.dtype)
+    return tensor, name, fn
 
 
 def _all_reduce_wire(comm, tensor, op, async_op, algorithm, wire_dtype):
