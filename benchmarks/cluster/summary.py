@@ -4,8 +4,9 @@
     python benchmarks/cluster/summary.py --plot h2x2.png run1.json run2.json run3.json
 
 One row per (size, implementation): busbw and busbw/link medians over launches, the median
-of the per-launch ratio to the built-in (same launch, interleaved), and for auto the
-algorithms it picked and the median of its time as a share of the fastest row of its launch.
+of the per-launch ratio to the built-in (same launch, interleaved), and each row's time as a
+share of the fastest row of its launch, and of the fastest of ringflow's rows (the built-in
+left out: what auto chooses from), medians over launches; for auto the algorithms it picked.
 "Auto" rows are grouped under "auto" whatever they picked (the pick is listed).
 """
 from __future__ import annotations
@@ -34,6 +35,8 @@ def collect(paths: list[str]) -> tuple[dict, dict]:
         for size in dict.fromkeys(r["size"] for r in doc["rows"]):
             here = [r for r in doc["rows"] if r["size"] == size and r.get(mode(r))]
             best = min(r[mode(r)]["time_us"] for r in here)
+            ours = min((r[mode(r)]["time_us"] for r in here
+                        if not r["label"].startswith("builtin")), default=None)
             for r in here:
                 label = "auto" if r["label"].startswith("auto:") else r["label"]
                 cell = cells[(size, label)]
@@ -41,6 +44,7 @@ def collect(paths: list[str]) -> tuple[dict, dict]:
                 cell["ratio"].append(r.get("ratio"))
                 cell["link"].append(r.get("link"))
                 cell["share"].append(best / r[mode(r)]["time_us"])
+                cell["ours"].append(ours / r[mode(r)]["time_us"] if ours else None)
                 cell["pick"].append(r["label"][5:] if label == "auto" else "")
     return cells, meta
 
@@ -51,12 +55,13 @@ def med(values: list) -> str:
 
 
 def table(cells: dict) -> list[str]:
-    out = ["| size | implementation | busbw GB/s | busbw / link | vs gloo | share of best | auto picked |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| size | implementation | busbw GB/s | busbw / link | vs gloo | share of best | "
+           "share of ringflow's best | auto picked |",
+           "|---|---|---|---|---|---|---|---|"]
     for (size, label), c in cells.items():
         picks = "/".join(dict.fromkeys(c["pick"])) if label == "auto" else ""
         out.append(f"| {human(size)} | {label} | {med(c['busbw'])} | {med(c['link'])} | "
-                   f"{med(c['ratio'])} | {med(c['share'])} | {picks} |")
+                   f"{med(c['ratio'])} | {med(c['share'])} | {med(c['ours'])} | {picks} |")
     return out
 
 
